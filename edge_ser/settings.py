@@ -1,0 +1,216 @@
+"""Typed settings of the daemon: one frozen dataclass per concern, loaded from YAML by config.py.
+
+Each field has a one-line docstring under it; `systemd/config.example.yaml` documents the same keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """Where audio comes from."""
+
+    device: str | int | None = None
+    """Input device: index or (part of) its name as `edge-ser devices` lists it; null = system default."""
+
+    sample_rate: int | None = None
+    """Capture rate in Hz; null = the device's native default rate (resampled to 16 kHz after)."""
+
+    channels: int | None = None
+    """Capture channels; null = 1 if the device can, else its max (mixed down to mono after)."""
+
+    block_s: float = 0.1
+    """Seconds of audio per capture callback block."""
+
+    queue_blocks: int = 200
+    """Capture blocks buffered between the audio callback and the pipeline; overruns are counted."""
+
+    input: str | None = None
+    """Audio file to stream instead of a microphone (wav, flac, ogg/opus)."""
+
+    realtime: bool = False
+    """With `input`: pace the file like a microphone instead of reading it as fast as possible."""
+
+    reopen_min_s: float = 1.0
+    """First retry delay after the device fails or disappears (doubles up to reopen_max_s)."""
+
+    reopen_max_s: float = 30.0
+    """Longest retry delay for reopening a lost device."""
+
+    record_dir: str | None = None
+    """If set, speech windows are written here as WAV; null = audio never touches the disk."""
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """How the 16 kHz stream is cut into windows."""
+
+    window_s: float = 2.0
+    """Window length in seconds (the models are trained on 2 s)."""
+
+    hop_s: float = 1.0
+    """Seconds between window starts."""
+
+    max_pending: int = 8
+    """Windows waiting for inference; when full the oldest is dropped and counted."""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Which windows count as silence (published as `neutral`, no inference)."""
+
+    rms_threshold: float = 0.01
+    """Windows with RMS below this are silence (the paper's 0.01 on [-1, 1] samples)."""
+
+    vad: str = "none"
+    """Extra speech check after RMS: none, yamnet (AudioSet Speech score) or silero."""
+
+    vad_threshold: float = 0.5
+    """Speech probability below which a window is gated by the VAD."""
+
+    neutral_once: bool = True
+    """Publish `neutral` once per silence stretch instead of for every silent window."""
+
+
+@dataclass(frozen=True)
+class SmoothingSettings:
+    """Optional smoothing of probabilities over consecutive speech windows."""
+
+    method: str = "none"
+    """none, ema (exponential moving average) or majority (vote over the last `n` labels)."""
+
+    n: int = 3
+    """Windows in the majority vote."""
+
+    alpha: float = 0.5
+    """EMA weight of the newest window (1.0 = no smoothing)."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which model classifies speech windows."""
+
+    id: str | None = None
+    """Model id from the manifest (`edge-ser models`); null = the manifest's default."""
+
+    manifest: str | None = None
+    """Path of a manifest.yaml; null = the one shipped in the package's models/."""
+
+    search_path: tuple[str, ...] = ()
+    """Extra folders searched first for model files (then $EDGE_SER_MODELS, the user dir, models/, shared/weights)."""
+
+    threads: int = 1
+    """Inference threads for TFLite / onnxruntime."""
+
+    adapt: bool = False
+    """Standardise features with running statistics of this device's own audio (room/mic adaptation)."""
+
+    adapt_state: str | None = None
+    """File that keeps the adaptation statistics across restarts (no audio is stored)."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """MQTT publishing; disabled while `host` is null."""
+
+    host: str | None = None
+    """Broker host name or address; null = no MQTT."""
+
+    port: int = 1883
+    """Broker port (8883 is usual with TLS)."""
+
+    topic_prefix: str | None = None
+    """Topic prefix; null = edge_ser/<site>. Must not contain + or #."""
+
+    client_id: str | None = None
+    """MQTT client id; null = edge-ser-<site>-<pid>."""
+
+    qos: int = 1
+    """QoS of result messages (0, 1 or 2)."""
+
+    keepalive_s: int = 30
+    """Keepalive interval; the broker publishes the Last Will after 1.5x this without contact."""
+
+    username: str | None = None
+    """User name (not secret). The password comes from EDGE_SER_MQTT_PASSWORD or password_file."""
+
+    password_file: str | None = None
+    """File holding the broker password (first line); never put secrets on the command line."""
+
+    tls: bool = False
+    """Connect with TLS; server certificates are verified unless tls_insecure."""
+
+    ca_file: str | None = None
+    """CA bundle that signed the broker certificate; null = system CAs."""
+
+    cert_file: str | None = None
+    """Client certificate for mutual TLS."""
+
+    key_file: str | None = None
+    """Private key of cert_file."""
+
+    tls_insecure: bool = False
+    """Skip hostname verification (testing only)."""
+
+    queue_size: int = 1000
+    """Results kept while the broker is away; when full the oldest is dropped and counted."""
+
+    reconnect_min_s: float = 1.0
+    """First reconnect delay (doubles up to reconnect_max_s)."""
+
+    reconnect_max_s: float = 60.0
+    """Longest reconnect delay."""
+
+    ha_discovery: bool = False
+    """Publish a retained Home Assistant discovery config for an emotion sensor."""
+
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant discovery prefix."""
+
+    expire_after_s: int = 0
+    """Home Assistant marks the sensor unavailable after this many seconds without a result; 0 = never."""
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Local output and bookkeeping."""
+
+    stdout: bool | None = None
+    """Print results as JSON lines; null = only when MQTT is off."""
+
+    stats_interval_s: float = 60.0
+    """Seconds between stats messages (windows, dropped, published); 0 = off."""
+
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR (logs go to stderr / the journal)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `edge-ser listen` needs."""
+
+    site: str = "default"
+    """Name of this device's place (topic and message field), e.g. kitchen."""
+
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    """Audio source."""
+
+    window: WindowSettings = field(default_factory=WindowSettings)
+    """Windowing."""
+
+    gate: GateSettings = field(default_factory=GateSettings)
+    """Silence gate."""
+
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    """Smoothing."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    """Model."""
+
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    """MQTT."""
+
+    output: OutputSettings = field(default_factory=OutputSettings)
+    """Output."""
