@@ -1,0 +1,113 @@
+"""Which windows are silence: RMS threshold first (free), then an optional voice-activity check.
+
+VAD options: `yamnet` reuses the AudioSet Speech score the YAMNet model computes anyway (so it gates
+after inference, saving nothing but false positives); `silero` runs Silero VAD with onnxruntime before
+inference, from the ONNX file shipped inside the `silero-vad` wheel (torch is never imported).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, UserError
+from .settings import GateSettings
+
+
+def rms(samples: np.ndarray) -> float:
+    """Root mean square of float samples in [-1, 1]."""
+    x = np.asarray(samples, dtype=np.float32)
+    if x.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+class Gate:
+    """Decides for each window whether it is silence (`neutral`, no inference) or speech."""
+
+    def __init__(self, settings: GateSettings, model: Any = None) -> None:
+        self.settings = settings
+        self._silero = SileroVad() if settings.vad == "silero" else None
+        if settings.vad == "yamnet" and model is not None:
+            has_speech = getattr(model, "has_speech_score", None)
+            if has_speech is None:  # a model object without the property: ask it once
+                probe = model.predict(np.zeros(int(model.window_samples), dtype=np.float32))
+                has_speech = getattr(probe, "speech", None) is not None
+            if not has_speech:
+                raise ConfigError(
+                    f"config key gate.vad=yamnet needs a model with a YAMNet speech score; "
+                    f"model {model.id} has none (use gate.vad: silero or none)"
+                )
+
+    def before_inference(self, samples: np.ndarray, level: float) -> str | None:
+        """Reason to gate ("rms" or "vad") before the model runs, or None to run it."""
+        if level < self.settings.rms_threshold:
+            return "rms"
+        if self._silero is not None and self._silero.speech_prob(samples) < self.settings.vad_threshold:
+            return "vad"
+        return None
+
+    def after_inference(self, prediction: Any) -> str | None:
+        """Reason to gate once the model has run (YAMNet Speech score below threshold), or None."""
+        if self.settings.vad != "yamnet":
+            return None
+        speech = getattr(prediction, "speech", None)
+        if speech is not None and speech < self.settings.vad_threshold:
+            return "vad"
+        return None
+
+
+def silero_model_path() -> Path:
+    """The Silero VAD ONNX file inside an installed `silero-vad` wheel, found without importing it."""
+    hint = "install it (`pip install --no-deps silero-vad`: only its ONNX file is used) or use gate.vad: none"
+    try:
+        spec = importlib.util.find_spec("silero_vad")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"gate.vad=silero needs the silero-vad package, which is not installed: {hint}")
+    for root in spec.submodule_search_locations:
+        for name in ("silero_vad.onnx", "silero_vad_16k_op15.onnx"):
+            path = Path(root) / "data" / name
+            if path.is_file():
+                return path
+    raise UserError(f"gate.vad=silero: no ONNX file under silero_vad/data/ of the installed package: {hint}")
+
+
+class SileroVad:
+    """Silero VAD v5 through onnxruntime: speech probability per 512-sample chunk at 16 kHz."""
+
+    CHUNK = 512
+    CONTEXT = 64
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path) if path else silero_model_path()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise UserError(f"cannot load Silero VAD {self.path}: {e}") from None
+        names = {i.name for i in self._session.get_inputs()}
+        if not {"input", "state", "sr"} <= names:
+            raise UserError(f"unsupported Silero VAD in {self.path} (inputs {sorted(names)}; need v5)")
+
+    def speech_prob(self, samples: np.ndarray) -> float:
+        """Highest chunk speech probability in a window (state reset per window: windows overlap)."""
+        x = np.asarray(samples, dtype=np.float32)
+        state = np.zeros((2, 1, 128), dtype=np.float32)
+        context = np.zeros((1, self.CONTEXT), dtype=np.float32)
+        sr = np.array(16000, dtype=np.int64)
+        best = 0.0
+        for i in range(0, len(x) - self.CHUNK + 1, self.CHUNK):
+            chunk = np.concatenate([context, x[None, i : i + self.CHUNK]], axis=1)
+            out, state = self._session.run(None, {"input": chunk, "state": state, "sr": sr})
+            context = chunk[:, -self.CONTEXT :]
+            best = max(best, float(np.asarray(out).ravel()[0]))
+        return best

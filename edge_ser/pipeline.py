@@ -1,0 +1,352 @@
+"""The streaming pipeline shared by `listen` (microphone or file) and `classify`.
+
+source blocks -> mono 16 kHz -> windows -> [pending, bounded] -> worker: gate -> model -> smoothing
+-> result message -> publishers.
+
+The reading side (the caller's thread) never waits for inference: with a live source (microphone, or a
+file paced in real time) a full pending queue drops its oldest window and counts it. A file read as
+fast as possible waits for the worker instead, so every window of a file is classified.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from . import notify
+from .audio.resample import MODEL_RATE, MonoResampler
+from .errors import UserError
+from .gate import Gate, rms
+from .labels import NEUTRAL
+from .message import result_message, silence_probs, utc_iso
+from .settings import Settings
+from .smoothing import Smoother
+from .windows import Window, Windower
+
+log = logging.getLogger(__name__)
+
+STOP_DRAIN_S = 1.0
+"""On SIGINT/SIGTERM the worker still finishes pending windows for this long (exit within 2 s)."""
+
+DROP_LOG_EVERY_S = 10.0
+"""At most one log line per this many seconds about dropped windows."""
+
+
+@dataclass
+class Counters:
+    """What the pipeline did so far (the periodic stats message)."""
+
+    windows: int = 0
+    """Windows taken by the worker (gated + inferred)."""
+    gated: int = 0
+    """Windows judged silence (RMS or VAD)."""
+    inferred: int = 0
+    """Windows the model ran on."""
+    dropped: int = 0
+    """Windows dropped because inference fell behind a live source."""
+    published: int = 0
+    """Result messages handed to the publishers."""
+    neutral_suppressed: int = 0
+    """Silent windows not published because their silence stretch already had its `neutral`."""
+    errors: int = 0
+    """Windows lost to an inference or publisher error (logged)."""
+    audio_s: float = 0.0
+    """Seconds of 16 kHz audio read from the source."""
+    infer_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+
+@dataclass
+class _Pending:
+    window: Window
+    ready: float
+    """time.monotonic() when the window's last sample arrived."""
+    wall: float
+    """time.time() at the same moment (the message's ts)."""
+    offset: int
+    """Stream samples before the current windower started (after a window-size reload)."""
+
+
+class Pipeline:
+    """Runs one source through gate, model, smoothing and publishers; `run` returns at the end or stop()."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: Any,
+        publishers: Iterable[Any],
+        *,
+        reloader: Callable[[], Settings] | None = None,
+        model_loader: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.publishers = list(publishers)
+        self.stop_event = threading.Event()
+        self.counters = Counters()
+        self._reloader = reloader
+        self._model_loader = model_loader
+        self._reload_wanted = threading.Event()
+        self._gate = Gate(settings.gate, model)
+        self._smoother = Smoother(settings.smoothing)
+        self._pending: deque[_Pending] = deque()
+        self._cv = threading.Condition()
+        self._source_done = False
+        self._in_silence = False
+        self._started = time.monotonic()
+        self._last_stats = self._started
+        self._last_drop_log = 0.0
+        self._source: Any = None
+        self._windower = self._make_windower(settings)
+        self._offset = 0
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask `run` to return soon (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def request_reload(self) -> None:
+        """Reload the config at the next audio block (safe from a signal handler)."""
+        self._reload_wanted.set()
+
+    # -- reading side ----------------------------------------------------------------------------
+
+    def run(self, source: Any) -> dict[str, Any]:
+        """Stream `source` until it ends or stop() is called; returns the final stats."""
+        self._source = source
+        worker = threading.Thread(target=self._work, name="edge-ser-infer", daemon=True)
+        worker.start()
+        try:
+            self._read(source)
+        finally:
+            with self._cv:
+                self._source_done = True
+                self._stop_deadline = time.monotonic() + STOP_DRAIN_S
+                self._cv.notify_all()
+            worker.join(timeout=None if not self.stop_event.is_set() else STOP_DRAIN_S + 0.5)
+            source.close()
+        stats = self.stats()
+        log.info("finished: %s", _short(stats))
+        return stats
+
+    def _read(self, source: Any) -> None:
+        resampler = MonoResampler(source.rate)
+        ready_sent = False
+        last_pet = 0.0
+        for block in source.blocks(self.stop_event):
+            now = time.monotonic()
+            if not ready_sent:
+                notify.ready(f"listening ({self.model.id})")
+                ready_sent = True
+            if now - last_pet >= 1.0:
+                notify.watchdog()  # only while audio flows: a stuck capture gets restarted
+                last_pet = now
+            if self._reload_wanted.is_set():
+                self._reload_wanted.clear()
+                self._reload()
+            if source.rate != resampler.in_rate:
+                # The device was reopened at another rate (e.g. a different mic was plugged in).
+                resampler = MonoResampler(source.rate)
+            self._feed(resampler.process(block), source.live)
+        if not self.stop_event.is_set():
+            self._feed(resampler.flush(), source.live)
+            tail = self._windower.flush()
+            if tail is not None:
+                self._enqueue(tail, source.live)
+
+    def _feed(self, samples: np.ndarray, live: bool) -> None:
+        self.counters.audio_s += len(samples) / MODEL_RATE
+        for window in self._windower.push(samples):
+            self._enqueue(window, live)
+
+    def _enqueue(self, window: Window, live: bool) -> None:
+        item = _Pending(window, time.monotonic(), time.time(), self._offset)
+        limit = self.settings.window.max_pending
+        with self._cv:
+            if live:
+                while len(self._pending) >= limit:
+                    self._pending.popleft()
+                    self.counters.dropped += 1
+                    now = time.monotonic()
+                    if now - self._last_drop_log >= DROP_LOG_EVERY_S:
+                        log.warning("inference is slower than real time: %d window(s) dropped so far",
+                                    self.counters.dropped)
+                        self._last_drop_log = now
+            else:
+                while len(self._pending) >= limit and not self.stop_event.is_set():
+                    self._cv.wait(0.1)
+            self._pending.append(item)
+            self._cv.notify_all()
+
+    # -- worker ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._source_done:
+                    self._cv.wait(0.2)
+                    self._maybe_stats()
+                if not self._pending:
+                    return
+                if self.stop_event.is_set() and time.monotonic() > getattr(self, "_stop_deadline", 0) > 0:
+                    self.counters.dropped += len(self._pending)
+                    self._pending.clear()
+                    return
+                item = self._pending.popleft()
+                self._cv.notify_all()
+            try:
+                self._process(item)
+            except Exception:  # noqa: BLE001 - one bad window must not stop a months-long daemon
+                self.counters.errors += 1
+                log.exception("window at %.2f s failed", (item.offset + item.window.start) / MODEL_RATE)
+            self._maybe_stats()
+
+    def _process(self, item: _Pending) -> None:
+        samples = item.window.samples
+        level = rms(samples)
+        model, gate = self.model, self._gate
+        self.counters.windows += 1
+        reason = gate.before_inference(samples, level)
+        prediction = None
+        if reason is None:
+            prediction = model.predict(samples)
+            self.counters.inferred += 1
+            self.counters.infer_ms.append(float(prediction.infer_ms))
+            reason = gate.after_inference(prediction)
+        if reason is not None:
+            self.counters.gated += 1
+            self._smoother.reset()
+            if self._in_silence and self.settings.gate.neutral_once:
+                self.counters.neutral_suppressed += 1
+                return
+            self._in_silence = True
+            label, probs = NEUTRAL, silence_probs(model.labels)
+        else:
+            self._in_silence = False
+            label, probs = self._smoother.update(dict(prediction.probs))
+        latency_ms = (time.monotonic() - item.ready) * 1000.0
+        message = result_message(
+            site=self.settings.site,
+            window_start=(item.offset + item.window.start) / MODEL_RATE,
+            window_s=len(samples) / MODEL_RATE,
+            label=label,
+            probs=probs,
+            rms=level,
+            gated=reason is not None,
+            model=model.id,
+            latency_ms=latency_ms,
+            ts=item.wall,
+        )
+        self.counters.latency_ms.append(latency_ms)
+        self._publish(message)
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        self.counters.published += 1
+        for publisher in self.publishers:
+            try:
+                publisher.publish(message)
+            except Exception:  # noqa: BLE001 - a publisher must not take the pipeline down
+                self.counters.errors += 1
+                log.exception("publisher %s failed", type(publisher).__name__)
+
+    # -- stats -----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counters
+        out: dict[str, Any] = {
+            "ts": utc_iso(),
+            "site": self.settings.site,
+            "model": self.model.id,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "audio_s": round(c.audio_s, 1),
+            "windows": c.windows,
+            "gated": c.gated,
+            "inferred": c.inferred,
+            "dropped": c.dropped,
+            "published": c.published,
+            "neutral_suppressed": c.neutral_suppressed,
+            "errors": c.errors,
+            "pending": len(self._pending),
+            "infer_ms_p50": _median(c.infer_ms),
+            "latency_ms_p50": _median(c.latency_ms),
+        }
+        if self._source is not None:
+            out.update(self._source.stats())
+        for publisher in self.publishers:
+            try:
+                for k, v in publisher.stats().items():
+                    out[f"{type(publisher).__name__.removesuffix('Publisher').lower()}_{k}"] = v
+            except Exception:  # noqa: BLE001
+                pass
+        return out
+
+    def _maybe_stats(self) -> None:
+        interval = self.settings.output.stats_interval_s
+        now = time.monotonic()
+        if not interval or now - self._last_stats < interval:
+            return
+        self._last_stats = now
+        stats = self.stats()
+        log.info("stats: %s", _short(stats))
+        for publisher in self.publishers:
+            try:
+                publisher.publish_stats(stats)
+            except Exception:  # noqa: BLE001
+                log.exception("publisher %s failed on stats", type(publisher).__name__)
+
+    # -- reload (SIGHUP) -------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """Apply a re-read config; on any error keep running with the old one."""
+        if self._reloader is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        old = self.settings
+        try:
+            new = self._reloader()
+            model = self.model
+            if new.model != old.model:
+                if self._model_loader is None:
+                    raise UserError("changing the model needs a restart here")
+                model = self._model_loader(new.model)
+            gate = Gate(new.gate, model)
+            smoother = Smoother(new.smoothing)
+        except UserError as e:
+            log.error("config reload failed, keeping the running config: %s", e)
+            return
+        except Exception:  # noqa: BLE001
+            log.exception("config reload failed, keeping the running config")
+            return
+        for section in ("audio", "mqtt"):
+            if getattr(new, section) != getattr(old, section):
+                log.warning("config reload: changes under %s: need a restart; they are ignored until then",
+                            section)
+        new = replace(new, audio=old.audio, mqtt=old.mqtt)
+        if new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s:
+            self._offset += self._windower.received
+            self._windower = self._make_windower(new)
+        self.model, self._gate, self._smoother, self.settings = model, gate, smoother, new
+        logging.getLogger().setLevel(new.output.log_level)
+        log.info("config reloaded")
+
+    @staticmethod
+    def _make_windower(settings: Settings) -> Windower:
+        return Windower(int(round(settings.window.window_s * MODEL_RATE)),
+                        int(round(settings.window.hop_s * MODEL_RATE)))
+
+
+def _median(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return round(float(np.median(values)), 2) if values else None
+
+
+def _short(stats: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in stats.items() if k not in ("ts", "site"))

@@ -1,0 +1,46 @@
+"""Publish results as JSON lines on stdout (stats go to the log on stderr, not into the results)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, TextIO
+
+log = logging.getLogger(__name__)
+
+
+class StdoutPublisher:
+    """One compact JSON object per line, flushed at once so a pipe reader sees every result live."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+        self._published = 0
+        self._failed = 0
+        self._closed = False
+
+    def publish(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            self._failed += 1
+            return
+        try:
+            self._stream.write(json.dumps(message, separators=(", ", ": ")) + "\n")
+            self._stream.flush()
+            self._published += 1
+        except (BrokenPipeError, ValueError):
+            # The reader went away (e.g. `| head`); keep the daemon alive, count what is lost.
+            self._closed = True
+            self._failed += 1
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        log.info("stats %s", json.dumps(stats, separators=(",", ":")))
+
+    def stats(self) -> dict[str, int]:
+        return {"published": self._published, "failed": self._failed}
+
+    def close(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass
