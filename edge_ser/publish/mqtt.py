@@ -1,0 +1,426 @@
+"""Publish results to an MQTT broker (paho-mqtt >= 2), surviving broker outages.
+
+Topics under the prefix (default `edge_ser/<site>`):
+  <prefix>/emotion  one JSON result per window (QoS from settings, not retained)
+  <prefix>/status   retained `online` / `offline`; `offline` is also the Last Will
+  <prefix>/stats    periodic stats JSON (QoS 0, best effort, never queued)
+
+Results go through our own bounded queue instead of paho's: paho drops the *newest* message when its
+queue is full and silently loses QoS 0 messages while disconnected, while we must keep the newest,
+drop (and count) the oldest, and deliver in order once the broker is back. One sender thread is the
+only caller of paho's publish for results, so order is preserved; paho's own network thread
+(loop_start) reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from .. import __version__
+from ..errors import ConfigError, UserError
+from ..settings import MqttSettings
+from . import ha
+
+log = logging.getLogger("edge_ser.mqtt")
+
+PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
+"""Environment variable holding the broker password (wins over mqtt.password_file)."""
+
+MAX_INFLIGHT = 20
+"""Results handed to paho but not yet acknowledged; bounds paho's internal queue."""
+
+CLOSE_BUDGET_S = 1.0
+"""close() returns within about this long, flushing what it can first."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one daemon."""
+
+    prefix: str
+    """Common prefix, without a trailing slash."""
+
+    @property
+    def emotion(self) -> str:
+        return f"{self.prefix}/emotion"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}/stats"
+
+
+def topics_for(settings: MqttSettings, site: str) -> Topics:
+    """The topics for `settings` and `site`; a prefix with MQTT wildcards is a ConfigError."""
+    prefix = settings.topic_prefix if settings.topic_prefix is not None else f"edge_ser/{site}"
+    prefix = prefix.rstrip("/")
+    if not prefix or any(c in prefix for c in "+#\0"):
+        raise ConfigError(
+            f"config key mqtt.topic_prefix must be a non-empty topic without + or #, got {prefix!r}"
+        )
+    return Topics(prefix)
+
+
+def read_password(settings: MqttSettings) -> str | None:
+    """The broker password from $EDGE_SER_MQTT_PASSWORD, else the first line of mqtt.password_file."""
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return env
+    if not settings.password_file:
+        return None
+    # expandvars lets a unit say ${CREDENTIALS_DIRECTORY}/mqtt-password (systemd LoadCredential=).
+    path = Path(os.path.expandvars(settings.password_file)).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ConfigError(f"cannot read mqtt.password_file {path}: {e.strerror or e}") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"mqtt.password_file {path} is empty")
+    if mode & 0o004:
+        log.warning("mqtt.password_file %s is readable by everyone; chmod 600 it", path)
+    return lines[0].strip()
+
+
+_paho_log_target = logging.getLogger("edge_ser.mqtt.paho")
+
+
+def _paho_log(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+    # paho reports every failed reconnect at ERROR; outages are logged once by us, so keep its chatter
+    # at DEBUG and only surface exceptions caught in our callbacks.
+    _paho_log_target.log(logging.ERROR if text.startswith("Caught exception") else logging.DEBUG, "%s", text)
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether paho is done with a message (PUBACK/PUBCOMP received, or a QoS 0 packet written)."""
+    # is_published() raises for rc=NO_CONN even after paho resent the message on reconnect and got
+    # it acknowledged, so read the flag it wraps.
+    return bool(getattr(info, "_published", False))
+
+
+class MqttPublisher:
+    """Publisher (see base.py) that sends results to an MQTT broker.
+
+    The constructor connects (unless connect=False; then call connect()) and raises UserError with one
+    line when the broker cannot be reached, refuses the credentials or fails TLS verification: a
+    daemon that cannot reach its broker at start is misconfigured. Later outages are transient:
+    results queue up (bounded) and reconnects are retried with backoff.
+    """
+
+    def __init__(self, settings: MqttSettings, site: str, *, connect: bool = True,
+                 connect_timeout_s: float = 5.0) -> None:
+        if not settings.host:
+            raise ConfigError("config key mqtt.host must be set to publish over MQTT")
+        self.settings = settings
+        self.site = site
+        self.topics = topics_for(settings, site)
+        self._client_id = settings.client_id or f"edge-ser-{site}-{os.getpid()}"
+        self._ha_config: tuple[str, str] | None = None
+        if settings.ha_discovery:
+            topic, config = ha.discovery(settings, site, self.topics.prefix, self.topics.emotion,
+                                         self.topics.status, __version__)
+            self._ha_config = (topic, json.dumps(config, separators=(",", ":")))
+
+        self._cond = threading.Condition()
+        self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._inflight: list[tuple[tuple[str, bytes], mqtt.MQTTMessageInfo]] = []
+        self._connected = False
+        self._ever_connected = False
+        self._connack = threading.Event()
+        self._refused: str | None = None
+        self._closing = False
+        self._closed = False
+        self._close_deadline = 0.0
+        self._outage_logged = False
+        self._drop_logged_at = 0.0
+        self._published = 0
+        self._dropped = 0
+        self._disconnects = 0
+
+        self._client = self._make_client()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        if connect:
+            self.connect(connect_timeout_s)
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                             clean_session=True, protocol=mqtt.MQTTv311)
+        # A bug in a callback must be logged, not kill the network thread of a months-long daemon.
+        client.suppress_exceptions = True
+        client.on_log = _paho_log
+        client.will_set(self.topics.status, "offline", qos=1, retain=True)
+        password = read_password(s)
+        if password is not None and not s.username:
+            raise ConfigError("config key mqtt.username must be set when a broker password is given")
+        if s.username:
+            client.username_pw_set(s.username, password)
+        if s.tls:
+            self._setup_tls(client)
+        elif s.ca_file or s.cert_file:
+            raise ConfigError("mqtt.ca_file / mqtt.cert_file are set but mqtt.tls is false")
+        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _setup_tls(self, client: mqtt.Client) -> None:
+        s = self.settings
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(s, key)
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"config key mqtt.{key}: cannot read {path}")
+        if s.key_file and not s.cert_file:
+            raise ConfigError("config key mqtt.key_file is set without mqtt.cert_file")
+        try:
+            # CERT_REQUIRED: server certificates are always verified; tls_insecure only skips the
+            # host name check.
+            client.tls_set(ca_certs=s.ca_file, certfile=s.cert_file, keyfile=s.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (ssl.SSLError, ValueError, OSError) as e:
+            raise ConfigError(f"invalid MQTT TLS files (mqtt.ca_file/cert_file/key_file): {e}") from None
+        if s.tls_insecure:
+            log.warning("mqtt.tls_insecure: the broker's host name is NOT checked (testing only)")
+            client.tls_insecure_set(True)
+
+    def connect(self, timeout_s: float = 5.0) -> None:
+        """Connect to the broker and start the network and sender threads; UserError if impossible."""
+        s = self.settings
+        where = f"MQTT broker {s.host}:{s.port}"
+        try:
+            self._client.connect(s.host, s.port, keepalive=s.keepalive_s)
+        except ssl.SSLCertVerificationError as e:
+            raise UserError(
+                f"TLS verification of {where} failed: {e.verify_message or e.reason} "
+                "(check mqtt.ca_file and that the certificate names this host)"
+            ) from None
+        except ssl.SSLError as e:
+            raise UserError(f"TLS handshake with {where} failed: {e.reason or e} (check mqtt.tls)") from None
+        except OSError as e:  # refused, unreachable, DNS failure, timeout
+            raise UserError(f"{where} is unreachable: {e.strerror or e}") from None
+        self._client.loop_start()
+        if not self._connack.wait(timeout_s) or self._refused:
+            reason = self._refused or f"no answer within {timeout_s:g} s (a TLS port without mqtt.tls?)"
+            self._stop_network()
+            raise UserError(f"{where} refused the connection: {reason}")
+        self._sender.start()
+
+    # ------------------------------------------------------------------------------- paho callbacks
+    # They run on paho's network thread, some while paho holds its own locks: keep them short and
+    # never call back into paho while holding self._cond.
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            if self._ever_connected:
+                log.warning("MQTT broker refused the reconnect: %s; retrying", reason)
+            self._connack.set()
+            return
+        client.publish(self.topics.status, "online", qos=1, retain=True)
+        if self._ha_config is not None:
+            client.publish(self._ha_config[0], self._ha_config[1], qos=1, retain=True)
+        with self._cond:
+            self._connected = True
+            self._ever_connected = True
+            waiting = len(self._pending)
+            self._cond.notify_all()
+        if self._outage_logged:
+            log.info("MQTT broker %s:%s is back; delivering %d queued results",
+                     self.settings.host, self.settings.port, waiting)
+        else:
+            log.info("connected to MQTT broker %s:%s as %s", self.settings.host, self.settings.port,
+                     self._client_id)
+        self._outage_logged = False
+        self._refused = None
+        self._connack.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._outage_logged and not self._closing:
+            self._outage_logged = True
+            log.warning("MQTT broker %s:%s unreachable; results are queued (max %d), retrying with backoff",
+                        self.settings.host, self.settings.port, self.settings.queue_size)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        with self._cond:
+            was = self._connected
+            self._connected = False
+            if was:
+                self._disconnects += 1
+            self._cond.notify_all()
+        if was and not self._closing:
+            self._outage_logged = True
+            log.warning("lost MQTT broker %s:%s (%s); results are queued (max %d), reconnecting",
+                        self.settings.host, self.settings.port, reason, self.settings.queue_size)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------------------------- sending
+
+    def _reap_locked(self) -> None:
+        """Count acknowledged results; put results paho lost on a dropped connection back in front."""
+        still, lost = [], []
+        for item, info in self._inflight:
+            if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                if _acknowledged(info):
+                    self._published += 1
+                else:
+                    still.append((item, info))
+            else:  # e.g. MQTT_ERR_CONN_LOST: a QoS 0 packet that never left
+                lost.append(item)
+        self._inflight = still
+        if lost:
+            self._pending.extendleft(reversed(lost))
+            self._trim_locked()
+
+    def _trim_locked(self) -> None:
+        over = len(self._pending) - self.settings.queue_size
+        for _ in range(max(0, over)):
+            self._pending.popleft()
+            self._dropped += 1
+        if over > 0:
+            now = time.monotonic()
+            if now - self._drop_logged_at > 60:
+                self._drop_logged_at = now
+                log.warning("MQTT queue full (%d): dropping the oldest results (%d dropped so far)",
+                            self.settings.queue_size, self._dropped)
+
+    def _send_loop(self) -> None:
+        qos = self.settings.qos
+        backoff = False
+        while True:
+            with self._cond:
+                while True:
+                    self._reap_locked()
+                    if self._closing and (not self._connected or time.monotonic() > self._close_deadline
+                                          or (not self._pending and not self._inflight)):
+                        return
+                    if (self._connected and not backoff and self._pending
+                            and len(self._inflight) < MAX_INFLIGHT):
+                        item = self._pending.popleft()
+                        break
+                    # paho calls on_publish just before it marks the message done: poll briefly
+                    # while results are in flight, rarely when idle.
+                    self._cond.wait(0.05 if backoff or self._inflight else 1.0)
+                    backoff = False
+            try:
+                info = self._client.publish(item[0], item[1], qos=qos, retain=False)
+            except Exception as e:  # never let the sender die: log, requeue, retry
+                log.warning("MQTT publish failed: %s", e)
+                info = None
+            with self._cond:
+                if info is not None and (
+                    info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+                    or (qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho resends it
+                ):
+                    self._inflight.append((item, info))
+                else:  # not taken (QoS 0 while the connection just dropped): retry it first
+                    self._pending.appendleft(item)
+                    self._trim_locked()
+                    backoff = True
+
+    # ---------------------------------------------------------------------------- Publisher protocol
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Queue one result; returns at once. When the queue is full the oldest result is dropped."""
+        payload = json.dumps(message, separators=(",", ":")).encode("utf-8")
+        with self._cond:
+            if self._closing:
+                self._dropped += 1
+                return
+            self._pending.append((self.topics.emotion, payload))
+            self._trim_locked()
+            self._cond.notify_all()
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        """Send a stats message if connected (QoS 0; stats are periodic, so a lost one is not queued)."""
+        if not self._connected or self._closing:
+            return
+        payload = json.dumps(stats, separators=(",", ":"))
+        try:
+            self._client.publish(self.topics.stats, payload, qos=0, retain=False)
+        except Exception as e:
+            log.debug("MQTT stats not sent: %s", e)
+
+    def stats(self) -> dict[str, int]:
+        """published (acknowledged by the broker for QoS > 0), queued (waiting or unacknowledged),
+        dropped (oldest results thrown away when the queue was full or at close), disconnects."""
+        with self._cond:
+            self._reap_locked()
+            return {
+                "published": self._published,
+                "queued": len(self._pending) + len(self._inflight),
+                "dropped": self._dropped,
+                "disconnects": self._disconnects,
+            }
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up right now."""
+        return self._connected
+
+    def close(self) -> None:
+        """Flush briefly, publish retained `offline`, disconnect; returns within about a second."""
+        start = time.monotonic()
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._closing = True
+            self._close_deadline = start + CLOSE_BUDGET_S * 0.5
+            self._cond.notify_all()
+        if self._sender.is_alive():
+            self._sender.join(CLOSE_BUDGET_S * 0.6)
+        if self._connected:
+            try:
+                info = self._client.publish(self.topics.status, "offline", qos=1, retain=True)
+                info.wait_for_publish(max(0.05, start + CLOSE_BUDGET_S * 0.9 - time.monotonic()))
+            except (RuntimeError, ValueError) as e:
+                log.debug("could not publish offline: %s", e)
+        with self._cond:
+            self._reap_locked()
+            lost = len(self._pending) + len(self._inflight)
+            self._dropped += len(self._pending)
+            self._pending.clear()
+        if lost:
+            log.warning("MQTT: %d results not confirmed by the broker at shutdown", lost)
+        self._stop_network()
+
+    def _stop_network(self) -> None:
+        try:
+            self._client.disconnect()
+        except Exception as e:  # already gone
+            log.debug("MQTT disconnect: %s", e)
+        # loop_stop joins paho's thread, which may sit in a connect timeout; don't wait for it long
+        # (it is a daemon thread and ends on its own).
+        stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(0.5)
+
+    def __enter__(self) -> MqttPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
