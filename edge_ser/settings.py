@@ -110,6 +110,9 @@ class ModelSettings:
     adapt_state: str | None = None
     """File that keeps the adaptation statistics across restarts (no audio is stored)."""
 
+    download: bool = False
+    """Download a model file found nowhere locally from its manifest URL (checked by sha256)."""
+
 
 @dataclass(frozen=True)
 class MqttSettings:

@@ -1,0 +1,465 @@
+"""The model manifest (models/manifest.yaml): which files make a model, where to find them, their sha256.
+
+Files are named relative to a search path (see `search_path`), so the same manifest works from a
+source checkout (backbones in ../shared/weights), an installed wheel and a user's model folder.
+Every file is checked against its sha256 before a runtime sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ModelError
+from .features import POOLINGS
+from .labels import EMOTIONS, NEUTRAL
+
+MANIFEST_NAME = "manifest.yaml"
+FRONTENDS = ("waveform", "logmel")
+"""Input of a model's first file: raw 16 kHz samples, or the 64-band log-mel of edge_ser.logmel."""
+QUANTIZATIONS = ("float32", "float16", "int8", "dynamic")
+ENV_MODELS = "EDGE_SER_MODELS"
+"""Environment variable: extra model folders (os.pathsep-separated), searched after the config's."""
+
+_PKG_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model as the manifest names it."""
+
+    file: str
+    """Path relative to a search-path folder (or absolute)."""
+
+    sha256: str
+    """Expected sha256 (hex) of the file; any other content is refused."""
+
+    size: int | None = None
+    """Expected size in bytes (a cheap first check, and shown to people before a download)."""
+
+    url: str | None = None
+    """Public download URL, used only when the user allows downloading."""
+
+    input: str | None = None
+    """Input tensor name; null = the file's only/first input."""
+
+    output: str | None = None
+    """Output tensor name: frame embeddings for a backbone, probabilities for a head; null = first."""
+
+    scores_output: str | None = None
+    """Backbone output with AudioSet class scores (class 0 = Speech); null = none."""
+
+    input_dim: int | None = None
+    """Length of the head's feature vector (checked against the pooled backbone output)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the manifest."""
+
+    id: str
+    """Model id (the key under `models:`)."""
+
+    labels: tuple[str, ...]
+    """Head output order; EMOTIONS plus optionally `neutral`."""
+
+    head: ModelFile
+    """The trained head, or the whole model when there is no backbone."""
+
+    backbone: ModelFile | None = None
+    """Pretrained feature extractor giving [n_frames, dim] embeddings; null for end-to-end models."""
+
+    description: str = ""
+    """One line for `edge-ser models`."""
+
+    frontend: str = "waveform"
+    """Input of the first file (see FRONTENDS)."""
+
+    sample_rate: int = 16000
+    """Sample rate the model expects."""
+
+    window_s: float = 2.0
+    """Window length the model was trained on."""
+
+    pooling: str = "mean"
+    """edge_ser.features.pool_frames method applied to the backbone frames."""
+
+    quantization: str = "float32"
+    """Numeric format of the head (see QUANTIZATIONS)."""
+
+    license: str = ""
+    """Terms of use (trained models inherit their corpora's terms)."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Every other key of the entry (training, parity_report, ...), kept as written."""
+
+    def files(self) -> list[tuple[str, ModelFile]]:
+        """(role, file) pairs, backbone first."""
+        return ([("backbone", self.backbone)] if self.backbone else []) + [("head", self.head)]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest file."""
+
+    path: Path
+    """Where it was read from (its folder is part of the search path)."""
+
+    default: str | None
+    """Id used when the config names none."""
+
+    models: dict[str, ModelEntry]
+    """Entries by id, in file order."""
+
+    def get(self, model_id: str | None = None) -> ModelEntry:
+        """The entry `model_id` (or the default), or a ModelError listing the known ids."""
+        mid = model_id or self.default
+        if mid is None:
+            raise ModelError(f"{self.path} names no default model; pass a model id ({self._known()})")
+        if mid not in self.models:
+            raise ModelError(f"unknown model {mid!r} in {self.path} ({self._known()})")
+        return self.models[mid]
+
+    def _known(self) -> str:
+        return "known: " + (", ".join(self.models) or "none")
+
+
+def package_models_dir() -> Path:
+    """The models/ folder shipped with the package (wheel: edge_ser/_models; checkout: <repo>/models)."""
+    inside = _PKG_DIR / "_models"
+    if (inside / MANIFEST_NAME).is_file():
+        return inside
+    return _PKG_DIR.parent / "models"
+
+
+def shared_weights_dir() -> Path:
+    """<repo>/../shared/weights: the team's pretrained backbones beside a source checkout."""
+    return _PKG_DIR.parent.parent / "shared" / "weights"
+
+
+def user_models_dir() -> Path:
+    """Per-user model folder (~/.local/share/edge-ser/models, honouring XDG_DATA_HOME)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edge-ser" / "models"
+
+
+def search_path(extra: Sequence[str | Path] = (), manifest: Manifest | None = None) -> list[Path]:
+    """Folders searched for model files, in order, without duplicates.
+
+    settings.model.search_path, $EDGE_SER_MODELS, the user dir, the manifest's own folder (when it
+    is not the package one), the package models/, <repo>/../shared/weights.
+    """
+    dirs: list[Path] = [Path(p).expanduser() for p in extra]
+    env = os.environ.get(ENV_MODELS, "")
+    dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    dirs.append(user_models_dir())
+    if manifest is not None:
+        dirs.append(manifest.path.parent)
+    dirs += [package_models_dir(), shared_weights_dir()]
+    seen: set[str] = set()
+    out = []
+    for d in dirs:
+        key = os.path.normpath(os.path.abspath(d))
+        if key not in seen:
+            seen.add(key)
+            out.append(Path(key))
+    return out
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_verified: dict[tuple[str, int, int], str] = {}
+"""(path, size, mtime_ns) -> sha256, so describing and then loading a model hashes each file once."""
+
+
+def _cached_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _verified:
+        _verified[key] = sha256_of(path)
+    return _verified[key]
+
+
+def find_file(ref: ModelFile, dirs: Sequence[Path]) -> Path | None:
+    """First existing file for `ref` along `dirs` (no checksum check)."""
+    p = Path(ref.file).expanduser()
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for d in dirs:
+        if (d / p).is_file():
+            return d / p
+    return None
+
+
+def verify_file(path: Path, ref: ModelFile) -> None:
+    """Refuse a file whose size or sha256 differs from the manifest."""
+    size = path.stat().st_size
+    if ref.size is not None and size != ref.size:
+        raise ModelError(f"model file {path} has {size} bytes, the manifest expects {ref.size}: "
+                         f"it is truncated or a different version; replace it{_from(ref)}")
+    digest = _cached_sha256(path)
+    if digest != ref.sha256.lower():
+        raise ModelError(f"model file {path} has sha256 {digest[:16]}..., the manifest expects "
+                         f"{ref.sha256[:16]}...: it is corrupt or a different version; "
+                         f"replace it{_from(ref)}")
+
+
+def _from(ref: ModelFile) -> str:
+    return f" (download: {ref.url})" if ref.url else ""
+
+
+def resolve_file(ref: ModelFile, dirs: Sequence[Path], download: bool = False) -> Path:
+    """Find `ref` along `dirs` and check its sha256; download it only when `download` is true."""
+    path = find_file(ref, dirs)
+    if path is None:
+        if download and ref.url:
+            path = fetch_file(ref)
+        else:
+            looked = ", ".join(str(d) for d in dirs) if not Path(ref.file).is_absolute() else ref.file
+            how = (f"; download it from {ref.url} into {user_models_dir() / ref.file} "
+                   f"(or allow downloading: model.download: true)" if ref.url else "")
+            raise ModelError(f"model file {ref.file} not found (looked in: {looked}){how}")
+    verify_file(path, ref)
+    return path
+
+
+def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
+    """Download `ref.url` into the user model dir, verify it, then move it into place atomically."""
+    if not ref.url:
+        raise ModelError(f"model file {ref.file} has no download URL in the manifest")
+    dest = (user_models_dir() if into is None else into) / ref.file
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(ref.url, timeout=60) as resp:  # noqa: S310
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                out.write(block)
+        digest = sha256_of(tmp)
+        if digest != ref.sha256.lower():
+            raise ModelError(f"download of {ref.url} has sha256 {digest[:16]}..., the manifest expects "
+                             f"{ref.sha256[:16]}...; refusing it")
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise ModelError(f"cannot download {ref.url} to {dest}: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+_FILE_KEYS = {f for f in ModelFile.__dataclass_fields__}
+_ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "backbone", "pooling",
+               "head", "quantization", "license"}
+
+
+def load_manifest(path: str | Path | None = None) -> Manifest:
+    """Read and validate a manifest; null = the package's models/manifest.yaml."""
+    p = Path(path).expanduser() if path is not None else package_models_dir() / MANIFEST_NAME
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ModelError(f"cannot read model manifest {p}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ModelError(f"model manifest {p} is not valid YAML"
+                         + (f" (line {mark.line + 1})" if mark else "")) from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise ModelError(f"model manifest {p} must be a mapping with a `models:` mapping")
+    if data.get("version", 1) != 1:
+        raise ModelError(f"model manifest {p} has version {data.get('version')!r}; this edge-ser reads 1")
+    models = {str(mid): parse_entry(str(mid), e, p) for mid, e in data["models"].items()}
+    default = data.get("default")
+    if default is not None and default not in models:
+        raise ModelError(f"model manifest {p}: default {default!r} is not one of its models")
+    return Manifest(path=p.resolve(), default=default, models=models)
+
+
+def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
+    """Validate one `models.<id>` mapping; errors name the key."""
+    key = f"models.{mid}"
+    if not isinstance(e, dict):
+        raise ModelError(f"{where}: {key} must be a mapping")
+
+    def bad(sub: str, why: str) -> ModelError:
+        return ModelError(f"{where}: {key}.{sub} {why}")
+
+    labels = e.get("labels")
+    allowed = set(EMOTIONS) | {NEUTRAL}
+    if not isinstance(labels, list) or not labels or any(lb not in allowed for lb in labels):
+        raise bad("labels", f"must be a list drawn from {', '.join(EMOTIONS)}, {NEUTRAL}; got {labels!r}")
+    if len(set(labels)) != len(labels):
+        raise bad("labels", "has duplicates")
+    frontend = e.get("frontend", "waveform")
+    if frontend not in FRONTENDS:
+        raise bad("frontend", f"must be one of {', '.join(FRONTENDS)}, got {frontend!r}")
+    pooling = e.get("pooling", "mean")
+    if pooling not in POOLINGS:
+        raise bad("pooling", f"must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    quant = e.get("quantization", "float32")
+    if quant not in QUANTIZATIONS:
+        raise bad("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quant!r}")
+    sr = e.get("sample_rate", 16000)
+    if sr != 16000:
+        raise bad("sample_rate", f"must be 16000 (the daemon resamples to 16 kHz), got {sr!r}")
+    window_s = e.get("window_s", 2.0)
+    if not isinstance(window_s, (int, float)) or isinstance(window_s, bool) or not 0.5 <= window_s <= 30:
+        raise bad("window_s", f"must be a number of seconds between 0.5 and 30, got {window_s!r}")
+    if "head" not in e:
+        raise bad("head", "is missing")
+    head = _parse_file(e["head"], f"{key}.head", where)
+    backbone = _parse_file(e["backbone"], f"{key}.backbone", where) if e.get("backbone") else None
+    if backbone is not None and frontend != "waveform":
+        raise bad("frontend", "must be waveform when a backbone is given (the backbone takes samples)")
+    return ModelEntry(
+        id=mid, labels=tuple(labels), head=head, backbone=backbone,
+        description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,
+        window_s=float(window_s), pooling=pooling, quantization=quant, license=str(e.get("license", "")),
+        extra={k: v for k, v in e.items() if k not in _ENTRY_KEYS},
+    )
+
+
+def _parse_file(d: Any, key: str, where: str | Path) -> ModelFile:
+    if not isinstance(d, dict):
+        raise ModelError(f"{where}: {key} must be a mapping with file and sha256")
+    unknown = set(d) - _FILE_KEYS
+    if unknown:
+        known = ", ".join(sorted(_FILE_KEYS))
+        raise ModelError(f"{where}: unknown key {key}.{sorted(unknown)[0]} (known: {known})")
+    if not isinstance(d.get("file"), str) or not d["file"]:
+        raise ModelError(f"{where}: {key}.file must be a file name")
+    sha = d.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha):
+        raise ModelError(f"{where}: {key}.sha256 must be 64 hex digits")
+    for k in ("size", "input_dim"):
+        if d.get(k) is not None and (not isinstance(d[k], int) or isinstance(d[k], bool) or d[k] <= 0):
+            raise ModelError(f"{where}: {key}.{k} must be a positive integer")
+    return ModelFile(**{k: d.get(k) for k in _FILE_KEYS if k in d})
+
+
+# --- writing (training/ and convert/ add their models here) -------------------------------------
+
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, but short lists of scalars on one line: `labels: [a, b, c]`."""
+
+
+def _repr_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(isinstance(x, (str, int, float, bool)) or x is None for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _repr_list)
+_Dumper.add_representer(tuple, _repr_list)
+
+
+def upsert_entry(manifest_path: str | Path, model_id: str, entry: dict[str, Any],
+                 make_default: bool = False) -> None:
+    """Add or replace `models.<model_id>` (validated first), keeping the file's header comments.
+
+    Training and conversion scripts call this after writing a head, e.g. with
+    {"head": {"file": "heads/x.tflite", "sha256": sha256_of(path), "size": ..., "input_dim": 1024}, ...}.
+    """
+    p = Path(manifest_path)
+    header, data = "", {"version": 1, "default": None, "models": {}}
+    if p.exists():
+        text = p.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        header = "".join(ln for ln in _leading_comments(lines))
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ModelError(f"model manifest {p} must be a mapping")
+        data.update(loaded)
+        data["models"] = dict(loaded.get("models") or {})
+    entry = dict(entry)
+    parse_entry(model_id, entry, p)  # refuse a bad entry before touching the file
+    data["models"][model_id] = entry
+    if make_default or not data.get("default"):
+        data["default"] = model_id
+    ordered = {"version": data.get("version", 1), "default": data["default"], "models": data["models"]}
+    body = yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
+    # A blank line before each model so a reviewer sees one block per model.
+    out_lines, in_models = [], False
+    for ln in body.splitlines():
+        if ln.startswith("models:"):
+            in_models = True
+        elif in_models and ln.startswith("  ") and not ln.startswith("   ") and out_lines[-1] != "models:":
+            out_lines.append("")
+        out_lines.append(ln)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".manifest-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(header + "\n".join(out_lines) + "\n")
+    os.replace(tmp, p)
+
+
+def _leading_comments(lines: list[str]) -> list[str]:
+    out = []
+    for ln in lines:
+        if ln.startswith("#") or (out and not ln.strip()):
+            out.append(ln)
+        else:
+            break
+    return out
+
+
+# --- describing (`edge-ser models`) --------------------------------------------------------------
+
+def model_status(manifest: str | Path | Manifest | None = None,
+                 extra: Sequence[str | Path] = ()) -> list[dict]:
+    """One dict per model: id, default, description, labels, and per file where it was found and
+    whether its sha256 matches ("ok", "mismatch", "missing")."""
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    dirs = search_path(extra, m)
+    rows = []
+    for mid, entry in m.models.items():
+        files = []
+        for role, ref in entry.files():
+            path = find_file(ref, dirs)
+            if path is None:
+                status = "missing"
+            else:
+                try:
+                    verify_file(path, ref)
+                    status = "ok"
+                except ModelError:
+                    status = "mismatch"
+            files.append({"role": role, "file": ref.file, "path": str(path) if path else None,
+                          "status": status, "url": ref.url, "size": ref.size})
+        rows.append({"id": mid, "default": mid == m.default, "description": entry.description,
+                     "labels": list(entry.labels), "quantization": entry.quantization,
+                     "license": entry.license, "files": files})
+    return rows
+
+
+def describe_models(manifest: str | Path | None = None, extra: Sequence[str | Path] = ()) -> str:
+    """Human-readable text for `edge-ser models`: each model, its files, where found, sha256 status."""
+    m = load_manifest(manifest)
+    lines = [f"manifest: {m.path}",
+             "search path: " + os.pathsep.join(str(d) for d in search_path(extra, m))]
+    for row in model_status(m, extra):
+        mark = " (default)" if row["default"] else ""
+        lines.append("")
+        lines.append(f"{row['id']}{mark}: {row['description']}")
+        lines.append(f"  labels: {', '.join(row['labels'])}; quantization: {row['quantization']}")
+        if row["license"]:
+            lines.append(f"  license: {row['license']}")
+        for f in row["files"]:
+            where = f["path"] or (f"not found; download: {f['url']}" if f["url"] else "not found")
+            status = {"ok": "sha256 ok", "mismatch": "SHA256 MISMATCH (refused)", "missing": "MISSING"}
+            lines.append(f"  {f['role']}: {f['file']} -> {where} [{status[f['status']]}]")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""An emotion model from the manifest: backbone -> frame embeddings -> pool_frames -> head -> probabilities.
+
+Also runs single-file end-to-end models (input: the waveform, or edge_ser.logmel's spectrogram).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .errors import ModelError
+from .features import pool_frames, pooled_dim
+from .logmel import WINDOW as LOGMEL_MIN_SAMPLES
+from .logmel import log_mel
+from .manifest import ModelEntry, load_manifest, resolve_file, search_path
+from .settings import ModelSettings
+
+YAMNET_MIN_SAMPLES = 15600
+"""YAMNet's shortest input (one 0.96 s patch plus the STFT window); shorter windows are zero-padded."""
+SPEECH_CLASS = 0
+"""AudioSet class index of `Speech` in YAMNet's class map."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one window."""
+
+    probs: dict[str, float]
+    """Probability per label of the model (EmotionModel.labels), summing to 1."""
+
+    speech: float | None
+    """AudioSet Speech score (max over the window's frames) when the backbone gives one, else None."""
+
+    infer_ms: float
+    """Wall time of backbone + head for this window, in milliseconds."""
+
+
+class EmotionModel:
+    """A loaded model; call `predict` with one window of float32 16 kHz mono samples.
+
+    Not thread-safe (runtimes keep per-call state): use it from one inference worker.
+    """
+
+    def __init__(self, entry: ModelEntry, head: Backend, backbone: Backend | None = None,
+                 adapter: Any = None):
+        self.entry = entry
+        self.id = entry.id
+        """Manifest id (goes into each result message as `model`)."""
+        self.labels: tuple[str, ...] = entry.labels
+        """Head output order; probs keys."""
+        self.sample_rate = entry.sample_rate
+        self.window_samples = int(round(entry.window_s * entry.sample_rate))
+        """Samples per window the model was trained on (2 s = 32000)."""
+        self._head, self._backbone, self._adapter = head, backbone, adapter
+        self._head_in = _pick(head.input_names(), entry.head.input, head.path, "input")
+        self._head_out = _pick(head.output_names(), entry.head.output, head.path, "output")
+        self._bb_in = self._bb_out = self._bb_scores = None
+        if backbone is not None:
+            bb = entry.backbone
+            self._bb_in = _pick(backbone.input_names(), bb.input, backbone.path, "input")
+            self._bb_out = _pick(backbone.output_names(), bb.output, backbone.path, "output")
+            if bb.scores_output:
+                self._bb_scores = _pick(backbone.output_names(), bb.scores_output, backbone.path, "output")
+        self._min_samples = (YAMNET_MIN_SAMPLES if backbone is not None
+                             else LOGMEL_MIN_SAMPLES if entry.frontend == "logmel" else 1)
+
+    @property
+    def has_speech_score(self) -> bool:
+        """True when predict() fills Prediction.speech (gate.vad = yamnet needs it)."""
+        return self._bb_scores is not None
+
+    def predict(self, window: np.ndarray) -> Prediction:
+        """Classify one window (shorter ones are zero-padded to window_samples)."""
+        x = np.asarray(window, dtype=np.float32).reshape(-1)
+        if len(x) < self.window_samples:
+            x = np.pad(x, (0, max(self.window_samples, self._min_samples) - len(x)))
+        t0 = time.perf_counter()
+        speech = None
+        if self._backbone is not None:
+            out = self._backbone.run({self._bb_in: x})
+            frames = out[self._bb_out]
+            if self._bb_scores is not None:
+                speech = float(np.max(out[self._bb_scores][..., SPEECH_CLASS]))
+            features = pool_frames(frames.reshape(-1, frames.shape[-1]), self.entry.pooling)
+            if self._adapter is not None:
+                features = np.asarray(self._adapter(features), dtype=np.float32)
+            probs = self._run_head(features[None, :])
+        elif self.entry.frontend == "logmel":
+            probs = self._run_head(_shape_like(log_mel(x), self._head, self._head_in))
+        else:
+            probs = self._run_head(_shape_like(x, self._head, self._head_in))
+        ms = (time.perf_counter() - t0) * 1000.0
+        return Prediction(probs=dict(zip(self.labels, (float(p) for p in probs), strict=True)),
+                          speech=speech, infer_ms=ms)
+
+    def _run_head(self, x: np.ndarray) -> np.ndarray:
+        p = np.asarray(self._head.run({self._head_in: x})[self._head_out], dtype=np.float64).reshape(-1)
+        if p.shape[0] != len(self.labels):
+            raise ModelError(f"{self._head.path} gives {p.shape[0]} outputs, the manifest names "
+                             f"{len(self.labels)} labels for model {self.id}")
+        s = p.sum()
+        # Heads apply softmax inside the file; renormalise rounding (and int8 output steps) only.
+        return p / s if s > 0 else np.full_like(p, 1.0 / len(p))
+
+
+def _pick(names: list[str], wanted: str | None, path: str, kind: str) -> str:
+    """Tensor by name (never by index); null = the file's first one."""
+    if wanted is None:
+        if not names:
+            raise ModelError(f"{path} has no {kind}s")
+        return names[0]
+    if wanted not in names:
+        raise ModelError(f"{path} has no {kind} named {wanted!r} (it has: {', '.join(names)}); "
+                         "fix the manifest entry")
+    return wanted
+
+
+def _shape_like(x: np.ndarray, backend: Backend, name: str) -> np.ndarray:
+    """Add batch/channel axes so `x` ([n] samples or [frames, 64]) matches the input's rank."""
+    shape_of = getattr(backend, "input_shape", None)
+    if shape_of is None:
+        return x[None]
+    shape = shape_of(name)
+    while x.ndim < len(shape):
+        # Channels-last image input ([1, T, 64, 1]) vs a leading batch axis.
+        x = x[..., None] if x.ndim >= 2 and len(shape) == 4 and shape[-1] == 1 else x[None]
+    return x
+
+
+def load_model(settings: ModelSettings) -> EmotionModel:
+    """Load the manifest entry `settings.id` (or the default): find, verify and open its files."""
+    manifest = load_manifest(settings.manifest)
+    entry = manifest.get(settings.id)
+    dirs = search_path(settings.search_path, manifest)
+    download = settings.download
+    backbone = None
+    if entry.backbone is not None:
+        backbone = open_backend(resolve_file(entry.backbone, dirs, download), threads=settings.threads)
+    head = open_backend(resolve_file(entry.head, dirs, download), threads=settings.threads)
+    model = EmotionModel(entry, head, backbone, adapter=_load_adapter(settings, entry))
+    if backbone is not None:
+        _check_dims(model)
+    return model
+
+
+def _check_dims(model: EmotionModel) -> None:
+    """Run a silent window once: catches a head/backbone mismatch at start, not on the first speech."""
+    entry = model.entry
+    out = model._backbone.run({model._bb_in: np.zeros(model.window_samples, np.float32)})
+    dim = out[model._bb_out].shape[-1]
+    want = pooled_dim(dim, entry.pooling)
+    if entry.head.input_dim is not None and entry.head.input_dim != want:
+        raise ModelError(f"model {entry.id}: head {entry.head.file} takes {entry.head.input_dim} features "
+                         f"but the backbone gives {dim} per frame ({entry.pooling} pooling -> {want})")
+    shape_of = getattr(model._head, "input_shape", None)
+    if shape_of is not None:
+        got = shape_of(model._head_in)[-1]
+        if got > 0 and got != want:
+            raise ModelError(f"model {entry.id}: head file {model._head.path} takes {got} features, "
+                             f"the backbone + {entry.pooling} pooling gives {want}")
+
+
+def _load_adapter(settings: ModelSettings, entry: ModelEntry) -> Any:
+    """Integration point for room/mic feature adaptation (module owned by the training engineer).
+
+    Contract: `edge_ser.adaptation.load_adapter(settings: ModelSettings, entry: ModelEntry)` returns a
+    callable features[dim] -> features[dim] (float32), applied to pooled features before the head.
+    """
+    if not settings.adapt:
+        return None
+    if entry.backbone is None:
+        raise ModelError(f"model.adapt needs a backbone model; {entry.id} is a single-file model")
+    try:
+        from . import adaptation
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.adaptation":
+            raise
+        raise ModelError("model.adapt is true but this edge-ser has no feature adaptation "
+                         "(edge_ser.adaptation); set model.adapt: false") from None
+    return adaptation.load_adapter(settings, entry)
