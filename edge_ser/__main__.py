@@ -1,0 +1,5 @@
+"""`python -m edge_ser` = the `edge-ser` command."""
+
+from .cli import main
+
+main()
