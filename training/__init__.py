@@ -1,0 +1,1 @@
+"""Training pipeline: corpora -> YAMNet embedding cache -> trained heads -> accuracy reports."""

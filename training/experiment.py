@@ -1,0 +1,75 @@
+"""One experiment = protocol split -> features -> grid-searched head -> test metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_ser.errors import UserError
+from training import loaders
+from training.dataset import Part, build_part, label_set
+from training.features import DEFAULT_CACHE
+from training.splits import SPLITS_DIR, protocol_split
+from training.train import Fitted, evaluate_part, fit, predict
+
+
+@dataclass
+class Result:
+    fitted: Fitted
+    test: dict
+    """Clip-level test metrics."""
+    test_windows: dict
+    """Window-level test metrics (each 2 s window judged alone, as the daemon does)."""
+    labels: tuple[str, ...]
+    n_train: int
+    """Training clips (un-augmented)."""
+    test_part: Part
+    test_probs: np.ndarray
+
+
+def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: str = "mlp",
+        pooling: str = "mean", augment: int = 0, heldout: str | None = None, fold: int = 0,
+        grid: dict | None = None, root: Path | None = None, cache: Path = DEFAULT_CACHE,
+        split_dir: Path = SPLITS_DIR, corpus_power: float = 0.0, seed: int = 0, log=print,
+        _caches: dict | None = None) -> Result:
+    names = corpora.split(",") if isinstance(corpora, str) else list(corpora)
+    root = root or loaders.default_corpora_root()
+    members = loaders.expand(names, root)
+    if protocol == "cross_corpus":
+        if heldout is None:
+            raise UserError("cross_corpus needs a held-out corpus")
+        if heldout not in members:
+            members.append(heldout)
+    clips = [c for c in loaders.load_set(members, root)]
+    split = protocol_split(protocol, members, clips, root, fold=fold, heldout=heldout, split_dir=split_dir)
+    if classes == "merged":
+        clips = [c for c in clips if c.merged is not None]
+    labels = label_set(clips, classes)
+    caches = _caches if _caches is not None else {}
+    sets = {s: [c for c in clips if split.get(c.path) == s] for s in ("train", "val", "test")}
+    if not all(sets.values()):
+        raise UserError(f"empty split for {protocol} on {','.join(members)}: "
+                        + ", ".join(f"{k}={len(v)}" for k, v in sets.items()))
+    variants = ("base",) + tuple(f"aug{i}" for i in range(1, augment + 1))
+    train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches)
+    val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches)
+    test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches)
+    if log:
+        log(f"  {protocol} {','.join(members)} heldout={heldout} fold={fold}: "
+            f"train {len(sets['train'])} clips ({len(train.x)} windows, variants {','.join(variants)}), "
+            f"val {val.n_clips}, test {test.n_clips}")
+    fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log)
+    from training.heads import build_head
+
+    model = build_head(fitted.spec)
+    model.load_state_dict(fitted.state)
+    mean = np.asarray(fitted.spec["feature_mean"], np.float32)
+    std = np.asarray(fitted.spec["feature_std"], np.float32)
+    test_m, probs = evaluate_part(model, test, mean, std, labels)
+    from training.evaluate import metrics
+
+    wp = predict(model, test.x, mean, std)
+    win_m = metrics(test.y[test.clip], wp.argmax(axis=1), labels)
+    return Result(fitted, test_m, win_m, labels, len(sets["train"]), test, probs)

@@ -1,0 +1,152 @@
+"""On-disk cache of YAMNet frame embeddings, per 2 s window of every clip.
+
+Layout: cache/<backbone>/<variant>/<corpus>/chunk_NNNN.npz while extracting (resumable: a finished
+chunk is never recomputed), then packed into frames.npy (float16 [windows, 4, 1024]),
+speech.npy (float16 [windows, 4], AudioSet Speech score per frame) and index.csv (path, first
+window, window count). Frames are kept unpooled so every pooling and the attentive head can be
+tried; pooling goes through edge_ser.features.pool_frames, the function the daemon uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_ser.errors import ModelError
+from edge_ser.features import pool_frames
+from training.augment import augment
+from training.loaders import Clip
+from training.preprocess import load_audio, trim_silence, windows
+
+CHUNK = 256
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO / "cache"
+YAMNET = REPO.parent / "shared" / "weights" / "yamnet" / "yamnet.tflite"
+
+
+class Yamnet:
+    """YAMNet TFLite: a 2 s window in, 4 frame embeddings and 4 Speech scores out."""
+
+    def __init__(self, path: Path = YAMNET, num_threads: int = 1) -> None:
+        if not Path(path).is_file():
+            raise ModelError(f"YAMNet file not found: {path}")
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._it = Interpreter(str(path), num_threads=num_threads)
+        self._in = self._it.get_input_details()[0]["index"]
+        outs = {o["name"]: o["index"] for o in self._it.get_output_details()}
+        self._scores, self._emb = outs["Identity"], outs["Identity_1"]
+        self._len = -1
+
+    def __call__(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if window.size != self._len:
+            self._it.resize_tensor_input(self._in, [window.size])
+            self._it.allocate_tensors()
+            self._len = window.size
+        self._it.set_tensor(self._in, window.astype(np.float32))
+        self._it.invoke()
+        return self._it.get_tensor(self._emb).copy(), self._it.get_tensor(self._scores)[:, 0].copy()
+
+
+def clip_windows(clip_path: str, variant: str) -> np.ndarray:
+    """Decode, (augment), trim at 25 dB and window one clip, as the cache sees it."""
+    wave = load_audio(clip_path)
+    if variant != "base":  # "aug1", "aug2", ...: a deterministic augmented copy
+        wave = augment(trim_silence(wave), clip_path, int(variant[3:]))
+    wave = trim_silence(wave)
+    return windows(wave)
+
+
+@dataclass
+class CorpusCache:
+    """The packed embeddings of one corpus and variant."""
+
+    frames: np.ndarray
+    """float16 [windows, frames, dim]."""
+    speech: np.ndarray
+    """float16 [windows, frames]: AudioSet Speech score."""
+    index: dict[str, tuple[int, int]]
+    """clip path -> (first window, window count)."""
+
+
+def corpus_dir(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) -> Path:
+    return Path(cache) / "yamnet" / variant / corpus
+
+
+def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE,
+            progress: bool = True, model: Yamnet | None = None) -> Path:
+    """Compute (or resume) the cache for the clips of one corpus; returns its folder."""
+    from tqdm import tqdm
+
+    out = corpus_dir(corpus, variant, cache)
+    if (out / "index.csv").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    clips = sorted(clips, key=lambda c: c.path)
+    model = model or Yamnet()
+    n_chunks = (len(clips) + CHUNK - 1) // CHUNK
+    bar = tqdm(total=len(clips), desc=f"{corpus}/{variant}", disable=not progress, file=sys.stderr,
+               mininterval=5)
+    for ci in range(n_chunks):
+        part = clips[ci * CHUNK:(ci + 1) * CHUNK]
+        path = out / f"chunk_{ci:04d}.npz"
+        if path.is_file():
+            bar.update(len(part))
+            continue
+        embs, speech, counts = [], [], []
+        for c in part:
+            w = clip_windows(c.path, variant)
+            for x in w:
+                e, s = model(x)
+                embs.append(e)
+                speech.append(s)
+            counts.append(len(w))
+            bar.update(1)
+        tmp = out / f"chunk_{ci:04d}.tmp.npz"
+        np.savez(tmp, frames=np.stack(embs).astype(np.float16), speech=np.stack(speech).astype(np.float16),
+                 counts=np.array(counts), paths=np.array([c.path for c in part]))
+        tmp.rename(path)
+    bar.close()
+    _pack(out, n_chunks)
+    return out
+
+
+def _pack(out: Path, n_chunks: int) -> None:
+    frames, speech, rows, start = [], [], [], 0
+    for ci in range(n_chunks):
+        z = np.load(out / f"chunk_{ci:04d}.npz")
+        frames.append(z["frames"])
+        speech.append(z["speech"])
+        for p, n in zip(z["paths"], z["counts"], strict=True):
+            rows.append((str(p), start, int(n)))
+            start += int(n)
+    np.save(out / "frames.npy", np.concatenate(frames))
+    np.save(out / "speech.npy", np.concatenate(speech))
+    with (out / "index.tmp.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "start", "count"])
+        w.writerows(rows)
+    (out / "index.tmp.csv").rename(out / "index.csv")
+    for ci in range(n_chunks):
+        (out / f"chunk_{ci:04d}.npz").unlink()
+
+
+def load_cache(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) -> CorpusCache:
+    """Memory-map a packed corpus cache."""
+    d = corpus_dir(corpus, variant, cache)
+    if not (d / "index.csv").is_file():
+        raise ModelError(f"no embedding cache at {d}; run `python -m training extract` first")
+    with (d / "index.csv").open(newline="") as fh:
+        index = {r["path"]: (int(r["start"]), int(r["count"])) for r in csv.DictReader(fh)}
+    return CorpusCache(np.load(d / "frames.npy", mmap_mode="r"), np.load(d / "speech.npy", mmap_mode="r"),
+                       index)
+
+
+def pooled_windows(cc: CorpusCache, path: str, pooling: str = "mean") -> np.ndarray:
+    """[windows, pooled_dim]: each 2 s window pooled exactly as the daemon pools it."""
+    s, n = cc.index[path]
+    return np.stack([pool_frames(cc.frames[i].astype(np.float32), pooling) for i in range(s, s + n)])

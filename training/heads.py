@@ -1,0 +1,129 @@
+"""Torch heads over YAMNet features, and `build_head(spec)` for the head interchange format.
+
+A head folder (runs/heads/<name>/ or models/heads/<name>/) holds head.pt (the state_dict of
+`build_head(spec)`) and head.json (spec: arch, arch params, input_dim, labels, pooling, backbone,
+feature_mean/feature_std, command, data, split, metrics). The module returned by `build_head`
+takes STANDARDISED features and returns LOGITS; `build_inference_model(spec, state)` wraps it into
+the exported form: raw pooled features in, softmax probabilities out, standardisation folded in.
+
+Archs:
+- linear: input_dim -> n_labels.
+- mlp: the paper's MLP, input_dim -> hidden[0] -> ... -> n_labels, ReLU + dropout.
+- attn: attentive pooling over frames (input [batch, n_frames, frame_dim]; input_dim = frame_dim),
+  then an mlp. Not exportable to the daemon's pooled `features` input; an experiment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_ser.errors import ModelError
+
+ARCHS = ("linear", "mlp", "attn")
+
+
+def _mlp(input_dim: int, hidden: list[int], dropout: float, n_out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    d = input_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+        d = h
+    layers.append(nn.Linear(d, n_out))
+    return nn.Sequential(*layers)
+
+
+class LinearHead(nn.Module):
+    def __init__(self, input_dim: int, n_labels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(input_dim, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(x))
+
+
+class MLPHead(nn.Module):
+    def __init__(self, input_dim: int, n_labels: int, hidden: list[int], dropout: float = 0.3) -> None:
+        super().__init__()
+        self.net = _mlp(input_dim, hidden, dropout, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AttnHead(nn.Module):
+    """Attention-weighted mean over frames (silent frames can get ~0 weight), then an MLP."""
+
+    def __init__(self, input_dim: int, n_labels: int, hidden: list[int], dropout: float = 0.3,
+                 attn_dim: int = 128) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(input_dim, attn_dim), nn.Tanh(), nn.Linear(attn_dim, 1))
+        self.net = _mlp(input_dim, hidden, dropout, n_labels)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.score(frames).squeeze(-1), dim=1)
+        return self.net((w.unsqueeze(-1) * frames).sum(dim=1))
+
+
+def build_head(spec: dict) -> nn.Module:
+    """The torch module described by a head.json spec (standardised features in, logits out)."""
+    arch = spec.get("arch")
+    try:
+        d, n = int(spec["input_dim"]), len(spec["labels"])
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"head spec lacks input_dim/labels: {exc}") from exc
+    if arch == "linear":
+        return LinearHead(d, n, float(spec.get("dropout", 0.0)))
+    if arch == "mlp":
+        return MLPHead(d, n, list(spec.get("hidden", [256])), float(spec.get("dropout", 0.3)))
+    if arch == "attn":
+        return AttnHead(d, n, list(spec.get("hidden", [256])), float(spec.get("dropout", 0.3)),
+                        int(spec.get("attn_dim", 128)))
+    raise ModelError(f"unknown head arch {arch!r}; expected one of {', '.join(ARCHS)}")
+
+
+class InferenceModel(nn.Module):
+    """Pooled features -> standardise -> head -> softmax: the form the daemon runs."""
+
+    def __init__(self, head: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.head = head
+        self.register_buffer("mean", mean)
+        self.register_buffer("inv_std", 1.0 / std)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head((features - self.mean) * self.inv_std), dim=-1)
+
+
+def build_inference_model(spec: dict, state: dict | None = None) -> InferenceModel:
+    """Head with its standardisation folded in and softmax applied (for export and evaluation)."""
+    head = build_head(spec)
+    if state is not None:
+        head.load_state_dict(state)
+    d = int(spec["input_dim"])
+    mean = torch.tensor(spec.get("feature_mean") or [0.0] * d, dtype=torch.float32)
+    std = torch.tensor(spec.get("feature_std") or [1.0] * d, dtype=torch.float32)
+    return InferenceModel(head, mean, std).eval()
+
+
+def save_head(folder: Path, spec: dict, head: nn.Module) -> Path:
+    """Write head.pt + head.json into folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(head.state_dict(), folder / "head.pt")
+    (folder / "head.json").write_text(json.dumps(spec, indent=1) + "\n")
+    return folder
+
+
+def load_head(folder: Path) -> tuple[dict, InferenceModel]:
+    """Read a head folder back as (spec, inference model)."""
+    folder = Path(folder)
+    if not (folder / "head.json").is_file() or not (folder / "head.pt").is_file():
+        raise ModelError(f"{folder} is not a head folder (needs head.json and head.pt)")
+    spec = json.loads((folder / "head.json").read_text())
+    state = torch.load(folder / "head.pt", map_location="cpu", weights_only=True)
+    return spec, build_inference_model(spec, state)
