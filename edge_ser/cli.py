@@ -319,6 +319,23 @@ def models(config_path: str | None) -> None:
     click.echo(describe_models(settings.model.manifest, settings.model.search_path))
 
 
+@cli.command()
+@click.option("--model", "model_ids", metavar="ID", multiple=True,
+              help="Model id from `edge-ser models` (repeatable); default: the configured/default model.")
+@click.option("--seconds", type=float, default=60.0, show_default=True,
+              help="Seconds of synthetic speech streamed per model and thread count (one window per hop).")
+@click.option("--threads", type=int, multiple=True, help="Inference threads (repeatable); default: 1 and 2.")
+@click.option("--config", "config_path", metavar="FILE", help="YAML config (model, window, smoothing).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line instead of a table.")
+def bench(model_ids: tuple[str, ...], seconds: float, threads: tuple[int, ...], config_path: str | None,
+          as_json: bool) -> None:
+    """Time models through the listen pipeline on synthetic speech: latency p50/p95/p99, RTF, CPU, RSS."""
+    from .benchmark import cli_bench
+
+    command = " ".join(["edge-ser", *sys.argv[1:]])
+    cli_bench(model_ids, seconds, threads, config_path, as_json, command=command)
+
+
 # -- entry point ------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Benchmark scripts of edge-ser (latency, footprint, streaming evaluation); never imported by edge_ser."""

@@ -1,0 +1,295 @@
+"""`edge-ser bench`: how fast a model is on this machine, through the real listen pipeline.
+
+Latency is what issue 6 asks for: from the moment a 2 s window's last sample arrives to the moment its
+result message is handed to the publisher (gate, model, smoothing, message). Audio is synthetic and
+speech-like, so no corpus is needed; compute time of these models does not depend on what is said.
+
+The source runs in lockstep with the worker: the next hop of audio is only fed once the previous window
+is published. That is what a microphone does when inference keeps up with real time, without the
+pipeline sleeping between windows, so a benchmark of N windows takes N x latency instead of N seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .pipeline import Pipeline
+from .settings import ModelSettings, Settings
+
+RATE = 16000
+"""Model sample rate."""
+
+RECORD_KEYS = ("model", "backend", "precision", "threads", "p50_ms", "p95_ms", "p99_ms", "infer_p50_ms",
+               "rss_mb", "cpu_pct", "machine", "command")
+"""Keys every latency record has (issue 6); records may carry more (n_windows, rtf, load)."""
+
+
+def speechlike(seconds: float, seed: int = 0, rate: int = RATE) -> np.ndarray:
+    """Deterministic voice-like float32 audio: gliding harmonic syllables with formants and breath noise.
+
+    Loud enough (RMS about 0.1) that every 2 s window passes the 0.01 silence gate, so every window
+    is inferred; pauses between syllables are short (speech that never stops).
+    """
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * rate))
+    out = np.zeros(n, dtype=np.float64)
+    pos = 0
+    while pos < n:
+        dur = int(rng.uniform(0.12, 0.35) * rate)
+        gap = int(rng.uniform(0.02, 0.12) * rate)
+        t = np.arange(dur) / rate
+        f0 = rng.uniform(100, 240) * (1 + rng.uniform(-0.2, 0.2) * t / max(t[-1], 1e-3))
+        phase = 2 * np.pi * np.cumsum(f0) / rate
+        formants = rng.uniform([500, 1200, 2400], [900, 2000, 3200])
+        syl = np.zeros(dur)
+        for h in range(1, 25):
+            fh = f0.mean() * h
+            if fh > rate / 2 - 500:
+                break
+            gain = sum(1.0 / (1.0 + ((fh - f) / 150.0) ** 2) for f in formants) / h**0.5
+            syl += gain * np.sin(h * phase)
+        syl *= np.hanning(dur)
+        syl += 0.02 * rng.standard_normal(dur)
+        end = min(n, pos + dur)
+        out[pos:end] = syl[: end - pos]
+        pos = end + gap
+    out += 0.003 * rng.standard_normal(n)
+    out *= 0.1 / max(float(np.sqrt(np.mean(out**2))), 1e-9)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+class _Collector:
+    """Publisher that keeps the messages and wakes the lockstep source."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.event = threading.Event()
+
+    def publish(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        self.event.set()
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        pass
+
+    def stats(self) -> dict[str, int]:
+        return {"published": len(self.messages)}
+
+    def close(self) -> None:
+        pass
+
+
+class LockstepSource:
+    """A live 16 kHz source that feeds the next hop only after the previous window is finished."""
+
+    live = True
+    rate = RATE
+
+    def __init__(self, audio: np.ndarray, hop_samples: int, window_samples: int) -> None:
+        self.audio = np.asarray(audio, dtype=np.float32)
+        self.hop = int(hop_samples)
+        self.window = int(window_samples)
+        self.pipeline: Pipeline | None = None
+        self.collector: _Collector | None = None
+
+    def _finished(self) -> int:
+        c = self.pipeline.counters
+        return len(self.collector.messages) + c.neutral_suppressed + c.errors + c.dropped
+
+    def blocks(self, stop: threading.Event | None = None) -> Iterator[np.ndarray]:
+        fed, expected = 0, 0
+        while fed < len(self.audio) and (stop is None or not stop.is_set()):
+            block = self.audio[fed : fed + self.hop]
+            fed += len(block)
+            if fed >= self.window:
+                expected += 1
+            self.collector.event.clear()
+            yield block[:, None]
+            deadline = time.monotonic() + 60.0
+            while self._finished() < expected and time.monotonic() < deadline:
+                self.collector.event.wait(0.005)
+                self.collector.event.clear()
+
+    def stats(self) -> dict[str, int]:
+        return {"overruns": 0, "reopens": 0}
+
+    def close(self) -> None:
+        pass
+
+
+def machine() -> str:
+    """One line: CPU model, cores, OS, Python (for the `machine` field of each record)."""
+    cpu = platform.processor() or platform.machine()
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                found.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        pass
+    # x86 names the CPU in "model name"; a Raspberry Pi names the board in "Model" / "Hardware"
+    cpu = found.get("model name") or found.get("hardware") or found.get("model") or cpu
+    if found.get("model name") and found.get("model") and not found["model"].isdigit():
+        cpu = f"{found['model']} ({found['model name']})"
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, " \
+           f"Python {platform.python_version()}"
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MB, from /proc (Linux) or getrusage."""
+    cur = peak = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    cur = int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return round(cur if cur is not None else peak, 1), round(peak, 1)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2)
+
+
+def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None = None, warmup: int = 3,
+                backend: str | None = None, precision: str | None = None, threads: int | None = None,
+                command: str = "", seed: int = 0) -> dict[str, Any]:
+    """Stream `seconds` of synthetic speech through the real Pipeline with `model`; one latency record.
+
+    `model` is anything with EmotionModel's interface (id, labels, window_samples, predict), so
+    benchmark scripts can time other runtimes (e.g. plain PyTorch) through the very same pipeline.
+    cpu_pct is the CPU time the process spent per second of audio (100 = one core busy all the
+    time at the configured hop): what continuous speech costs; rtf is wall time per window / hop.
+    """
+    settings = settings or Settings()
+    hop = int(round(settings.window.hop_s * RATE))
+    window = int(round(settings.window.window_s * RATE))
+    for _ in range(warmup):  # first calls allocate tensors and JIT kernels
+        model.predict(speechlike(settings.window.window_s, seed=seed + 99))
+    audio = speechlike(seconds, seed=seed)
+    source = LockstepSource(audio, hop, window)
+    collector = _Collector()
+    pipeline = Pipeline(replace(settings, output=replace(settings.output, stats_interval_s=0)), model,
+                        [collector])
+    source.pipeline, source.collector = pipeline, collector
+    load_before = os.getloadavg()[0]
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    pipeline.run(source)
+    cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+    lat = [float(m["latency_ms"]) for m in collector.messages if not m["gated"]]
+    if not lat:
+        raise RuntimeError(f"model {model.id}: no window was inferred (all {len(collector.messages)} gated)")
+    infer = list(pipeline.counters.infer_ms)
+    n = len(lat)
+    entry = getattr(model, "entry", None)
+    _, peak = rss_mb()
+    audio_s = (n - 1) * settings.window.hop_s + settings.window.window_s
+    return {
+        "model": model.id,
+        "backend": backend or _backend_of(entry),
+        "precision": precision or (entry.quantization if entry is not None else "float32"),
+        "threads": threads,
+        "p50_ms": _pct(lat, 50),
+        "p95_ms": _pct(lat, 95),
+        "p99_ms": _pct(lat, 99),
+        "infer_p50_ms": _pct(infer, 50),
+        "rss_mb": peak,
+        "cpu_pct": round(100.0 * cpu_s / max(n * settings.window.hop_s, 1e-9), 1),
+        "machine": machine(),
+        "command": command,
+        "n_windows": n,
+        "mean_ms": round(float(np.mean(lat)), 2),
+        "rtf": round(float(np.mean(lat)) / 1000.0 / settings.window.hop_s, 4),
+        "audio_s": round(audio_s, 1),
+        "wall_s": round(wall_s, 2),
+        "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "latencies_ms": [round(x, 3) for x in lat],
+    }
+
+
+def _backend_of(entry: Any) -> str:
+    if entry is None:
+        return "?"
+    kinds = [f.file.rsplit(".", 1)[-1].lower() for _, f in entry.files()]
+    kinds = list(dict.fromkeys("onnxruntime" if k == "onnx" else k for k in kinds))
+    return "+".join(kinds)
+
+
+def run(model_ids: list[str | None], *, seconds: float, threads: tuple[int, ...] = (1,),
+        settings: Settings | None = None, command: str = "") -> list[dict[str, Any]]:
+    """Load each model at each thread count and benchmark it (one process: RSS grows with each model)."""
+    from .model import load_model
+
+    settings = settings or Settings()
+    records = []
+    for model_id in model_ids:
+        for t in threads:
+            ms: ModelSettings = replace(settings.model, id=model_id, threads=t)
+            model = load_model(ms)
+            records.append(bench_model(model, seconds=seconds, settings=replace(settings, model=ms),
+                                       threads=t, command=command))
+    return records
+
+
+TABLE_COLS = (("model", "model"), ("backend", "backend"), ("precision", "prec"), ("threads", "thr"),
+              ("n_windows", "windows"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
+              ("infer_p50_ms", "infer p50"), ("rtf", "RTF"), ("cpu_pct", "CPU %"), ("rss_mb", "RSS MB"))
+
+
+def format_table(records: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Records as an aligned text table (or a Markdown table)."""
+    rows = [[h for _, h in TABLE_COLS]]
+    rows += [["" if r.get(k) is None else str(r.get(k)) for k, _ in TABLE_COLS] for r in records]
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(r, widths, strict=True))) for r in rows)
+
+
+def cli_bench(model_ids: tuple[str, ...], seconds: float, threads: tuple[int, ...], config_path: str | None,
+              as_json: bool, command: str = "") -> None:
+    """What `edge-ser bench` runs: benchmark, then print a table (or JSON lines)."""
+    import json
+    import logging
+
+    import click
+
+    from .config import load_settings
+    from .errors import UserError
+
+    settings = load_settings(config_path)
+    min_s = settings.window.window_s + settings.window.hop_s
+    if seconds < min_s:
+        raise UserError(f"--seconds must be at least {min_s:g} (two windows at the configured window/hop)")
+    if any(t < 1 for t in threads):
+        raise UserError("--threads must be 1 or more")
+    logging.getLogger("edge_ser").setLevel(logging.WARNING)
+    records = run(list(model_ids) or [settings.model.id], seconds=seconds, threads=threads or (1, 2),
+                  settings=settings, command=command)
+    for r in records:
+        r.pop("latencies_ms", None)
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r))
+        return
+    click.echo(f"machine: {machine()}; load average before: {records[0]['load_1min'][0]}")
+    click.echo("latency = last sample of a 2 s window -> result message published (ms); "
+               "RTF = mean latency / hop; CPU % = process CPU per second of continuous speech")
+    click.echo(format_table(records))
