@@ -106,6 +106,55 @@ def write_onnx(w: np.ndarray, b: np.ndarray, path: Path) -> Path:
     return path
 
 
+def write_tflite(w: np.ndarray, b: np.ndarray, path: Path) -> Path:
+    """The same head as TFLite (FULLY_CONNECTED + SOFTMAX), written with the flatbuffer schema that
+    ai-edge-litert ships, so the backends can be compared on one model without TensorFlow."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    d, k = w.shape
+
+    def buffer(a: np.ndarray | None) -> s.BufferT:
+        buf = s.BufferT()
+        buf.data = None if a is None else np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8)
+        return buf
+
+    def tensor(name: str, shape: list[int], buf: int) -> s.TensorT:
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, shape, s.TensorType.FLOAT32, buf
+        return t
+
+    def code(op: int) -> s.OperatorCodeT:
+        c = s.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = op, min(op, 127), 1
+        return c
+
+    fc = s.OperatorT()
+    fc.opcodeIndex, fc.inputs, fc.outputs = 0, [0, 1, 2], [3]
+    fc.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
+    fc.builtinOptions = s.FullyConnectedOptionsT()
+    sm = s.OperatorT()
+    sm.opcodeIndex, sm.inputs, sm.outputs = 1, [3], [4]
+    sm.builtinOptionsType = s.BuiltinOptions.SoftmaxOptions
+    sm.builtinOptions = s.SoftmaxOptionsT()
+    sm.builtinOptions.beta = 1.0
+    sub = s.SubGraphT()
+    sub.tensors = [tensor("features", [1, d], 0), tensor("W", [k, d], 1), tensor("b", [k], 2),
+                   tensor("logits", [1, k], 0), tensor("probs", [1, k], 0)]
+    sub.inputs, sub.outputs, sub.operators, sub.name = [0], [4], [fc, sm], "main"
+    model = s.ModelT()
+    model.version, model.description = 3, "edge-ser tests/devhead.py"
+    model.operatorCodes = [code(s.BuiltinOperator.FULLY_CONNECTED), code(s.BuiltinOperator.SOFTMAX)]
+    model.subgraphs = [sub]
+    # Buffer 0 is the conventional empty buffer for tensors computed at run time.
+    model.buffers = [buffer(None), buffer(w.T.astype(np.float32)), buffer(b.astype(np.float32))]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
 def build_head(out: Path, per_folder: int = 4, pooling: str = "mean") -> dict:
     """Train on `per_folder` files of every TESS folder, write ONNX, return a manifest entry."""
     files = tess_files(per_folder)

@@ -1,0 +1,195 @@
+"""The model manifest: parsing, search path, sha256 refusal, missing-file message, upsert, describe."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_ser import manifest as mf
+from edge_ser.errors import ModelError
+
+LABELS = ["anger_disgust", "fear_surprise", "happiness", "sadness"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """No test sees the real user model dir or $EDGE_SER_MODELS."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(mf.ENV_MODELS, raising=False)
+
+
+def _file(tmp: Path, rel: str, content: bytes) -> dict:
+    p = tmp / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(content)
+    return {"file": rel, "sha256": hashlib.sha256(content).hexdigest(), "size": len(content)}
+
+
+def _entry(head: dict, **kw) -> dict:
+    return {"description": "test", "labels": LABELS, "head": head, **kw}
+
+
+def test_shipped_manifest_is_valid_and_its_files_verify():
+    m = mf.load_manifest()
+    entry = m.get()  # the default
+    assert entry.id == m.default
+    dirs = mf.search_path((), m)
+    for _, ref in entry.files():
+        assert mf.resolve_file(ref, dirs).is_file()
+
+
+def test_search_path_order(tmp_path, monkeypatch):
+    monkeypatch.setenv(mf.ENV_MODELS, f"{tmp_path / 'env1'}:{tmp_path / 'env2'}")
+    m_path = tmp_path / "m" / "manifest.yaml"
+    m_path.parent.mkdir()
+    m_path.write_text("version: 1\nmodels: {}\n")
+    dirs = mf.search_path([tmp_path / "cfg"], mf.load_manifest(m_path))
+    assert dirs[:5] == [tmp_path / "cfg", tmp_path / "env1", tmp_path / "env2",
+                        tmp_path / "xdg" / "edge-ser" / "models", tmp_path / "m"]
+    assert dirs[-2:] == [mf.package_models_dir().resolve(), mf.shared_weights_dir().resolve()]
+
+
+def test_first_folder_on_the_search_path_wins(tmp_path):
+    a = _file(tmp_path / "a", "heads/h.onnx", b"first")
+    _file(tmp_path / "b", "heads/h.onnx", b"second")
+    ref = mf.ModelFile(**a)
+    assert mf.resolve_file(ref, [tmp_path / "a", tmp_path / "b"]) == tmp_path / "a" / "heads/h.onnx"
+
+
+def test_wrong_sha256_is_refused(tmp_path):
+    good = _file(tmp_path, "heads/h.onnx", b"the real head")
+    (tmp_path / "heads/h.onnx").write_bytes(b"the evil head")  # same size, other content
+    ref = mf.ModelFile(**good, url="https://example.org/h.onnx")
+    with pytest.raises(ModelError) as e:
+        mf.resolve_file(ref, [tmp_path])
+    msg = str(e.value)
+    assert "sha256" in msg and str(tmp_path / "heads/h.onnx") in msg and "https://example.org/h.onnx" in msg
+    assert "\n" not in msg
+
+
+def test_wrong_size_is_refused(tmp_path):
+    good = _file(tmp_path, "h.onnx", b"the real head")
+    (tmp_path / "h.onnx").write_bytes(b"trunc")
+    with pytest.raises(ModelError, match="has 5 bytes, the manifest expects 13"):
+        mf.resolve_file(mf.ModelFile(**good), [tmp_path])
+
+
+def test_missing_file_says_where_it_looked_and_where_to_download(tmp_path):
+    ref = mf.ModelFile(file="yamnet/nothere.tflite", sha256="0" * 64, url="https://example.org/y.tflite")
+    dirs = [tmp_path / "one", tmp_path / "two"]
+    with pytest.raises(ModelError) as e:
+        mf.resolve_file(ref, dirs)
+    msg = str(e.value)
+    assert "yamnet/nothere.tflite not found" in msg
+    assert str(tmp_path / "one") in msg and str(tmp_path / "two") in msg
+    assert "https://example.org/y.tflite" in msg and "model.download" in msg
+
+
+def test_download_only_when_allowed_and_checked(tmp_path):
+    # file:// stands in for the public URL: tests never touch the network.
+    src = tmp_path / "upstream.bin"
+    src.write_bytes(b"backbone bytes")
+    ref = mf.ModelFile(file="bb/x.tflite", sha256=hashlib.sha256(b"backbone bytes").hexdigest(),
+                       url=src.as_uri())
+    with pytest.raises(ModelError, match="not found"):
+        mf.resolve_file(ref, [tmp_path / "empty"])
+    got = mf.resolve_file(ref, [tmp_path / "empty"], download=True)
+    assert got == mf.user_models_dir() / "bb/x.tflite" and got.read_bytes() == b"backbone bytes"
+
+    bad = mf.ModelFile(file="bb/y.tflite", sha256="f" * 64, url=src.as_uri())
+    with pytest.raises(ModelError, match="refusing it"):
+        mf.resolve_file(bad, [tmp_path / "empty"], download=True)
+    assert not (mf.user_models_dir() / "bb/y.tflite").exists()
+
+
+def test_unknown_model_id_lists_known(tmp_path):
+    head = _file(tmp_path, "h.onnx", b"h")
+    mpath = tmp_path / "manifest.yaml"
+    mf.upsert_entry(mpath, "one", _entry(head))
+    with pytest.raises(ModelError, match=r"unknown model 'two' .*known: one"):
+        mf.load_manifest(mpath).get("two")
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"labels": ["anger", "sadness"]}, "labels"),
+    ({"frontend": "mfcc"}, "frontend"),
+    ({"pooling": "median"}, "pooling"),
+    ({"sample_rate": 44100}, "sample_rate"),
+    ({"head": {"file": "h.onnx", "sha256": "abc"}}, "head.sha256"),
+    ({"head": {"file": "h.onnx", "sha256": "0" * 64, "colour": "red"}}, "head.colour"),
+])
+def test_bad_entries_name_the_key(tmp_path, patch, key):
+    head = _file(tmp_path, "h.onnx", b"h")
+    with pytest.raises(ModelError, match=rf"models\.m\.{key}"):
+        mf.parse_entry("m", {**_entry(head), **patch}, "x.yaml")
+
+
+def test_bad_manifest_files(tmp_path):
+    p = tmp_path / "manifest.yaml"
+    p.write_text("models: [1, 2\n")
+    with pytest.raises(ModelError, match="not valid YAML"):
+        mf.load_manifest(p)
+    p.write_text("version: 1\ndefault: ghost\nmodels: {}\n")
+    with pytest.raises(ModelError, match="default 'ghost'"):
+        mf.load_manifest(p)
+    with pytest.raises(ModelError, match="cannot read model manifest"):
+        mf.load_manifest(tmp_path / "absent.yaml")
+
+
+def test_upsert_adds_updates_and_keeps_the_file_readable(tmp_path):
+    mpath = tmp_path / "manifest.yaml"
+    mpath.write_text("# header comment kept\nversion: 1\nmodels: {}\n")
+    head = _file(tmp_path, "heads/a.onnx", b"a")
+    mf.upsert_entry(mpath, "a", _entry(head, training={"command": "python -m training x"}))
+    mf.upsert_entry(mpath, "b", _entry(head, description="second"))
+    text = mpath.read_text()
+    assert text.startswith("# header comment kept\n")
+    assert "labels: [anger_disgust, fear_surprise, happiness, sadness]" in text
+    assert "\n\n  b:\n" in text  # one block per model
+    m = mf.load_manifest(mpath)
+    assert list(m.models) == ["a", "b"] and m.default == "a"
+    assert m.models["a"].extra["training"]["command"] == "python -m training x"
+
+    mf.upsert_entry(mpath, "a", _entry(head, description="updated"), make_default=False)
+    mf.upsert_entry(mpath, "b", _entry(head, description="second"), make_default=True)
+    m = mf.load_manifest(mpath)
+    assert m.models["a"].description == "updated" and m.default == "b"
+    assert list(m.models) == ["a", "b"]
+
+
+def test_upsert_refuses_a_bad_entry_and_leaves_the_file_alone(tmp_path):
+    mpath = tmp_path / "manifest.yaml"
+    head = _file(tmp_path, "h.onnx", b"h")
+    mf.upsert_entry(mpath, "good", _entry(head))
+    before = mpath.read_text()
+    with pytest.raises(ModelError, match="labels"):
+        mf.upsert_entry(mpath, "bad", _entry(head, labels=["joy"]))
+    assert mpath.read_text() == before
+    assert yaml.safe_load(before)["models"]["good"]["head"]["file"] == "h.onnx"
+
+
+def test_describe_models_reports_found_missing_and_mismatch(tmp_path):
+    mpath = tmp_path / "manifest.yaml"
+    ok = _file(tmp_path, "ok.onnx", b"ok")
+    bad = _file(tmp_path, "bad.onnx", b"bad")
+    (tmp_path / "bad.onnx").write_bytes(b"BAD")
+    mf.upsert_entry(mpath, "fine", _entry(ok))
+    mf.upsert_entry(mpath, "broken", _entry(bad))
+    mf.upsert_entry(mpath, "absent", _entry({"file": "gone.onnx", "sha256": "1" * 64,
+                                            "url": "https://example.org/gone.onnx"}))
+    rows = {r["id"]: r for r in mf.model_status(mpath)}
+    assert rows["fine"]["default"] and rows["fine"]["files"][0]["status"] == "ok"
+    assert rows["broken"]["files"][0]["status"] == "mismatch"
+    assert rows["absent"]["files"][0]["status"] == "missing"
+    text = mf.describe_models(mpath)
+    assert "fine (default)" in text and "[sha256 ok]" in text
+    assert "SHA256 MISMATCH" in text and "MISSING" in text and "https://example.org/gone.onnx" in text
+
+
+def test_sha256_of_matches_hashlib(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * (3 << 20))
+    assert mf.sha256_of(p) == hashlib.sha256(b"x" * (3 << 20)).hexdigest()
