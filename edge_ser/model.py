@@ -5,6 +5,7 @@ Also runs single-file end-to-end models (input: the waveform, or edge_ser.logmel
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -175,7 +176,7 @@ def _load_adapter(settings: ModelSettings, entry: ModelEntry) -> Any:
     if entry.backbone is None:
         raise ModelError(f"model.adapt needs a backbone model; {entry.id} is a single-file model")
     try:
-        from . import adaptation
+        adaptation = importlib.import_module(f"{__package__}.adaptation")
     except ModuleNotFoundError as e:
         if e.name != f"{__package__}.adaptation":
             raise

@@ -1,0 +1,210 @@
+"""EmotionModel end to end: YAMNet + a head the test trains itself, loaded through a temp manifest."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_ser import manifest as mf
+from edge_ser.backends import open_backend
+from edge_ser.errors import ModelError
+from edge_ser.labels import EMOTIONS
+from edge_ser.logmel import log_mel
+from edge_ser.model import EmotionModel, Prediction, load_model
+from edge_ser.settings import ModelSettings
+
+try:
+    import devhead
+except ImportError:  # tests/ imported as a package
+    from tests import devhead
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(mf.ENV_MODELS, raising=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict]:
+    """A softmax head trained on 4 files per TESS folder, as ONNX and TFLite, in a temp manifest."""
+    d = tmp_path_factory.mktemp("models")
+    entry = devhead.build_head(d / "heads" / "tiny.onnx", per_folder=4)
+    entry["head"]["file"] = "heads/tiny.onnx"
+    mpath = d / "manifest.yaml"
+    mf.upsert_entry(mpath, "tiny-onnx", entry)
+    return mpath, entry
+
+
+def _settings(mpath: Path, mid: str | None = None, **kw) -> ModelSettings:
+    return ModelSettings(id=mid, manifest=str(mpath), **kw)
+
+
+def _held_out(label_folder: str, n: int = 3) -> list[Path]:
+    """TESS files never used for training (tess_files takes the first files of each folder)."""
+    files = sorted((devhead.TESS / label_folder).glob("*.opus"))
+    return files[150:150 + n]
+
+
+def test_trained_head_through_a_temp_manifest(trained):
+    mpath, _ = trained
+    model = load_model(_settings(mpath))
+    assert isinstance(model, EmotionModel)
+    assert model.id == "tiny-onnx" and model.window_samples == 32000
+    assert model.labels == (*EMOTIONS, "neutral")
+    assert model.has_speech_score
+    pred = model.predict(devhead.read_window(_held_out("YAF_angry")[0]))
+    assert isinstance(pred, Prediction)
+    assert list(pred.probs) == list(model.labels)
+    assert abs(sum(pred.probs.values()) - 1.0) < 1e-5
+    assert pred.infer_ms > 0
+    assert pred.speech is not None and pred.speech > 0.5  # AudioSet "Speech" on a TESS utterance
+
+
+@pytest.mark.parametrize("folder, label", [("YAF_angry", "anger_disgust"), ("OAF_Sad", "sadness")])
+def test_held_out_tess_files_get_their_label(trained, folder, label):
+    model = load_model(_settings(trained[0]))
+    preds = [model.predict(devhead.read_window(p)) for p in _held_out(folder)]
+    top = [max(p.probs, key=p.probs.get) for p in preds]
+    assert top.count(label) >= 2, top
+
+
+def test_silence_has_a_low_speech_score(trained):
+    model = load_model(_settings(trained[0]))
+    assert model.predict(np.zeros(32000, np.float32)).speech < 0.2
+
+
+def test_short_and_long_windows(trained):
+    model = load_model(_settings(trained[0]))
+    x = devhead.read_window(_held_out("OAF_Sad")[0])
+    short = model.predict(x[:8000])  # zero-padded to the model's window
+    longer = model.predict(np.concatenate([x, x]))
+    for p in (short, longer):
+        assert abs(sum(p.probs.values()) - 1.0) < 1e-5
+
+
+def test_tflite_head_gives_the_same_prediction_as_onnx(trained, tmp_path):
+    mpath, entry = trained
+    onnx_head = mpath.parent / "heads" / "tiny.onnx"
+    import onnx
+    from onnx import numpy_helper
+
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(onnx_head)).graph.initializer}
+    tfl = devhead.write_tflite(init["W"], init["b"], mpath.parent / "heads" / "tiny.tflite")
+    tfl_entry = {**entry, "head": {**entry["head"], "file": "heads/tiny.tflite",
+                                   "sha256": mf.sha256_of(tfl), "size": tfl.stat().st_size}}
+    mf.upsert_entry(mpath, "tiny-tflite", tfl_entry)
+    x = devhead.read_window(_held_out("YAF_happy")[0])
+    a = load_model(_settings(mpath, "tiny-onnx")).predict(x)
+    b = load_model(_settings(mpath, "tiny-tflite")).predict(x)
+    np.testing.assert_allclose(list(a.probs.values()), list(b.probs.values()), atol=1e-4)
+    assert a.speech == pytest.approx(b.speech)
+
+
+def test_the_shipped_default_model_loads_and_classifies():
+    model = load_model(ModelSettings())
+    assert model.id == mf.load_manifest().default
+    assert set(EMOTIONS) <= set(model.labels)
+    pred = model.predict(devhead.read_window(_held_out("YAF_sad")[0]))
+    assert max(pred.probs, key=pred.probs.get) == "sadness"
+
+
+def test_wrong_sha256_refused_at_load(trained, tmp_path):
+    mpath, entry = trained
+    bad = {**entry, "head": {**entry["head"], "sha256": "0" * 64}}
+    m2 = tmp_path / "manifest.yaml"
+    mf.upsert_entry(m2, "bad", bad)
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(_settings(m2, search_path=(str(mpath.parent),)))
+
+
+def test_head_that_does_not_fit_the_backbone(trained, tmp_path):
+    _, entry = trained
+    head = devhead.write_onnx(np.zeros((512, 5), np.float32), np.zeros(5, np.float32), tmp_path / "h512.onnx")
+    mpath = tmp_path / "manifest.yaml"
+    mf.upsert_entry(mpath, "m", {**entry, "head": {"file": "h512.onnx", "sha256": mf.sha256_of(head),
+                                                   "input_dim": 512}})
+    with pytest.raises(ModelError, match="takes 512 features"):
+        load_model(_settings(mpath))
+
+
+def test_mean_max_pooling_feeds_a_2048_head(trained, tmp_path):
+    _, entry = trained
+    head = devhead.write_onnx(np.zeros((2048, 5), np.float32), np.zeros(5, np.float32), tmp_path / "h.onnx")
+    mpath = tmp_path / "manifest.yaml"
+    mf.upsert_entry(mpath, "m", {**entry, "pooling": "mean_max",
+                                 "head": {"file": "h.onnx", "sha256": mf.sha256_of(head), "input_dim": 2048}})
+    probs = load_model(_settings(mpath)).predict(np.zeros(32000, np.float32)).probs
+    assert probs == pytest.approx(dict.fromkeys(probs, 0.2))
+
+
+def test_output_name_missing_from_the_file_is_named(trained, tmp_path):
+    mpath, entry = trained
+    m2 = tmp_path / "manifest.yaml"
+    mf.upsert_entry(m2, "m", {**entry, "backbone": {**entry["backbone"], "output": "embeddings"}})
+    with pytest.raises(ModelError, match="no output named 'embeddings'.*Identity_1"):
+        load_model(_settings(m2, search_path=(str(mpath.parent),)))
+
+
+def _logmel_cnn(path: Path, w: np.ndarray) -> Path:
+    """A single-file model on log-mel input [1, T, 64]: mean over time -> MatMul -> Softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["logmel"], ["pooled"], axes=[1], keepdims=0),
+         helper.make_node("MatMul", ["pooled", "W"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        "logmel_cnn",
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, [1, "frames", 64])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, w.shape[1]])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_single_file_logmel_model(tmp_path):
+    w = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32) * 0.1
+    f = _logmel_cnn(tmp_path / "cnn.onnx", w)
+    mpath = tmp_path / "manifest.yaml"
+    mf.upsert_entry(mpath, "cnn", {"frontend": "logmel", "labels": list(EMOTIONS),
+                                   "head": {"file": "cnn.onnx", "sha256": mf.sha256_of(f)}})
+    model = load_model(_settings(mpath))
+    x = devhead.read_window(_held_out("OAF_Fear")[0])
+    pred = model.predict(x)
+    assert pred.speech is None and not model.has_speech_score
+    z = log_mel(x).mean(axis=0) @ w
+    ref = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(list(pred.probs.values()), ref, atol=1e-5)
+
+
+def test_logmel_matches_yamnet_frontend():
+    """edge_ser.logmel vs YAMNet's own log-mel output (Identity_2). The TFLite export computes its DFT
+    with dynamic-range int8, so quiet bins differ; compare where the spectrum has energy."""
+    bb = open_backend(devhead.YAMNET)
+    for path in _held_out("YAF_fear", 2):
+        x = devhead.read_window(path)
+        ref = bb.run({"waveform": x})["Identity_2"]
+        # YAMNet pads 2 s to whole 0.96 s patches at a 0.48 s hop: 38640 samples -> 240 frames.
+        mine = log_mel(np.pad(x, (0, 38640 - len(x))))
+        assert mine.shape == ref.shape == (240, 64)
+        loud = ref > np.log(0.001) + 3
+        assert loud.mean() > 0.2
+        assert np.median(np.abs(mine - ref)[loud]) < 0.05
+        assert np.corrcoef(mine[loud], ref[loud])[0, 1] > 0.99
+
+
+def test_adapt_uses_the_adaptation_module_or_says_it_is_missing(trained):
+    settings = _settings(trained[0], adapt=True)
+    if importlib.util.find_spec("edge_ser.adaptation") is None:
+        with pytest.raises(ModelError, match="model.adapt is true"):
+            load_model(settings)
+    else:
+        model = load_model(settings)
+        assert model.predict(np.zeros(32000, np.float32)).probs
