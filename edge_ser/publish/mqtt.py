@@ -144,6 +144,7 @@ class MqttPublisher:
         self._ever_connected = False
         self._connack = threading.Event()
         self._refused: str | None = None
+        self._closed_early = False
         self._closing = False
         self._closed = False
         self._close_deadline = 0.0
@@ -221,9 +222,17 @@ class MqttPublisher:
             raise UserError(f"{where} is unreachable: {e.strerror or e}") from None
         self._client.loop_start()
         if not self._connack.wait(timeout_s) or self._refused:
-            reason = self._refused or f"no answer within {timeout_s:g} s (a TLS port without mqtt.tls?)"
             self._stop_network()
-            raise UserError(f"{where} refused the connection: {reason}")
+            if self._refused:
+                raise UserError(f"{where} refused the connection: {self._refused}")
+            if self._closed_early and s.tls:
+                hint = "closed the connection during login (does it require a client certificate? " \
+                       "set mqtt.cert_file and mqtt.key_file)"
+            elif self._closed_early:
+                hint = "closed the connection during login (a TLS port? set mqtt.tls: true)"
+            else:
+                hint = f"did not answer within {timeout_s:g} s"
+            raise UserError(f"{where} {hint}")
         self._sender.start()
 
     # ------------------------------------------------------------------------------- paho callbacks
@@ -262,10 +271,12 @@ class MqttPublisher:
                         self.settings.host, self.settings.port, self.settings.queue_size)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not self._connack.is_set():
+            self._closed_early = True
         with self._cond:
             was = self._connected
             self._connected = False
-            if was:
+            if was and not self._closing:
                 self._disconnects += 1
             self._cond.notify_all()
         if was and not self._closing:
