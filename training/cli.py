@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,6 +46,51 @@ def splits(corpora: str, root: Path | None) -> None:
     data = {c: loaders.load_corpus(c, root) for c in loaders.expand(corpora.split(","), root)}
     sp.write_all(data, root)
     click.echo(f"wrote splits for {', '.join(data)} under {sp.SPLITS_DIR}")
+
+
+def _command() -> str:
+    return "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@cli.command()
+@click.option("--protocol", type=click.Choice(["paper", "speaker_independent", "cross_corpus"]),
+              required=True)
+@click.option("--corpus", "corpus", required=True, help="Corpus or set (english, bengali, all, all+), "
+              "comma-separated for several; for cross_corpus the training pool.")
+@click.option("--heldout", default=None, help="cross_corpus: the corpus left out (tested on).")
+@click.option("--classes", type=click.Choice(["original", "merged"]), default="merged", show_default=True)
+@click.option("--arch", type=click.Choice(["mlp", "linear", "attn"]), default="mlp", show_default=True)
+@click.option("--pooling", default="mean", show_default=True, help="edge_ser pooling, or frames (attn).")
+@click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
+@click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)
+@click.option("--corpus-power", default=0.0, show_default=True,
+              help="Down-weight big corpora by size^-p when sampling (0 = class balancing only).")
+@click.option("--name", default=None, help="Model name in the records (default yamnet+<arch>).")
+@click.option("--save-head", type=click.Path(path_type=Path), default=None, help="Write head.pt/head.json.")
+@click.option("--plots", type=click.Path(path_type=Path), default=None, help="Confusion-matrix PNG path.")
+@click.option("--no-record", is_flag=True, help="Do not store the result in cache/results.")
+def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
+        augment: int, grid: str, corpus_power: float, name: str | None, save_head: Path | None,
+        plots: Path | None, no_record: bool) -> None:
+    """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
+    from training import report, runner
+
+    name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
+    rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
+                                 corpus_power, name, _command(), save_head, plots)
+    click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
+                                              "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
+    if not no_record:
+        report.append_record(rec)
+
+
+@cli.command(name="report")
+def report_cmd() -> None:
+    """Write bench/results/accuracy.json and bench/ACCURACY.md from the recorded results."""
+    from training import report
+
+    paths = report.write_report()
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 def main() -> None:

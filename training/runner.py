@@ -1,0 +1,84 @@
+"""Run a protocol end to end (all LOSO folds where a corpus has them) and make its result record."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training import experiment, loaders
+from training.evaluate import metrics, plot_confusion
+from training.heads import build_head, save_head
+from training.splits import SPLITS_DIR, load_speaker_folds
+
+GRIDS = {
+    "full": None,  # train.DEFAULT_GRID
+    "small": {"mlp": {"hidden": [[512, 128]], "dropout": [0.3, 0.5], "lr": [1e-3]},
+              "linear": {"hidden": [[]], "dropout": [0.0], "lr": [1e-3]},
+              "attn": {"hidden": [[256]], "dropout": [0.3], "lr": [1e-3]}},
+    "one": {"mlp": {"hidden": [[512, 128]], "dropout": [0.5], "lr": [1e-3]},
+            "linear": {"hidden": [[]], "dropout": [0.0], "lr": [1e-3]},
+            "attn": {"hidden": [[256]], "dropout": [0.3], "lr": [1e-3]}},
+}
+
+
+def n_folds(protocol: str, corpus: str, root: Path | None = None, split_dir: Path = SPLITS_DIR) -> int:
+    """LOSO fold count for a single small corpus under speaker_independent, else 1."""
+    members = loaders.expand(corpus.split(","), root)
+    if protocol != "speaker_independent" or len(members) != 1:
+        return 1
+    return len(load_speaker_folds(members[0], split_dir))
+
+
+def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
+                 augment: int, grid: str, corpus_power: float, name: str, command: str,
+                 save_to: Path | None = None, plots: Path | None = None, root: Path | None = None,
+                 cache: Path | None = None, split_dir: Path = SPLITS_DIR, log=print) -> tuple[dict, list]:
+    """Returns (record, results per fold). Folds' test predictions are pooled into one set of metrics."""
+    from training.features import DEFAULT_CACHE
+
+    t0 = time.time()
+    g = GRIDS[grid][arch] if GRIDS[grid] else None
+    results = []
+    caches: dict = {}
+    for fold in range(n_folds(protocol, corpus, root, split_dir)):
+        results.append(experiment.run(protocol, corpus, classes, arch, pooling, augment, heldout, fold, g,
+                                      root, cache or DEFAULT_CACHE, split_dir, corpus_power, log=log,
+                                      _caches=caches))
+    labels = results[0].labels
+    y = np.concatenate([r.test_part.y for r in results])
+    pred = np.concatenate([r.test_probs.argmax(axis=1) for r in results])
+    m = metrics(y, pred, labels)
+    best = max(results, key=lambda r: r.fitted.val["uar"])
+    members = loaders.expand(corpus.split(","), root)
+    rec_corpus = heldout if protocol == "cross_corpus" else (corpus if len(members) > 1 else members[0])
+    rec = {"model": name, "protocol": protocol, "corpus": rec_corpus, "classes": classes,
+           "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+           "uar": m["uar4"] if protocol == "cross_corpus" and "uar4" in m else m["uar"],
+           "n_test": m["n_test"], "command": command,
+           "uar_all_classes": m["uar"], "uar4": m.get("uar4"), "per_class_recall": m["per_class_recall"],
+           "confusion": m["confusion"], "labels": list(labels), "folds": len(results),
+           "train": corpus, "val_uar": float(np.mean([r.fitted.val["uar"] for r in results])),
+           "window_accuracy": float(np.mean([r.test_windows["accuracy"] for r in results])),
+           "head": {k: best.fitted.spec[k] for k in ("arch", "hidden", "dropout", "lr", "pooling")},
+           "augment": augment, "corpus_power": corpus_power, "seconds": round(time.time() - t0, 1)}
+    if plots:
+        plot_confusion(m["confusion"], list(labels), f"{name} {protocol} {rec_corpus} ({classes})", plots)
+    if save_to:
+        r = best
+        spec = dict(r.fitted.spec, command=command, data=",".join(loaders.expand(corpus.split(","), root)),
+                    split=f"{protocol} (training/splits, seed 0, fold {results.index(r)})",
+                    val_metrics={k: r.fitted.val[k] for k in ("accuracy", "macro_f1", "uar")},
+                    test_metrics={k: rec[k] for k in ("accuracy", "macro_f1", "uar", "n_test")}
+                    | {"uar4": rec["uar4"], "per_class_recall": rec["per_class_recall"]},
+                    window_s=2.0, sample_rate=16000,
+                    note="build_head(spec) takes standardised features and returns logits; "
+                         "fold (x - feature_mean) / feature_std in front and softmax after "
+                         "(training.heads.build_inference_model does both).")
+        head = build_head(spec)
+        head.load_state_dict(r.fitted.state)
+        save_head(save_to, spec, head)
+        (Path(save_to) / "record.json").write_text(json.dumps(rec, indent=1) + "\n")
+    return rec, results
