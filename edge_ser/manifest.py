@@ -140,9 +140,11 @@ def package_models_dir() -> Path:
     return _PKG_DIR.parent / "models"
 
 
-def shared_weights_dir() -> Path:
-    """<repo>/../shared/weights: the team's pretrained backbones beside a source checkout."""
-    return _PKG_DIR.parent.parent / "shared" / "weights"
+def shared_weights_dir() -> Path | None:
+    """<repo>/../shared/weights: the team's pretrained backbones beside a source checkout (None when
+    edge_ser runs from an installed wheel, where that path would mean nothing)."""
+    repo = _PKG_DIR.parent
+    return repo.parent / "shared" / "weights" if (repo / "pyproject.toml").is_file() else None
 
 
 def user_models_dir() -> Path:
@@ -163,7 +165,9 @@ def search_path(extra: Sequence[str | Path] = (), manifest: Manifest | None = No
     dirs.append(user_models_dir())
     if manifest is not None:
         dirs.append(manifest.path.parent)
-    dirs += [package_models_dir(), shared_weights_dir()]
+    dirs.append(package_models_dir())
+    if shared_weights_dir() is not None:
+        dirs.append(shared_weights_dir())
     seen: set[str] = set()
     out = []
     for d in dirs:
@@ -212,7 +216,10 @@ def verify_file(path: Path, ref: ModelFile) -> None:
     if ref.size is not None and size != ref.size:
         raise ModelError(f"model file {path} has {size} bytes, the manifest expects {ref.size}: "
                          f"it is truncated or a different version; replace it{_from(ref)}")
-    digest = _cached_sha256(path)
+    try:
+        digest = _cached_sha256(path)
+    except OSError as e:  # e.g. a root-owned 0600 file under DynamicUser=yes
+        raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from None
     if digest != ref.sha256.lower():
         raise ModelError(f"model file {path} has sha256 {digest[:16]}..., the manifest expects "
                          f"{ref.sha256[:16]}...: it is corrupt or a different version; "

@@ -193,3 +193,16 @@ def test_sha256_of_matches_hashlib(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"x" * (3 << 20))
     assert mf.sha256_of(p) == hashlib.sha256(b"x" * (3 << 20)).hexdigest()
+
+
+def test_every_subpackage_and_the_models_ship_in_the_wheel():
+    """pyproject lists packages explicitly (to map models/ to edge_ser._models): keep it complete."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parent.parent
+    tool = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(repo).parts) for p in (repo / "edge_ser").rglob("__init__.py")}
+    missing = sorted(on_disk - set(tool["packages"]))
+    assert not missing, f"add to pyproject packages: {missing}"
+    assert tool["package-dir"]["edge_ser._models"] == "models"
+    assert "manifest.yaml" in tool["package-data"]["edge_ser._models"]
