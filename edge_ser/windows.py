@@ -37,6 +37,7 @@ class Windower:
         """Samples pushed since the start of the stream."""
         self._next_end = self.window_samples
         """Stream position at which the next window is complete."""
+        self._flushed = False
 
     @property
     def received(self) -> int:
@@ -72,16 +73,17 @@ class Windower:
         A stream shorter than one window gives one zero-padded window, so a short clip still gets
         classified; otherwise the last `window_samples` of the stream (overlapping the previous window).
         """
+        if self._flushed:
+            return None
+        self._flushed = True
         last_end = self._next_end - self.hop_samples
         if self._received == 0 or (self._received >= self.window_samples and self._received <= last_end):
             return None
         if self._received < self.window_samples:
             out = np.zeros(self.window_samples, dtype=np.float32)
             out[: self._filled] = self._ring[-self._filled :]
-            self._next_end = self._received + self.hop_samples  # flush only once
             return Window(0, out, padded=True)
         if self._received - last_end < self.hop_samples // 2 and last_end >= self.window_samples:
             # Less than half a hop of new audio: the previous window already covers it well enough.
             return None
-        self._next_end = self._received + self.hop_samples
         return Window(self._received - self.window_samples, self._ring.copy())

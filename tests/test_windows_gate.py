@@ -1,0 +1,145 @@
+"""Windows, the silence gate, smoothing and the result message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FakeModel
+
+from edge_ser.errors import ConfigError, UserError
+from edge_ser.gate import Gate, rms, silero_model_path
+from edge_ser.labels import EMOTIONS, NEUTRAL
+from edge_ser.message import KEYS, result_message, silence_probs, utc_iso
+from edge_ser.settings import GateSettings, SmoothingSettings
+from edge_ser.smoothing import Smoother
+from edge_ser.windows import Windower
+
+
+def windows_of(w: Windower, x: np.ndarray, block: int) -> list:
+    out = []
+    for i in range(0, len(x), block):
+        out += list(w.push(x[i : i + block]))
+    return out
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 100])
+def test_windows_every_hop_whatever_the_block_size(block: int) -> None:
+    x = np.arange(20, dtype=np.float32)
+    got = windows_of(Windower(8, 4), x, block)
+    assert [w.start for w in got] == [0, 4, 8, 12]
+    for w in got:
+        assert np.array_equal(w.samples, x[w.start : w.start + 8])
+
+
+def test_hop_longer_than_window_skips_samples() -> None:
+    got = windows_of(Windower(4, 6), np.arange(20, dtype=np.float32), 5)
+    assert [(w.start, w.samples.tolist()) for w in got] == [
+        (0, [0, 1, 2, 3]), (6, [6, 7, 8, 9]), (12, [12, 13, 14, 15])]
+
+
+def test_flush_pads_a_short_stream_and_covers_a_long_tail() -> None:
+    w = Windower(8, 4)
+    assert list(w.push(np.ones(5, np.float32))) == []
+    tail = w.flush()
+    assert tail.padded and tail.start == 0 and tail.samples.tolist() == [1] * 5 + [0] * 3
+    assert w.flush() is None
+
+    w = Windower(8, 4)
+    got = list(w.push(np.arange(11, dtype=np.float32)))
+    assert [x.start for x in got] == [0]
+    tail = w.flush()
+    assert tail.start == 3 and tail.samples.tolist() == list(range(3, 11))
+
+
+def test_flush_skips_a_tail_shorter_than_half_a_hop() -> None:
+    w = Windower(8, 4)
+    list(w.push(np.arange(13, dtype=np.float32)))  # windows at 0 and 4 end at 12; 1 sample left
+    assert w.flush() is None
+
+
+def test_ring_buffer_memory_is_constant() -> None:
+    w = Windower(32000, 16000)
+    for _ in range(50):
+        list(w.push(np.zeros(16000, np.float32)))
+    assert w._ring.nbytes == 32000 * 4
+
+
+def test_rms() -> None:
+    assert rms(np.zeros(10)) == 0.0
+    assert rms(np.array([])) == 0.0
+    assert rms(np.full(100, 0.5)) == pytest.approx(0.5)
+    t = np.arange(16000) / 16000
+    assert rms(np.sin(2 * np.pi * 100 * t)) == pytest.approx(1 / np.sqrt(2), rel=1e-3)
+
+
+def test_rms_gate_threshold() -> None:
+    gate = Gate(GateSettings(rms_threshold=0.01))
+    assert gate.before_inference(np.zeros(10), 0.009) == "rms"
+    assert gate.before_inference(np.zeros(10), 0.011) is None
+    assert gate.after_inference(object()) is None
+
+
+def test_yamnet_vad_uses_the_models_speech_score() -> None:
+    model = FakeModel(speech=0.2)
+    gate = Gate(GateSettings(vad="yamnet", vad_threshold=0.5), model)
+    assert gate.after_inference(model.predict(np.full(32000, 0.1, np.float32))) == "vad"
+    model.speech = 0.9
+    assert gate.after_inference(model.predict(np.full(32000, 0.1, np.float32))) is None
+
+
+def test_yamnet_vad_needs_a_model_with_a_speech_score() -> None:
+    with pytest.raises(ConfigError, match="gate.vad=yamnet"):
+        Gate(GateSettings(vad="yamnet"), FakeModel(speech=None))
+
+
+def test_silero_without_the_package_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "silero_vad" else real(n, *a))
+    with pytest.raises(UserError, match="silero-vad"):
+        silero_model_path()
+    with pytest.raises(UserError, match="pip install --no-deps silero-vad"):
+        Gate(GateSettings(vad="silero"))
+
+
+def test_smoothing_none_passes_through() -> None:
+    s = Smoother(SmoothingSettings(method="none"))
+    assert s.update({"a": 0.2, "b": 0.8}) == ("b", {"a": 0.2, "b": 0.8})
+
+
+def test_smoothing_ema() -> None:
+    s = Smoother(SmoothingSettings(method="ema", alpha=0.5))
+    s.update({"a": 1.0, "b": 0.0})
+    label, probs = s.update({"a": 0.0, "b": 1.0})
+    assert probs == {"a": 0.5, "b": 0.5}
+    label, probs = s.update({"a": 0.0, "b": 1.0})
+    assert label == "b" and probs["b"] == pytest.approx(0.75)
+    s.reset()
+    assert s.update({"a": 0.0, "b": 1.0})[1] == {"a": 0.0, "b": 1.0}
+
+
+def test_smoothing_majority_over_last_n() -> None:
+    s = Smoother(SmoothingSettings(method="majority", n=3))
+    a, b = {"a": 0.9, "b": 0.1}, {"a": 0.2, "b": 0.8}
+    assert s.update(a)[0] == "a"
+    assert s.update(b)[0] == "b"  # tie 1:1 -> the most recent window wins
+    assert s.update(a)[0] == "a"
+    label, probs = s.update(b)  # last three: b, a, b
+    assert label == "b"
+    assert probs["b"] == pytest.approx((0.8 + 0.1 + 0.8) / 3)
+
+
+def test_message_has_exactly_the_design_keys() -> None:
+    probs = {"anger_disgust": 0.81, "fear_surprise": 0.05, "happiness": 0.09, "sadness": 0.05}
+    m = result_message(site="kitchen", window_start=12.0, window_s=2.0, label="anger_disgust", probs=probs,
+                       rms=0.0431234, gated=False, model="m", latency_ms=9.4123, ts=1795600802.0)
+    assert tuple(m) == KEYS
+    assert m["ts"] == "2026-11-25T10:00:02.000Z"
+    assert m["confidence"] == 0.81 and m["rms"] == 0.0431 and m["latency_ms"] == 9.41
+
+
+def test_silence_probs() -> None:
+    p = silence_probs(EMOTIONS)
+    assert p[NEUTRAL] == 1.0 and all(p[e] == 0.0 for e in EMOTIONS)
+    assert utc_iso(0).endswith("Z")
