@@ -218,6 +218,7 @@ def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None 
         "audio_s": round(audio_s, 1),
         "wall_s": round(wall_s, 2),
         "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "latencies_ms": [round(x, 3) for x in lat],
     }
 

@@ -1,0 +1,246 @@
+"""Latency of every model side by side, through the real listen pipeline: bench/results/latency.json.
+
+    nice -n 5 python3 -m bench.latency                       # everything, threads 1 and 2
+    python3 -m bench.latency --configs yamnet-dev --seconds 20 --out /tmp/lat.json
+
+Each configuration (model x runtime x threads) runs in its own fresh process, so `rss_mb` is that
+configuration's own peak RSS and one model's threads or allocator state cannot slow the next. All
+configurations run in one invocation, one after the other, with the 1-minute load average noted in
+each record (the machine is shared).
+
+Configurations:
+- every YAMNet-backbone model of models/manifest.yaml (edge_ser.model.load_model, as the daemon runs it);
+- `yamnet-backbone`: the YAMNet TFLite file alone (+ mean pooling, no head), the floor of that path;
+- HuBERT-base (hubert-base config, RANDOM weights: latency only, see bench/hubert_random.py):
+  `hubert-torch-pipeline` transformers pipeline("audio-classification") in float32 (how the paper
+  served it), `hubert-torch` the bare PyTorch module call, `hubert-onnx-fp32` and `hubert-onnx-int8`
+  (MatMul-only dynamic INT8) through edge_ser's own onnxruntime backend and EmotionModel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+HUBERT_CONFIGS = ("hubert-torch-pipeline", "hubert-torch", "hubert-onnx-fp32", "hubert-onnx-int8")
+
+
+def yamnet_manifest_ids() -> list[str]:
+    """Manifest models whose backbone is YAMNet (the daemon's default path)."""
+    from edge_ser.manifest import load_manifest
+
+    manifest = load_manifest()
+    return [mid for mid, e in manifest.models.items()
+            if e.backbone is not None and "yamnet" in e.backbone.file.lower()]
+
+
+def hubert_manifest_ids() -> dict[str, str]:
+    """HuBERT ONNX models the convert engineer registered, by precision ("fp32"/"int8")."""
+    from edge_ser.manifest import load_manifest
+
+    out: dict[str, str] = {}
+    for mid, e in load_manifest().models.items():
+        if "hubert" in mid.lower() and e.backbone is None and e.head.file.endswith(".onnx"):
+            out["int8" if "int8" in (e.quantization + mid).lower() else "fp32"] = mid
+    return out
+
+
+# -- model objects with EmotionModel's interface ------------------------------------------------------
+
+class _YamnetBackbone:
+    """YAMNet TFLite + mean pooling, a constant head: what the backbone alone costs per window."""
+
+    labels = ("anger_disgust", "fear_surprise", "happiness", "sadness")
+    window_samples = 32000
+    has_speech_score = True
+    id = "yamnet-backbone"
+
+    def __init__(self, threads: int):
+        from edge_ser.backends import open_backend
+        from edge_ser.manifest import shared_weights_dir
+
+        self._bb = open_backend(shared_weights_dir() / "yamnet" / "yamnet.tflite", threads=threads)
+
+    def predict(self, window: np.ndarray):
+        from edge_ser.features import pool_frames
+        from edge_ser.model import Prediction
+
+        t0 = time.perf_counter()
+        out = self._bb.run({"waveform": np.asarray(window, np.float32)})
+        pool_frames(out["Identity_1"], "mean")
+        speech = float(out["Identity"][:, 0].max())
+        return Prediction({k: 0.25 for k in self.labels}, speech, (time.perf_counter() - t0) * 1000)
+
+
+class _HubertTorch:
+    """Random-weight HuBERT-base classifier in PyTorch float32, bare module or transformers pipeline."""
+
+    labels = ("anger_disgust", "fear_surprise", "happiness", "sadness")
+    window_samples = 32000
+    has_speech_score = False
+
+    def __init__(self, threads: int, use_pipeline: bool):
+        import torch
+        from transformers import HubertForSequenceClassification, Wav2Vec2FeatureExtractor, pipeline
+
+        from bench.hubert_random import torch_dir
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self.id = "hubert-base-random"
+        model = HubertForSequenceClassification.from_pretrained(torch_dir()).eval()
+        model.config.id2label = dict(enumerate(self.labels))
+        model.config.label2id = {k: i for i, k in enumerate(self.labels)}
+        self._model = model
+        self._pipe = None
+        if use_pipeline:
+            # hubert-base-ls960's feature extractor settings (zero-mean unit-variance input)
+            fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                          do_normalize=True, return_attention_mask=False)
+            self._pipe = pipeline("audio-classification", model=model, feature_extractor=fe, device=-1)
+
+    def predict(self, window: np.ndarray):
+        from edge_ser.model import Prediction
+
+        t0 = time.perf_counter()
+        x = np.asarray(window, np.float32)
+        if self._pipe is not None:
+            out = self._pipe({"raw": x, "sampling_rate": 16000}, top_k=None)
+            probs = {d["label"]: float(d["score"]) for d in out}
+        else:
+            with self._torch.inference_mode():
+                logits = self._model(self._torch.from_numpy(x)[None]).logits
+                p = self._torch.softmax(logits, dim=-1)[0].numpy()
+            probs = dict(zip(self.labels, map(float, p), strict=True))
+        return Prediction(probs, None, (time.perf_counter() - t0) * 1000)
+
+
+def _hubert_onnx(threads: int, precision: str):
+    """edge_ser's EmotionModel over the HuBERT ONNX file (convert's export if registered, else ours)."""
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    registered = hubert_manifest_ids()
+    if precision in registered:
+        return load_model(ModelSettings(id=registered[precision], threads=threads)), "convert/"
+    from bench.hubert_random import export_onnx
+    from edge_ser.backends import open_backend
+    from edge_ser.manifest import ModelEntry, ModelFile
+    from edge_ser.model import EmotionModel
+
+    fp32, int8 = export_onnx()
+    path = fp32 if precision == "fp32" else int8
+    entry = ModelEntry(id=f"hubert-base-random-{precision}", labels=_HubertTorch.labels,
+                       head=ModelFile(file=str(path), sha256="", input="waveform", output="probs"),
+                       frontend="waveform", quantization="float32" if precision == "fp32" else "int8-matmul")
+    return EmotionModel(entry, open_backend(path, threads=threads)), "bench/hubert_random.py"
+
+
+def build(config: str, threads: int) -> tuple[Any, dict[str, Any]]:
+    """(model object, record fields that describe it) for one configuration name."""
+    if config == "yamnet-backbone":
+        return _YamnetBackbone(threads), {"backend": "tflite", "precision": "dynamic-int8 (as published)"}
+    if config == "hubert-torch-pipeline":
+        return _HubertTorch(threads, True), {"backend": "transformers-pipeline", "precision": "float32",
+                                             "weights": "random (latency only)"}
+    if config == "hubert-torch":
+        return _HubertTorch(threads, False), {"backend": "torch", "precision": "float32",
+                                              "weights": "random (latency only)"}
+    if config in ("hubert-onnx-fp32", "hubert-onnx-int8"):
+        precision = config.rsplit("-", 1)[1]
+        model, origin = _hubert_onnx(threads, precision)
+        return model, {"backend": "onnxruntime", "precision": "float32" if precision == "fp32" else
+                       "int8 (MatMul dynamic)", "weights": "random (latency only)", "export": origin}
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    return load_model(ModelSettings(id=config, threads=threads)), {}
+
+
+def run_one(config: str, threads: int, seconds: float, command: str) -> dict[str, Any]:
+    """Benchmark one configuration in this process (called in a child process by main)."""
+    import logging
+
+    from edge_ser.benchmark import bench_model
+
+    logging.getLogger("edge_ser").setLevel(logging.WARNING)
+    model, fields = build(config, threads)
+    record = bench_model(model, seconds=seconds, threads=threads, command=command,
+                         backend=fields.pop("backend", None), precision=fields.pop("precision", None))
+    record["config"] = config
+    record.update(fields)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", nargs="*", help="configurations (default: all YAMNet ones, then HuBERT)")
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--seconds", type=float, default=302.0,
+                    help="seconds of synthetic speech per YAMNet configuration (windows = seconds - 1)")
+    ap.add_argument("--hubert-seconds", type=float, default=102.0,
+                    help="the same for HuBERT configurations (each window costs ~0.5-1 s here)")
+    ap.add_argument("--out", default=str(RESULTS / "latency.json"))
+    ap.add_argument("--no-hubert", action="store_true")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    command = "python3 -m bench.latency " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    if args.one:  # child process: one configuration, record as JSON on stdout
+        rec = run_one(args.one, args.threads[0], args.seconds, command=os.environ.get("BENCH_COMMAND", ""))
+        print("RECORD " + json.dumps(rec))
+        return 0
+
+    configs = args.configs or (["yamnet-backbone", *yamnet_manifest_ids()]
+                               + ([] if args.no_hubert else list(HUBERT_CONFIGS)))
+    if any(c.startswith("hubert-onnx") for c in configs):
+        from bench.hubert_random import export_onnx
+
+        if len(hubert_manifest_ids()) < 2:
+            export_onnx()  # once, before timing anything
+    records = []
+    for config in configs:
+        for t in args.threads:
+            secs = args.hubert_seconds if config.startswith("hubert") else args.seconds
+            cmd = [sys.executable, "-m", "bench.latency", "--one", config, "--threads", str(t),
+                   "--seconds", str(secs)]
+            env = dict(os.environ, OMP_NUM_THREADS=str(t), TOKENIZERS_PARALLELISM="false",
+                       BENCH_COMMAND=command)
+            t0 = time.time()
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RECORD ")), None)
+            if proc.returncode != 0 or line is None:
+                print(f"FAILED {config} threads={t}:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rec = json.loads(line[len("RECORD "):])
+            records.append(rec)
+            print(f"{config:24s} t={t} n={rec['n_windows']:4d} p50={rec['p50_ms']:8.2f} "
+                  f"p95={rec['p95_ms']:8.2f} p99={rec['p99_ms']:8.2f} infer50={rec['infer_p50_ms']:8.2f} "
+                  f"rss={rec['rss_mb']:6.1f} cpu={rec['cpu_pct']:5.1f}% load={rec['load_1min']} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    write(records, Path(args.out))
+    return 0
+
+
+def write(records: list[dict[str, Any]], out: Path) -> None:
+    """latency.json: a list of records (definitions in bench/README.md); <stem>_windows.json: the
+    per-window latencies of each record, for the histograms."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    samples = {f"{r['config']}|{r['threads']}": r.pop("latencies_ms") for r in records}
+    out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
+    (out.parent / (out.stem + "_windows.json")).write_text(json.dumps(samples) + "\n")
+    print(f"wrote {out} ({len(records)} records)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
