@@ -98,6 +98,12 @@ class EmotionModel:
         return Prediction(probs=dict(zip(self.labels, (float(p) for p in probs), strict=True)),
                           speech=speech, infer_ms=ms)
 
+    def close(self) -> None:
+        """Save state that outlives the process (the adaptation statistics); call once at shutdown."""
+        save = getattr(self._adapter, "save", None)
+        if save is not None:
+            save()
+
     def _run_head(self, x: np.ndarray) -> np.ndarray:
         p = np.asarray(self._head.run({self._head_in: x})[self._head_out], dtype=np.float64).reshape(-1)
         if p.shape[0] != len(self.labels):

@@ -25,6 +25,7 @@ except ImportError:  # tests/ imported as a package
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv(mf.ENV_MODELS, raising=False)
 
 
@@ -200,11 +201,32 @@ def test_logmel_matches_yamnet_frontend():
         assert np.corrcoef(mine[loud], ref[loud])[0, 1] > 0.99
 
 
-def test_adapt_uses_the_adaptation_module_or_says_it_is_missing(trained):
-    settings = _settings(trained[0], adapt=True)
+def test_adapt_applies_edge_ser_adaptation_before_the_head(trained, tmp_path):
+    """model.adapt: pooled features go through edge_ser.adaptation's adapter (owner: training)."""
+    mpath, entry = trained
     if importlib.util.find_spec("edge_ser.adaptation") is None:
         with pytest.raises(ModelError, match="model.adapt is true"):
-            load_model(settings)
-    else:
-        model = load_model(settings)
-        assert model.predict(np.zeros(32000, np.float32)).probs
+            load_model(_settings(mpath, adapt=True))
+        return
+    import json
+
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"mean": [0.1] * 1024, "std": [0.2] * 1024}))
+    m2 = tmp_path / "manifest.yaml"
+    mf.upsert_entry(m2, "adapted", {**entry, "adaptation": {"reference": "ref.json",
+                                                          "sha256": mf.sha256_of(ref)}})
+    state = tmp_path / "state" / "adapt.json"
+    model = load_model(_settings(m2, adapt=True, adapt_state=str(state),
+                                 search_path=(str(mpath.parent), str(tmp_path))))
+    seen = []
+    inner = model._adapter
+    model._adapter = lambda f: seen.append(f.shape) or inner(f)
+    pred = model.predict(devhead.read_window(_held_out("YAF_angry")[0]))
+    assert seen == [(1024,)] and abs(sum(pred.probs.values()) - 1.0) < 1e-5
+    model._adapter = inner
+    model.close()
+    assert json.loads(state.read_text())["n"] == 1
+
+    mf.upsert_entry(m2, "no-ref", entry)
+    with pytest.raises(ModelError, match="adaptation"):
+        load_model(_settings(m2, "no-ref", adapt=True, search_path=(str(mpath.parent),)))
