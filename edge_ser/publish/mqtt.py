@@ -221,7 +221,7 @@ class MqttPublisher:
         except OSError as e:  # refused, unreachable, DNS failure, timeout
             raise UserError(f"{where} is unreachable: {e.strerror or e}") from None
         self._client.loop_start()
-        if not self._connack.wait(timeout_s) or self._refused:
+        if not self._connack.wait(timeout_s) or self._refused or self._closed_early:
             self._stop_network()
             if self._refused:
                 raise UserError(f"{where} refused the connection: {self._refused}")
@@ -271,8 +271,9 @@ class MqttPublisher:
                         self.settings.host, self.settings.port, self.settings.queue_size)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not self._connack.is_set():
+        if not self._connack.is_set():  # closed before any CONNACK: fail connect() at once
             self._closed_early = True
+            self._connack.set()
         with self._cond:
             was = self._connected
             self._connected = False
