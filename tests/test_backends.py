@@ -89,14 +89,19 @@ class _OldRuntime:
         )
 
 
-def test_runtime_that_cannot_load_gives_one_clear_line(tiny_head):
+def test_runtime_that_cannot_load_gives_one_clear_line(tiny_head, monkeypatch):
+    fake = types.ModuleType("tflite_runtime.interpreter")
+    fake.Interpreter = _OldRuntime
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # only tflite-runtime installed
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake)
     with pytest.raises(ModelError) as e:
-        TFLiteBackend(tiny_head[0], interpreter_cls=_OldRuntime)
+        TFLiteBackend(tiny_head[0])
     msg = str(e.value)
     assert "\n" not in msg
     assert str(tiny_head[0]) in msg
     assert "FULLY_CONNECTED version 12" in msg
-    assert "pip install 'ai-edge-litert>=2'" in msg
+    assert "tflite-runtime" in msg and "pip install 'ai-edge-litert>=2'" in msg
 
 
 def test_corrupt_files_are_model_errors(tmp_path):

@@ -53,21 +53,20 @@ def load_error(path: str | Path, runtime: str, err: BaseException) -> ModelError
     else:
         m = re.search(r"Encountered unresolved custom op: (\w+)", text)
         op = f"custom op {m.group(1)}" if m else None
+    # tflite-runtime stopped at 2.14: its fix is the successor package; LiteRT itself just needs updating.
+    fix = FIX if runtime.startswith("tflite-runtime") else "pip install -U ai-edge-litert"
     if op:
-        return ModelError(f"cannot load {path}: {runtime} does not support {op}; fix: {FIX}")
+        return ModelError(f"cannot load {path}: {runtime} does not support {op}; fix: {fix}")
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
-    return ModelError(f"cannot load {path} with {runtime}: {first}; if the file is intact, fix: {FIX}")
+    return ModelError(f"cannot load {path} with {runtime}: {first}; if the file is intact, fix: {fix}")
 
 
 class TFLiteBackend:
     """A .tflite file behind the Backend protocol; resizes variable-length inputs on demand."""
 
-    def __init__(self, path: str | Path, threads: int = 1, interpreter_cls: Any = None):
+    def __init__(self, path: str | Path, threads: int = 1):
         self.path = str(path)
-        if interpreter_cls is None:
-            interpreter_cls, self.runtime = _import_interpreter()
-        else:
-            self.runtime = getattr(interpreter_cls, "__module__", "TFLite runtime")
+        interpreter_cls, self.runtime = _import_interpreter()
         try:
             self._it = interpreter_cls(model_path=self.path, num_threads=threads)
             self._it.allocate_tensors()
