@@ -1,0 +1,246 @@
+"""The streaming pipeline with a fake model: order, gating, neutral once, drops, stop, reload, stats."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import SPEECH, FakeModel
+
+from edge_ser.audio.source_file import FileSource
+from edge_ser.errors import ConfigError
+from edge_ser.message import KEYS
+from edge_ser.pipeline import Pipeline
+from edge_ser.settings import GateSettings, OutputSettings, Settings, SmoothingSettings, WindowSettings
+
+RATE = 16000
+
+
+class ArraySource:
+    """An in-memory source; `live` makes the pipeline drop instead of wait, like a microphone."""
+
+    def __init__(self, x: np.ndarray, rate: int = RATE, live: bool = False, block_s: float = 0.1,
+                 on_block=None) -> None:
+        self.x, self.rate, self.live = np.asarray(x, np.float32), rate, live
+        self.channels = 1
+        self.block = int(rate * block_s)
+        self.on_block = on_block
+        self.closed = False
+
+    def blocks(self, stop=None):
+        for n, i in enumerate(range(0, len(self.x), self.block)):
+            if stop is not None and stop.is_set():
+                return
+            if self.on_block:
+                self.on_block(n)
+            yield self.x[i : i + self.block, None]
+
+    def stats(self):
+        return {"overruns": 0, "reopens": 0}
+
+    def close(self):
+        self.closed = True
+
+
+class Collect:
+    def __init__(self, pipeline_ref=None) -> None:
+        self.messages, self.stats_messages = [], []
+        self.max_pending = 0
+        self.pipeline = pipeline_ref
+
+    def publish(self, m):
+        self.messages.append(m)
+        if self.pipeline is not None:
+            self.max_pending = max(self.max_pending, len(self.pipeline._pending))
+
+    def publish_stats(self, s):
+        self.stats_messages.append(s)
+
+    def stats(self):
+        return {"published": len(self.messages)}
+
+    def close(self):
+        pass
+
+
+def tone(seconds: float, amp: float) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amp * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def quiet(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), np.float32)
+
+
+def run(x, settings=None, model=None, live=False, **kw):
+    settings = settings or Settings()
+    out = Collect()
+    p = Pipeline(settings, model or FakeModel(), [out], **kw)
+    out.pipeline = p
+    p.run(ArraySource(x, live=live))
+    return p, out
+
+
+def test_speech_fixture_streams_every_window_in_order() -> None:
+    out = Collect()
+    p = Pipeline(Settings(site="kitchen"), FakeModel(), [out])
+    stats = p.run(FileSource(SPEECH))
+    starts = [m["window_start"] for m in out.messages]
+    assert starts == sorted(starts) and starts[0] == 0.0
+    assert all(tuple(m) == KEYS for m in out.messages)
+    assert {m["site"] for m in out.messages} == {"kitchen"}
+    assert stats["dropped"] == 0 and stats["errors"] == 0
+    assert stats["windows"] == stats["gated"] + stats["inferred"]
+    gated = [m for m in out.messages if m["gated"]]
+    assert len(gated) == 1 and gated[0]["label"] == "neutral" and gated[0]["rms"] < 0.01
+    assert out.messages[0]["label"] == "anger_disgust"
+
+
+def test_neutral_published_once_per_silence_stretch() -> None:
+    x = np.concatenate([quiet(4), tone(3, 0.1), quiet(4)])
+    _, out = run(x)
+    labels = [m["label"] for m in out.messages]
+    assert labels.count("neutral") == 2
+    assert labels[0] == "neutral" and labels[-1] == "neutral"
+    assert all(not m["gated"] for m in out.messages[1:-1])
+
+
+def test_every_silent_window_published_when_neutral_once_is_off() -> None:
+    x = quiet(6)
+    settings = Settings(gate=GateSettings(neutral_once=False))
+    p, out = run(x, settings)
+    assert len(out.messages) == p.counters.windows == 5
+    assert all(m["label"] == "neutral" and m["gated"] for m in out.messages)
+    assert p.counters.inferred == 0
+
+
+def test_silence_never_reaches_the_model() -> None:
+    model = FakeModel()
+    p, _ = run(quiet(10), model=model)
+    assert model.calls == 0 and p.counters.gated == p.counters.windows > 0
+
+
+def test_smoothing_runs_over_speech_windows() -> None:
+    x = np.concatenate([tone(3, 0.1), tone(3, 0.02)])  # anger_disgust then sadness in the fake model
+    settings = Settings(smoothing=SmoothingSettings(method="ema", alpha=0.5),
+                        gate=GateSettings(rms_threshold=0.001))
+    _, out = run(x, settings)
+    sad = [m["probs"]["sadness"] for m in out.messages]
+    assert sad[0] == pytest.approx(0.1) and 0.1 < sad[-2] < 0.7
+
+
+def test_live_source_drops_oldest_and_memory_stays_bounded() -> None:
+    model = FakeModel(delay_s=0.02)
+    settings = Settings(window=WindowSettings(max_pending=3))
+    p, out = run(tone(60, 0.1), settings, model, live=True)
+    c = p.counters
+    assert c.dropped > 0
+    assert c.windows + c.dropped == 59
+    assert out.max_pending <= 3
+    # The newest windows survive: the last one published is the stream's last window.
+    assert out.messages[-1]["window_start"] == 58.0
+
+
+def test_file_source_waits_instead_of_dropping() -> None:
+    model = FakeModel(delay_s=0.005)
+    p, out = run(tone(20, 0.1), Settings(window=WindowSettings(max_pending=2)), model, live=False)
+    assert p.counters.dropped == 0 and len(out.messages) == 19
+
+
+def test_stop_returns_promptly_and_closes_the_source() -> None:
+    settings = Settings()
+    out = Collect()
+    p = Pipeline(settings, FakeModel(delay_s=0.01), [out])
+    src = ArraySource(tone(3600, 0.1), on_block=lambda n: p.stop() if n == 50 else None)
+    done = threading.Event()
+    threading.Thread(target=lambda: (p.run(src), done.set()), daemon=True).start()
+    assert done.wait(10)
+    assert src.closed and len(out.messages) < 20
+
+
+def test_model_and_publisher_errors_do_not_stop_the_stream() -> None:
+    class Flaky(FakeModel):
+        def predict(self, window):
+            if self.calls == 1:
+                self.calls += 1
+                raise RuntimeError("boom")
+            return super().predict(window)
+
+    class Broken(Collect):
+        def publish(self, m):
+            raise OSError("gone")
+
+    good = Collect()
+    p = Pipeline(Settings(), Flaky(), [Broken(), good])
+    p.run(ArraySource(tone(6, 0.1)))
+    assert p.counters.errors >= 2
+    assert len(good.messages) == p.counters.windows - 1
+
+
+def test_periodic_stats_reach_the_publishers() -> None:
+    settings = Settings(output=OutputSettings(stats_interval_s=0.01))
+    out = Collect()
+    p = Pipeline(settings, FakeModel(delay_s=0.02), [out])
+    p.run(ArraySource(tone(10, 0.1)))
+    assert out.stats_messages
+    s = out.stats_messages[-1]
+    for key in ("windows", "gated", "inferred", "dropped", "published", "overruns", "collect_published"):
+        assert key in s
+
+
+def test_reload_error_keeps_running_with_the_old_config() -> None:
+    def bad():
+        raise ConfigError("unknown config key gate.foo")
+
+    out = Collect()
+    p = Pipeline(Settings(), FakeModel(), [out], reloader=bad)
+    before = p.settings
+    p.run(ArraySource(tone(6, 0.1), on_block=lambda n: p.request_reload() if n == 10 else None))
+    assert p.settings is before
+    assert len(out.messages) == 5
+
+
+def test_reload_applies_gate_and_window_changes() -> None:
+    new = Settings(gate=GateSettings(rms_threshold=0.5, neutral_once=False), window=WindowSettings(hop_s=0.5))
+    out = Collect()
+    p = Pipeline(Settings(), FakeModel(), [out], reloader=lambda: new)
+
+    def on_block(n: int) -> None:
+        if n == 40:  # once the windows cut so far went through the old gate
+            while p.counters.windows < 3:
+                time.sleep(0.01)
+            p.request_reload()
+
+    p.run(ArraySource(tone(10, 0.1), on_block=on_block))
+    assert p.settings.gate.rms_threshold == 0.5
+    before = [m for m in out.messages if not m["gated"]]
+    after = [m for m in out.messages if m["gated"]]
+    assert before and after
+    assert all(a["window_start"] > b["window_start"] for a in after for b in before)
+    # window positions continue across the reload, now every 0.5 s
+    starts = [m["window_start"] for m in after]
+    assert np.allclose(np.diff(starts), 0.5)
+
+
+def test_reload_ignores_audio_changes_but_applies_the_rest() -> None:
+    base = Settings()
+    new = replace(base, audio=replace(base.audio, block_s=0.5), smoothing=SmoothingSettings(method="ema"))
+    p = Pipeline(base, FakeModel(), [Collect()], reloader=lambda: new)
+    p.run(ArraySource(tone(3, 0.1), on_block=lambda n: p.request_reload() if n == 1 else None))
+    assert p.settings.audio == base.audio and p.settings.smoothing.method == "ema"
+
+
+def test_ready_and_watchdog_sent_while_audio_flows(tmp_path, monkeypatch) -> None:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    run(tone(3, 0.1))
+    got = [sock.recv(1000).decode() for _ in range(2)]
+    sock.close()
+    assert got[0].startswith("READY=1") and got[1] == "WATCHDOG=1"
