@@ -2,6 +2,7 @@
 
     with Mosquitto(tmp_path) as broker:                  # anonymous, plain TCP
     with Mosquitto(tmp_path, users={"ser": "pw"}) as b:  # password file, anonymous refused
+    with Mosquitto(tmp_path, users=..., acl="user a\ntopic write x/#\n") as b:  # with an acl_file
     with Mosquitto(tmp_path, tls=True) as b:             # TLS, certificates made by `openssl`
         b.certs.ca / .client_cert / .client_key / .other_ca (a CA that did NOT sign the broker)
 
@@ -81,7 +82,7 @@ class Mosquitto:
     """One mosquitto process with its own config, port and persistence under `folder`."""
 
     def __init__(self, folder: Path, *, users: dict[str, str] | None = None, tls: bool = False,
-                 require_client_cert: bool = False, port: int | None = None) -> None:
+                 require_client_cert: bool = False, acl: str | None = None, port: int | None = None) -> None:
         self.folder = Path(folder) / "mosquitto"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
@@ -111,6 +112,9 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines += ["allow_anonymous true"]
+        if acl is not None:
+            (self.folder / "acl").write_text(acl)
+            lines += [f"acl_file {self.folder / 'acl'}"]
         if self.certs:
             lines += [f"cafile {self.certs.ca}", f"certfile {self.certs.server_cert}",
                       f"keyfile {self.certs.server_key}"]

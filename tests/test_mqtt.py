@@ -272,3 +272,37 @@ def test_home_assistant_discovery_retained_and_valid(broker: Mosquitto) -> None:
     with MqttPublisher(settings, "kitchen"), broker.subscriber("ha/#") as ha_sub:
         config = json.loads(ha_sub.wait_for("ha/sensor/edge_ser_kitchen/emotion/config")[0].payload)
         assert "expire_after" not in config
+
+
+# The ACL of SECURITY.md ("Locking down the broker"): each daemon writes only its own topics.
+SECURITY_ACL = """\
+user edge-ser-kitchen
+topic write edge_ser/kitchen/#
+topic write homeassistant/sensor/edge_ser_kitchen/#
+
+user homeassistant
+topic read edge_ser/#
+topic readwrite homeassistant/#
+"""
+
+
+def test_security_md_acl_lets_the_daemon_publish_only_its_own_topics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = {"edge-ser-kitchen": "k-pw", "homeassistant": "ha-pw"}
+    with Mosquitto(tmp_path, users=users, acl=SECURITY_ACL) as b:
+        monkeypatch.setenv(PASSWORD_ENV, "k-pw")
+        settings = mqtt_settings(b, username="edge-ser-kitchen", ha_discovery=True)
+        with b.subscriber("#", username="homeassistant", password="ha-pw") as ha_sub:
+            with MqttPublisher(settings, "kitchen") as pub:
+                pub.publish(result(1))
+                assert numbers(ha_sub.wait_for(f"{PREFIX}/emotion")) == [1]
+                ha_sub.wait_for("homeassistant/sensor/edge_ser_kitchen/emotion/config")
+                # The same credentials used for another site: with MQTT 3.1.1 mosquitto acknowledges
+                # and silently discards what the ACL denies, so nothing of it reaches anybody.
+                with MqttPublisher(settings, "livingroom") as other:
+                    other.publish(result(2))
+                pub.publish(result(3))  # a marker: the broker handled the other client's traffic first
+                assert numbers(ha_sub.wait_for(f"{PREFIX}/emotion", 2)) == [1, 3]
+            ha_sub.wait_for(f"{PREFIX}/status", payload=b"offline")
+            assert not [m.topic for m in ha_sub.messages if "livingroom" in m.topic]
