@@ -155,7 +155,7 @@ def test_stop_returns_promptly_and_closes_the_source() -> None:
     settings = Settings()
     out = Collect()
     p = Pipeline(settings, FakeModel(delay_s=0.01), [out])
-    src = ArraySource(tone(3600, 0.1), on_block=lambda n: p.stop() if n == 50 else None)
+    src = ArraySource(tone(120, 0.1), on_block=lambda n: p.stop() if n == 50 else None)
     done = threading.Event()
     threading.Thread(target=lambda: (p.run(src), done.set()), daemon=True).start()
     assert done.wait(10)
