@@ -133,3 +133,14 @@ def test_no_tflite_runtime_names_the_fix(monkeypatch):
 def test_unknown_input_name_is_a_model_error(tiny_head):
     with pytest.raises(ModelError, match="no input 'wave'"):
         open_backend(tiny_head[0]).run({"wave": np.zeros((1, 1024), np.float32)})
+
+
+def test_native_info_line_is_dropped_other_stderr_kept(capfd):
+    import os
+
+    with tflite_mod._native_info_filtered():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"WARNING: something real\n")
+    open_backend(devhead.YAMNET)
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err and "WARNING: something real" in err

@@ -6,7 +6,12 @@ export), so a load failure is turned into one line that names the file, the op a
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,36 @@ def load_error(path: str | Path, runtime: str, err: BaseException) -> ModelError
     return ModelError(f"cannot load {path} with {runtime}: {first}; if the file is intact, fix: {fix}")
 
 
+_NATIVE_INFO = re.compile(r"^INFO: (Created TensorFlow Lite XNNPACK delegate|Initialized TensorFlow Lite)")
+
+
+@contextmanager
+def _native_info_filtered() -> Iterator[None]:
+    """Drop the runtime's native "INFO: Created ... XNNPACK delegate" line from stderr (fd 2).
+
+    It is printed by C++ code straight to fd 2 on every load, so a CLI error would no longer be the
+    only line on stderr. Everything else written meanwhile (warnings, other threads) is passed on.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().splitlines(keepends=True)
+                    if not _NATIVE_INFO.match(ln.decode("utf-8", "replace"))]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 class TFLiteBackend:
     """A .tflite file behind the Backend protocol; resizes variable-length inputs on demand."""
 
@@ -68,8 +103,9 @@ class TFLiteBackend:
         self.path = str(path)
         interpreter_cls, self.runtime = _import_interpreter()
         try:
-            self._it = interpreter_cls(model_path=self.path, num_threads=threads)
-            self._it.allocate_tensors()
+            with _native_info_filtered():
+                self._it = interpreter_cls(model_path=self.path, num_threads=threads)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise load_error(self.path, self.runtime, e) from None
         self._inputs = {d["name"]: d for d in self._it.get_input_details()}
