@@ -93,6 +93,25 @@ def report_cmd() -> None:
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
+@cli.command()
+@click.argument("head_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--name", required=True, help="Model name: models/heads/<name>/ and the manifest id.")
+@click.option("--onnx", is_flag=True,
+              help="Also export models/heads/<name>.onnx and upsert its manifest entry.")
+@click.option("--default", "make_default", is_flag=True, help="Make the ONNX entry the manifest default.")
+def ship(head_dir: Path, name: str, onnx: bool, make_default: bool) -> None:
+    """Copy a trained head into models/heads/<name>/ (+ adaptation reference, optional ONNX entry)."""
+    from training import ship as sh
+
+    dst = sh.ship_folder(head_dir, name)
+    click.echo(f"head folder: {dst}")
+    if onnx:
+        out = sh.export_onnx(head_dir, sh.MODELS / "heads" / f"{name}.onnx")
+        spec, _ = __import__("training.heads", fromlist=["load_head"]).load_head(head_dir)
+        sh.register_onnx(out, name, spec, make_default)
+        click.echo(f"onnx: {out} (manifest entry {name}{', default' if make_default else ''})")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -27,6 +27,8 @@ class Result:
     """Training clips (un-augmented)."""
     test_part: Part
     test_probs: np.ndarray
+    train_sample: np.ndarray
+    """Up to 2000 training windows (pooled features), for INT8 calibration of exports."""
 
 
 def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: str = "mlp",
@@ -72,4 +74,5 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
 
     wp = predict(model, test.x, mean, std)
     win_m = metrics(test.y[test.clip], wp.argmax(axis=1), labels)
-    return Result(fitted, test_m, win_m, labels, len(sets["train"]), test, probs)
+    pick = np.random.default_rng(seed).permutation(len(train.x))[:2000]
+    return Result(fitted, test_m, win_m, labels, len(sets["train"]), test, probs, train.x[np.sort(pick)])

@@ -24,6 +24,32 @@ GRIDS = {
 }
 
 
+LICENSES = {
+    "tess": "TESS CC BY-NC-ND 4.0", "ravdess": "RAVDESS CC BY-NC-SA 4.0",
+    "savee": "SAVEE research use only (University of Surrey)", "crema-d": "CREMA-D ODbL 1.0/DbCL 1.0",
+    "banglaser": "BanglaSER CC BY 4.0", "subesco": "SUBESCO CC BY 4.0", "nemo": "nEMO CC BY-NC-SA 4.0",
+    "turev-db": "TurEV-DB CC BY-NC-ND 4.0", "ased": "ASED (terms not stated; cite Retta et al. 2022)",
+}
+
+
+def license_of(corpora: list[str]) -> str:
+    """The terms a head inherits from its training corpora (plus YAMNet's)."""
+    nc = [c for c in corpora if "NC" in LICENSES.get(c, "") or "research" in LICENSES.get(c, "")]
+    head = "non-commercial research use only (inherits " + ", ".join(nc) + ")" if nc else "see corpora"
+    return f"{head}; corpora: " + "; ".join(LICENSES.get(c, c) for c in corpora) + "; YAMNet Apache-2.0"
+
+
+def _save_eval(path: Path, r, labels: tuple[str, ...], n_test: int = 3000, n_train: int = 1000) -> None:
+    """eval.npz for convert/ (INT8 calibration + parity): seeded subsets of windows."""
+    from convert.eval_data import save_eval
+
+    rng = np.random.default_rng(0)
+    t = r.test_part
+    ti = np.sort(rng.permutation(len(t.x))[:n_test])
+    tr = r.train_sample
+    save_eval(path, tr[np.sort(rng.permutation(len(tr))[:n_train])], t.x[ti], t.y[t.clip[ti]], labels)
+
+
 def n_folds(protocol: str, corpus: str, root: Path | None = None, split_dir: Path = SPLITS_DIR) -> int:
     """LOSO fold count for a single small corpus under speaker_independent, else 1."""
     members = loaders.expand(corpus.split(","), root)
@@ -70,9 +96,10 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
         r = best
         spec = dict(r.fitted.spec, command=command, data=",".join(loaders.expand(corpus.split(","), root)),
                     split=f"{protocol} (training/splits, seed 0, fold {results.index(r)})",
-                    val_metrics={k: r.fitted.val[k] for k in ("accuracy", "macro_f1", "uar")},
-                    test_metrics={k: rec[k] for k in ("accuracy", "macro_f1", "uar", "n_test")}
+                    val={k: r.fitted.val[k] for k in ("accuracy", "macro_f1", "uar")},
+                    test={k: rec[k] for k in ("accuracy", "macro_f1", "uar", "n_test")}
                     | {"uar4": rec["uar4"], "per_class_recall": rec["per_class_recall"]},
+                    license=license_of(loaders.expand(corpus.split(","), root)),
                     window_s=2.0, sample_rate=16000,
                     note="build_head(spec) takes standardised features and returns logits; "
                          "fold (x - feature_mean) / feature_std in front and softmax after "
@@ -81,4 +108,6 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
         head.load_state_dict(r.fitted.state)
         save_head(save_to, spec, head)
         (Path(save_to) / "record.json").write_text(json.dumps(rec, indent=1) + "\n")
+        if spec["arch"] != "attn":
+            _save_eval(Path(save_to) / "eval.npz", r, labels)
     return rec, results

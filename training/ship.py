@@ -1,0 +1,91 @@
+"""Ship a trained head into models/: the head folder (head.pt + head.json, for convert/), the
+adaptation reference statistics, and optionally an ONNX export registered in the manifest.
+
+The ONNX path is the fallback when convert/ is not available: `features` [1, D] float32 ->
+`probs` [1, C], standardisation folded in, softmax inside.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_ser.errors import UserError
+from training.heads import load_head
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+
+
+def ship_folder(src: Path, name: str, models: Path = MODELS) -> Path:
+    """Copy head.pt/head.json (+ record.json) to models/heads/<name>/ and write <name>.norm.json."""
+    src = Path(src)
+    spec, _ = load_head(src)
+    dst = models / "heads" / name
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("head.pt", "head.json", "record.json"):
+        if (src / f).is_file():
+            shutil.copy(src / f, dst / f)
+    norm = models / "heads" / f"{name}.norm.json"
+    norm.write_text(json.dumps({"mean": spec["feature_mean"], "std": spec["feature_std"],
+                                "pooling": spec["pooling"], "backbone": spec.get("backbone", "yamnet"),
+                                "note": "training-set feature statistics (edge_ser.adaptation reference)"})
+                    + "\n")
+    return dst
+
+
+def export_onnx(src: Path, out: Path) -> Path:
+    """Head folder -> ONNX file (features -> probs)."""
+    spec, model = load_head(Path(src))
+    if spec["arch"] == "attn":
+        raise UserError("attn heads pool frames themselves; only linear/mlp heads export to `features`")
+    x = torch.zeros(1, int(spec["input_dim"]))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (x,), str(out), input_names=["features"], output_names=["probs"],
+                      opset_version=17, dynamo=False)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probe = np.random.default_rng(0).standard_normal((1, x.shape[1])).astype(np.float32)
+    probe = probe * np.asarray(spec["feature_std"], np.float32) + np.asarray(spec["feature_mean"], np.float32)
+    got = sess.run(["probs"], {"features": probe})[0]
+    want = model(torch.from_numpy(probe)).detach().numpy()
+    if np.abs(got - want).max() > 1e-4:
+        raise UserError(f"ONNX export of {src} differs from torch by {np.abs(got - want).max():.2g}")
+    return out
+
+
+def register_onnx(onnx_path: Path, name: str, spec: dict, default: bool,
+                  manifest: Path = MODELS / "manifest.yaml") -> None:
+    """Upsert a manifest entry for an exported ONNX head (backbone: the shared YAMNet file)."""
+    from edge_ser.manifest import load_manifest, sha256_of, upsert_entry
+
+    m = load_manifest(manifest)
+    yam = next((e.backbone for e in m.models.values() if e.backbone and "yamnet" in e.backbone.file), None)
+    if yam is None:
+        raise UserError("no YAMNet backbone entry in the manifest to copy")
+    rel = Path(onnx_path).resolve().relative_to(Path(manifest).resolve().parent).as_posix()
+    norm = f"heads/{name}.norm.json"
+    entry = {
+        "description": f"YAMNet + {spec['arch']} head trained on {spec.get('data', '?')} "
+                       "(merged classes), ONNX",
+        "frontend": "waveform", "sample_rate": 16000, "window_s": 2.0, "labels": list(spec["labels"]),
+        "backbone": {k: v for k, v in {"file": yam.file, "sha256": yam.sha256, "size": yam.size,
+                                        "url": yam.url, "input": yam.input, "output": yam.output,
+                                        "scores_output": yam.scores_output}.items() if v is not None},
+        "pooling": spec["pooling"],
+        "head": {"file": rel, "sha256": sha256_of(onnx_path), "size": Path(onnx_path).stat().st_size,
+                 "input": "features", "output": "probs", "input_dim": int(spec["input_dim"])},
+        "quantization": "float32",
+        "license": spec.get("license", ""),
+        "training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
+                     "split": spec.get("split", ""), "test": spec.get("test", {})},
+        "adaptation": {"reference": norm,
+                       "sha256": sha256_of(Path(manifest).parent / norm)},
+    }
+    upsert_entry(manifest, name, entry, make_default=default)
