@@ -141,6 +141,9 @@ def test_native_info_line_is_dropped_other_stderr_kept(capfd):
     with tflite_mod._native_info_filtered():
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
         os.write(2, b"WARNING: something real\n")
+    with pytest.raises(ValueError), tflite_mod._native_info_filtered():
+        os.write(2, b"ERROR: Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'.\n")
+        raise ValueError("load failed")
     open_backend(devhead.YAMNET)
     err = capfd.readouterr().err
-    assert "XNNPACK" not in err and "WARNING: something real" in err
+    assert "XNNPACK" not in err and "FULLY_CONNECTED" not in err and "WARNING: something real" in err

@@ -67,14 +67,17 @@ def load_error(path: str | Path, runtime: str, err: BaseException) -> ModelError
 
 
 _NATIVE_INFO = re.compile(r"^INFO: (Created TensorFlow Lite XNNPACK delegate|Initialized TensorFlow Lite)")
+_NATIVE_ANY = re.compile(r"^(INFO|ERROR): ")
+"""After a failed load the runtime's own lines only repeat what the ModelError says in one line."""
 
 
 @contextmanager
 def _native_info_filtered() -> Iterator[None]:
-    """Drop the runtime's native "INFO: Created ... XNNPACK delegate" line from stderr (fd 2).
+    """Drop the runtime's native "INFO: Created ... XNNPACK delegate" line from stderr (fd 2), and
+    its ERROR lines when the load fails.
 
-    It is printed by C++ code straight to fd 2 on every load, so a CLI error would no longer be the
-    only line on stderr. Everything else written meanwhile (warnings, other threads) is passed on.
+    C++ code prints these straight to fd 2 on every load, so a CLI error would no longer be the only
+    line on stderr. Everything else written meanwhile (warnings, other threads) is passed on.
     """
     try:
         sys.stderr.flush()
@@ -82,16 +85,20 @@ def _native_info_filtered() -> Iterator[None]:
     except (OSError, ValueError):
         yield
         return
+    noise = _NATIVE_INFO
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
             yield
+        except BaseException:
+            noise = _NATIVE_ANY
+            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
             kept = [ln for ln in tmp.read().splitlines(keepends=True)
-                    if not _NATIVE_INFO.match(ln.decode("utf-8", "replace"))]
+                    if not noise.match(ln.decode("utf-8", "replace"))]
             if kept:
                 os.write(2, b"".join(kept))
 
