@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,6 +233,8 @@ class Pipeline:
         else:
             self._in_silence = False
             label, probs = self._smoother.update(dict(prediction.probs))
+            if self.settings.audio.record_dir:
+                self._record(item, samples)
         latency_ms = (time.monotonic() - item.ready) * 1000.0
         message = result_message(
             site=self.settings.site,
@@ -247,6 +250,21 @@ class Pipeline:
         )
         self.counters.latency_ms.append(latency_ms)
         self._publish(message)
+
+    def _record(self, item: _Pending, samples: np.ndarray) -> None:
+        """Keep a speech window as WAV, only because the user set audio.record_dir."""
+        import soundfile as sf
+
+        folder = Path(self.settings.audio.record_dir)
+        stamp = utc_iso(item.wall).replace(":", "").replace("-", "")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            start = (item.offset + item.window.start) / MODEL_RATE
+            name = f"{self.settings.site}-{stamp}-{start:.2f}s.wav"
+            sf.write(folder / name, samples, MODEL_RATE, subtype="PCM_16")
+        except (OSError, RuntimeError) as e:
+            self.counters.errors += 1
+            log.warning("cannot record a window into %s: %s", folder, e)
 
     def _publish(self, message: dict[str, Any]) -> None:
         self.counters.published += 1

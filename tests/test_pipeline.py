@@ -244,3 +244,14 @@ def test_ready_and_watchdog_sent_while_audio_flows(tmp_path, monkeypatch) -> Non
     got = [sock.recv(1000).decode() for _ in range(2)]
     sock.close()
     assert got[0].startswith("READY=1") and got[1] == "WATCHDOG=1"
+
+
+def test_audio_touches_the_disk_only_with_record_dir(tmp_path) -> None:
+    x = np.concatenate([quiet(3), tone(3, 0.1)])
+    run(x)
+    assert not any(tmp_path.iterdir())
+    base = Settings()
+    folder = tmp_path / "rec"
+    p, out = run(x, replace(base, audio=replace(base.audio, record_dir=str(folder))))
+    files = sorted(folder.glob("*.wav"))
+    assert len(files) == sum(not m["gated"] for m in out.messages) > 0
