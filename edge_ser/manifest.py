@@ -140,11 +140,14 @@ def package_models_dir() -> Path:
     return _PKG_DIR.parent / "models"
 
 
-def shared_weights_dir() -> Path | None:
-    """<repo>/../shared/weights: the team's pretrained backbones beside a source checkout (None when
-    edge_ser runs from an installed wheel, where that path would mean nothing)."""
-    repo = _PKG_DIR.parent
-    return repo.parent / "shared" / "weights" if (repo / "pyproject.toml").is_file() else None
+def shared_weights_dir() -> Path:
+    """<repo>/../shared/weights: the team's pretrained backbones beside a source checkout."""
+    return _PKG_DIR.parent.parent / "shared" / "weights"
+
+
+def _in_checkout() -> bool:
+    """True when edge_ser runs from a source tree (editable install), not from an installed wheel."""
+    return (_PKG_DIR.parent / "pyproject.toml").is_file()
 
 
 def user_models_dir() -> Path:
@@ -166,7 +169,7 @@ def search_path(extra: Sequence[str | Path] = (), manifest: Manifest | None = No
     if manifest is not None:
         dirs.append(manifest.path.parent)
     dirs.append(package_models_dir())
-    if shared_weights_dir() is not None:
+    if _in_checkout():  # beside an installed wheel this path would mean nothing
         dirs.append(shared_weights_dir())
     seen: set[str] = set()
     out = []
