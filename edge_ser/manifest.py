@@ -263,6 +263,7 @@ def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
         if digest != ref.sha256.lower():
             raise ModelError(f"download of {ref.url} has sha256 {digest[:16]}..., the manifest expects "
                              f"{ref.sha256[:16]}...; refusing it")
+        os.chmod(tmp, _readable_mode(dest))
         os.replace(tmp, dest)
     except OSError as e:
         raise ModelError(f"cannot download {ref.url} to {dest}: {e}") from None
@@ -414,7 +415,18 @@ def upsert_entry(manifest_path: str | Path, model_id: str, entry: dict[str, Any]
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".manifest-")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(header + "\n".join(out_lines) + "\n")
+    os.chmod(tmp, _readable_mode(p))
     os.replace(tmp, p)
+
+
+def _readable_mode(existing: Path) -> int:
+    """Keep an existing file's mode; new files get 0644 minus the umask (mkstemp's 0600 would hide
+    the file from a daemon running as another user)."""
+    if existing.exists():
+        return existing.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o644 & ~umask
 
 
 def _leading_comments(lines: list[str]) -> list[str]:

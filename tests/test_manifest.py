@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,12 @@ def _file(tmp: Path, rel: str, content: bytes) -> dict:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(content)
     return {"file": rel, "sha256": hashlib.sha256(content).hexdigest(), "size": len(content)}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _entry(head: dict, **kw) -> dict:
@@ -147,6 +154,7 @@ def test_upsert_adds_updates_and_keeps_the_file_readable(tmp_path):
     mf.upsert_entry(mpath, "b", _entry(head, description="second"))
     text = mpath.read_text()
     assert text.startswith("# header comment kept\n")
+    assert mpath.stat().st_mode & 0o777 == 0o644 & ~_umask()  # never mkstemp's 0600
     assert "labels: [anger_disgust, fear_surprise, happiness, sadness]" in text
     assert "\n\n  b:\n" in text  # one block per model
     m = mf.load_manifest(mpath)
