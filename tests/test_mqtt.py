@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2  # Home Assistant renders discovery templates with Jinja2 (installed with torch, [train])
 import pytest
-from mosquitto import Mosquitto, free_port
+from mosquitto import Mosquitto, free_port, make_certs
 
 from edge_ser.errors import ConfigError, UserError
 from edge_ser.labels import EMOTIONS, NEUTRAL
@@ -234,6 +234,12 @@ def test_tls_with_self_signed_ca(tmp_path: Path) -> None:
             MqttPublisher(replace(settings, tls=False, ca_file=None), "kitchen", connect_timeout_s=2)
         with pytest.raises(ConfigError, match="mqtt.ca_file"):
             MqttPublisher(replace(settings, ca_file=str(tmp_path / "missing.crt")), "kitchen")
+
+
+def test_tls_against_a_plain_listener_is_one_clear_error(broker: Mosquitto, tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "certs")
+    with pytest.raises(UserError, match="TLS handshake with MQTT broker .* failed: .*mqtt.tls"):
+        MqttPublisher(mqtt_settings(broker, tls=True, ca_file=str(certs.ca)), "kitchen")
 
 
 def test_tls_client_certificate(tmp_path: Path) -> None:

@@ -218,6 +218,11 @@ class MqttPublisher:
             ) from None
         except ssl.SSLError as e:
             raise UserError(f"TLS handshake with {where} failed: {e.reason or e} (check mqtt.tls)") from None
+        except (ConnectionResetError, ConnectionAbortedError) as e:
+            if s.tls:  # a plain MQTT listener hangs up on a TLS ClientHello
+                raise UserError(f"TLS handshake with {where} failed: {e.strerror or e} "
+                                "(is this port a TLS listener? check mqtt.tls and mqtt.port)") from None
+            raise UserError(f"{where} is unreachable: {e.strerror or e}") from None
         except OSError as e:  # refused, unreachable, DNS failure, timeout
             raise UserError(f"{where} is unreachable: {e.strerror or e}") from None
         self._client.loop_start()
