@@ -1,0 +1,166 @@
+"""Footprint of the daemon per model: peak RSS and CPU share of `edge-ser listen --input FILE --realtime`.
+
+    nice -n 5 python3 -m bench.footprint                     # every manifest model + random HuBERT INT8
+    python3 -m bench.footprint --models yamnet-dev --seconds 20 --out /tmp/fp.json
+
+For each model, two runs of the real CLI in a child process, paced like a microphone (--realtime):
+- `silent`: a quiet room (pink noise at RMS 0.002, below the 0.01 gate): every window is gated, the
+  model never runs; what the daemon costs while nobody speaks.
+- `speech`: synthetic speech that never stops (edge_ser.benchmark.speechlike): every window is inferred.
+
+peak_rss_mb is the child's maximum resident set (os.wait4 rusage, whole run: imports, model load,
+streaming). cpu_pct is CPU time (user + system, from /proc/<pid>/stat) over wall time in the steady
+state, from `--settle` seconds after start to the end, so start-up (imports, model load) is excluded;
+100 = one core. HuBERT without real weights runs through a manifest written under cache/bench/ that
+points at bench/hubert_random.py's ONNX files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+CACHE = REPO / "cache" / "bench"
+RATE = 16000
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def audio_files(seconds: float) -> dict[str, Path]:
+    """The silent-room and never-ending-speech WAVs (cached)."""
+    from bench.stream_eval import pink_noise
+    from edge_ser.benchmark import speechlike
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind in ("silent", "speech"):
+        path = CACHE / f"footprint_{kind}_{seconds:g}s.wav"
+        if not path.exists():
+            n = int(seconds * RATE)
+            x = (0.002 * pink_noise(n, np.random.default_rng(1)) if kind == "silent"
+                 else speechlike(seconds, seed=1))
+            sf.write(path, x, RATE, subtype="PCM_16")
+        out[kind] = path
+    return out
+
+
+def hubert_config() -> tuple[Path, list[str]]:
+    """A config whose manifest names the random-weight HuBERT ONNX files (absolute paths)."""
+    import yaml
+
+    from bench.hubert_random import export_onnx
+    from edge_ser.manifest import sha256_of
+
+    fp32, int8 = export_onnx()
+    models = {}
+    variants = (("hubert-base-random-int8", int8, "int8"), ("hubert-base-random-fp32", fp32, "float32"))
+    for mid, path, q in variants:
+        models[mid] = {"description": "HuBERT-base architecture, RANDOM weights (latency/footprint only)",
+                       "frontend": "waveform", "sample_rate": RATE, "window_s": 2.0,
+                       "labels": ["anger_disgust", "fear_surprise", "happiness", "sadness"],
+                       "head": {"file": str(path), "sha256": sha256_of(path), "size": path.stat().st_size,
+                                "input": "waveform", "output": "probs"},
+                       "quantization": q}
+    manifest = CACHE / "hubert_manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"version": 1, "default": variants[0][0], "models": models}))
+    config = CACHE / "hubert_config.yaml"
+    config.write_text(yaml.safe_dump({"model": {"manifest": str(manifest)}}))
+    return config, list(models)
+
+
+def _cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15 of stat)
+
+
+def measure(model: str, wav: Path, config: Path | None, settle: float) -> dict[str, Any]:
+    """Run `edge-ser listen --input wav --realtime` once; peak RSS, steady CPU %, windows published."""
+    exe = shutil.which("edge-ser")
+    cmd = ([exe] if exe else [sys.executable, "-m", "edge_ser.cli"]) + ["listen", "--input", str(wav),
+                                                                       "--realtime", "--model", model]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO)
+        c1 = t1 = None
+        c2, t2 = 0.0, t0
+        while True:
+            done, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if done:
+                break
+            now = time.monotonic()
+            c = _cpu_s(proc.pid)
+            if c is not None:
+                if c1 is None and now - t0 >= settle:
+                    c1, t1 = c, now
+                c2, t2 = c, now
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        lines = [json.loads(ln) for ln in out.read().decode().splitlines() if ln.startswith("{")]
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode()[-800:]}")
+    cpu = None if c1 is None or t2 <= t1 else round(100 * (c2 - c1) / (t2 - t1), 1)
+    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_pct": cpu,
+            "steady_s": round((t2 - t1) if t1 else 0, 1), "wall_s": round(time.monotonic() - t0, 1),
+            "published": len(lines), "inferred": sum(1 for m in lines if not m.get("gated")),
+            "command": " ".join(["edge-ser", *cmd[1:]])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", help="manifest ids (default: all, plus random HuBERT INT8)")
+    ap.add_argument("--seconds", type=float, default=40.0, help="audio per run (paced in real time)")
+    ap.add_argument("--settle", type=float, default=10.0, help="seconds excluded from the CPU share")
+    ap.add_argument("--no-hubert", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS / "footprint.json"))
+    args = ap.parse_args(argv)
+    command = "python3 -m bench.footprint " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    from edge_ser.benchmark import machine
+    from edge_ser.manifest import load_manifest
+
+    files = audio_files(args.seconds)
+    plan: list[tuple[str, Path | None]] = [(m, None) for m in (args.models or list(load_manifest().models))]
+    if not args.no_hubert and not args.models:
+        config, ids = hubert_config()
+        plan.append((ids[0], config))
+    records = []
+    for model, config in plan:
+        rec: dict[str, Any] = {"model": model, "machine": machine(), "command": command}
+        for kind, wav in files.items():
+            load = os.getloadavg()[0]
+            r = measure(model, wav, config, args.settle)
+            rec[kind] = {**r, "load_1min": round(load, 2)}
+            print(f"{model:28s} {kind:6s} peak RSS {r['peak_rss_mb']:7.1f} MB  CPU {r['cpu_pct']}% "
+                  f"({r['published']} published, {r['inferred']} inferred, load {load:.2f})", flush=True)
+        rec["peak_rss_mb"] = max(rec["silent"]["peak_rss_mb"], rec["speech"]["peak_rss_mb"])
+        rec["cpu_pct_silent"] = rec["silent"]["cpu_pct"]
+        rec["cpu_pct_speech"] = rec["speech"]["cpu_pct"]
+        records.append(rec)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
