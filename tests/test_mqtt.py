@@ -86,6 +86,7 @@ def test_close_publishes_retained_offline(broker: Mosquitto) -> None:
     with broker.subscriber(f"{PREFIX}/#") as sub:
         for n in range(3):
             pub.publish(result(n))
+        wait_until(lambda: pub.stats()["published"] == 3)  # close() flushes too, but only for ~0.5 s
         pub.close()
         assert numbers(sub.wait_for(f"{PREFIX}/emotion", 3)) == [0, 1, 2]
         sub.wait_for(f"{PREFIX}/status", payload=b"offline")
@@ -145,6 +146,7 @@ def test_results_queued_while_broker_down_arrive_in_order_after_restart(broker: 
             MqttPublisher(mqtt_settings(broker), "kitchen") as pub:
         pub.publish(result(0))
         sub.wait_for(f"{PREFIX}/emotion")
+        wait_until(lambda: pub.stats()["published"] == 1)
         broker.stop()
         wait_until(lambda: not pub.connected)
         for n in range(1, 6):
