@@ -317,6 +317,9 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
         raise bad("labels", f"must be a list drawn from {', '.join(EMOTIONS)}, {NEUTRAL}; got {labels!r}")
     if len(set(labels)) != len(labels):
         raise bad("labels", "has duplicates")
+    if not set(EMOTIONS) <= set(labels):
+        raise bad("labels", f"must contain all of {', '.join(EMOTIONS)} (the published classes); "
+                            f"got {labels!r}")
     frontend = e.get("frontend", "waveform")
     if frontend not in FRONTENDS:
         raise bad("frontend", f"must be one of {', '.join(FRONTENDS)}, got {frontend!r}")

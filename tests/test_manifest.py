@@ -122,6 +122,8 @@ def test_unknown_model_id_lists_known(tmp_path):
 
 @pytest.mark.parametrize("patch, key", [
     ({"labels": ["anger", "sadness"]}, "labels"),
+    ({"labels": ["anger_disgust", "sadness", "neutral"]}, "labels"),
+    ({"labels": [*LABELS, "sadness"]}, "labels"),
     ({"frontend": "mfcc"}, "frontend"),
     ({"pooling": "median"}, "pooling"),
     ({"sample_rate": 44100}, "sample_rate"),

@@ -185,6 +185,35 @@ def test_single_file_logmel_model(tmp_path):
     np.testing.assert_allclose(list(pred.probs.values()), ref, atol=1e-5)
 
 
+def test_single_file_waveform_model(tmp_path):
+    """frontend: waveform without a backbone: samples [1, n] go straight into the one file."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([[1.0, -1.0, 0.5, 0.0]], np.float32) * 50
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["waveform"], ["a"]),
+         helper.make_node("ReduceMean", ["a"], ["m"], axes=[1], keepdims=1),
+         helper.make_node("MatMul", ["m", "W"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        "wave", [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [1, "n"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])],
+        initializer=[numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    f = tmp_path / "wave.onnx"
+    onnx.save(model, str(f))
+    mpath = tmp_path / "manifest.yaml"
+    mf.upsert_entry(mpath, "wave", {"labels": list(EMOTIONS), "window_s": 1.0,
+                                    "head": {"file": "wave.onnx", "sha256": mf.sha256_of(f)}})
+    m = load_model(_settings(mpath))
+    assert m.window_samples == 16000
+    x = np.full(16000, 0.1, np.float32)
+    z = 0.1 * w[0]
+    ref = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(list(m.predict(x).probs.values()), ref, atol=1e-5)
+
+
 def test_logmel_matches_yamnet_frontend():
     """edge_ser.logmel vs YAMNet's own log-mel output (Identity_2). The TFLite export computes its DFT
     with dynamic-range int8, so quiet bins differ; compare where the spectrum has energy."""
