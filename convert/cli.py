@@ -1,0 +1,136 @@
+"""Command line of the conversion toolkit (click group); bad input -> one line, exit 2."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from edge_ser.errors import UserError
+
+from . import parity, register
+
+QUANT_CHOICES = click.Choice(["int8", "float16", "float32", "dynamic"])
+
+
+def _command() -> str:
+    return "python -m convert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _finish(results: list, keep_anyway: bool) -> None:
+    """Print one line per variant; exit 1 when a variant missed its parity target."""
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        state = (
+            "ok"
+            if r.passed
+            else ("FAILED parity, kept (--keep-anyway)" if r.path else "FAILED parity, not written")
+        )
+        click.echo(f"{r.model_id}: {state}; file {r.path or '-'}; report {r.report}")
+    if failed:
+        click.echo(
+            f"error: {len(failed)} conversion(s) missed their parity target (see the reports)", err=True
+        )
+        sys.exit(1)
+
+
+@click.group()
+def cli() -> None:
+    """Trained models -> TFLite / INT8 ONNX files for the daemon, with parity reports."""
+
+
+def _common(f):
+    f = click.option(
+        "--manifest",
+        type=click.Path(path_type=Path),
+        default=register.DEFAULT_MANIFEST,
+        show_default=True,
+        help="Manifest to add the converted models to.",
+    )(f)
+    f = click.option("--no-manifest", is_flag=True, help="Do not touch the manifest.")(f)
+    f = click.option("--keep-anyway", is_flag=True, help="Write a file even if it misses its parity target.")(
+        f
+    )
+    f = click.option(
+        "--reports",
+        type=click.Path(path_type=Path),
+        default=parity.REPORTS_DIR,
+        show_default=True,
+        help="Folder for the parity reports.",
+    )(f)
+    return f
+
+
+@cli.command(name="yamnet-head")
+@click.argument("head_folder", type=click.Path(path_type=Path))
+@click.option(
+    "--features",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="eval .npz (train_x, test_x, test_y, labels); default <head folder>/eval.npz.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=register.REPO / "models" / "heads",
+    show_default=True,
+    help="Folder for the .tflite files.",
+)
+@click.option("--name", default=None, help="Model name (default: the head folder's name).")
+@click.option(
+    "--quant",
+    "quants",
+    multiple=True,
+    type=QUANT_CHOICES,
+    help="Variants to write (repeatable; default int8, float16, float32).",
+)
+@click.option(
+    "--default",
+    "default",
+    type=QUANT_CHOICES,
+    default=None,
+    help="Make this variant the manifest's default model.",
+)
+@_common
+def yamnet_head(
+    head_folder: Path,
+    features: Path | None,
+    out: Path,
+    name: str | None,
+    quants: tuple[str, ...],
+    default: str | None,
+    manifest: Path,
+    no_manifest: bool,
+    keep_anyway: bool,
+    reports: Path,
+) -> None:
+    """A trained YAMNet head folder (head.pt + head.json) -> TFLite float32/float16/INT8."""
+    from .head_export import convert_head
+
+    results = convert_head(
+        head_folder,
+        features,
+        out,
+        name,
+        quants or ("int8", "float16", "float32"),
+        manifest,
+        keep_anyway,
+        default,
+        command=_command(),
+        reports_dir=reports,
+        register_manifest=not no_manifest,
+    )
+    _finish(results, keep_anyway)
+
+
+cli.add_command(yamnet_head, name="head")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,582 @@
+"""Translate a traced torch module into TensorFlow ops, so the TFLite converter can take it.
+
+Why not ONNX -> TF or litert-torch: both pull in version-pinned toolchains; the models this project
+exports (heads, small CNNs, VGGish, a MobileNet YAMNet) use a few dozen layer types, so a direct
+translation of the torch.fx graph is short, dependency-free beyond tensorflow, and easy to check.
+
+Layout: torch is NCHW, TFLite convolutions are NHWC. Four-dimensional values are kept in NHWC while
+they flow through convolution/pooling/batch-norm/elementwise ops and transposed back to torch's
+order only where an op depends on dimension order (flatten, reshape, permute, reductions), so the
+converted graph does not carry a transpose pair around every layer.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from edge_ser.errors import ModelError
+
+
+@dataclass
+class _V:
+    """A translated value: the tf tensor and whether it is NHWC while torch sees NCHW."""
+
+    t: Any
+    nhwc: bool = False
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def _logical(v: Any) -> Any:
+    """The tf tensor in torch's dimension order."""
+    if isinstance(v, _V):
+        return tf.transpose(v.t, [0, 3, 1, 2]) if v.nhwc else v.t
+    if isinstance(v, (list, tuple)):
+        return type(v)(_logical(x) for x in v)
+    return v
+
+
+def _to_nhwc(v: _V) -> Any:
+    if v.nhwc:
+        return v.t
+    if len(v.t.shape) != 4:
+        raise ModelError(f"expected a 4-D [N,C,H,W] tensor for a 2-D layer, got rank {len(v.t.shape)}")
+    return tf.transpose(v.t, [0, 2, 3, 1])
+
+
+def _static_shape(t: Any) -> list[int | None]:
+    return list(t.shape)
+
+
+def _dim(d: int, rank: int) -> int:
+    return d + rank if d < 0 else d
+
+
+def _pair(x: Any) -> tuple[int, int]:
+    return (x, x) if isinstance(x, int) else tuple(x)
+
+
+def _torch_pad_nhwc(x: Any, pad: tuple[int, int], value: float = 0.0) -> Any:
+    if pad == (0, 0):
+        return x
+    return tf.pad(x, [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]], constant_values=value)
+
+
+def _conv2d(v: _V, m: nn.Conv2d) -> _V:
+    x = _to_nhwc(v)
+    w = _np(m.weight)  # [out, in/groups, kh, kw]
+    stride, dil = _pair(m.stride), _pair(m.dilation)
+    if isinstance(m.padding, str):
+        padding = m.padding.upper()
+    else:
+        x = _torch_pad_nhwc(x, _pair(m.padding))
+        padding = "VALID"
+    cin = w.shape[1] * m.groups
+    if m.groups == 1:
+        y = tf.nn.conv2d(
+            x, np.transpose(w, (2, 3, 1, 0)), strides=[1, *stride, 1], padding=padding, dilations=[1, *dil, 1]
+        )
+    elif m.groups == cin and w.shape[1] == 1:
+        mult = m.out_channels // cin
+        # torch depthwise weight [cin*mult, 1, kh, kw] -> tf [kh, kw, cin, mult]
+        dw = np.transpose(w.reshape(cin, mult, w.shape[2], w.shape[3]), (2, 3, 0, 1))
+        y = tf.nn.depthwise_conv2d(x, dw, strides=[1, *stride, 1], padding=padding, dilations=dil)
+    else:
+        raise ModelError(f"grouped Conv2d with groups={m.groups} (not depthwise) is not supported")
+    if m.bias is not None:
+        y = y + _np(m.bias)
+    return _V(y, True)
+
+
+def _conv1d(v: _V, m: nn.Conv1d) -> _V:
+    x = tf.transpose(_logical(v), [0, 2, 1])  # [N, T, C]
+    if m.groups != 1:
+        raise ModelError("grouped Conv1d is not supported")
+    pad = m.padding if isinstance(m.padding, str) else None
+    if pad is None:
+        p = m.padding[0]
+        x = tf.pad(x, [[0, 0], [p, p], [0, 0]]) if p else x
+    w = np.transpose(_np(m.weight), (2, 1, 0))  # [k, in, out]
+    y = tf.nn.conv1d(x, w, stride=m.stride[0], padding=(pad or "valid").upper(), dilations=m.dilation[0])
+    if m.bias is not None:
+        y = y + _np(m.bias)
+    return _V(tf.transpose(y, [0, 2, 1]))
+
+
+def _batchnorm(v: _V, m: nn.modules.batchnorm._BatchNorm) -> _V:
+    scale = 1.0 / np.sqrt(_np(m.running_var) + m.eps)
+    shift = -_np(m.running_mean) * scale
+    if m.affine:
+        scale, shift = scale * _np(m.weight), shift * _np(m.weight) + _np(m.bias)
+    if v.nhwc or len(v.t.shape) == 2:
+        return _V(v.t * scale + shift, v.nhwc)
+    x = _logical(v)
+    extra = [1] * (len(x.shape) - 2)
+    return _V(x * scale.reshape(-1, *extra) + shift.reshape(-1, *extra))
+
+
+def _pool2d(v: _V, m: nn.Module, kind: str) -> _V:
+    k, s = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
+    p = _pair(m.padding)
+    if getattr(m, "ceil_mode", False):
+        raise ModelError(f"{type(m).__name__} with ceil_mode=True is not supported")
+    x = _to_nhwc(v)
+    if kind == "max":
+        x = _torch_pad_nhwc(x, p, value=-3.4e38)
+        y = tf.nn.max_pool2d(x, k, s, "VALID")
+    else:
+        if p != (0, 0) and getattr(m, "count_include_pad", True) is False:
+            raise ModelError("AvgPool2d with padding and count_include_pad=False is not supported")
+        y = tf.nn.avg_pool2d(_torch_pad_nhwc(x, p), k, s, "VALID")
+    return _V(y, True)
+
+
+def _adaptive_pool(v: _V, m: nn.Module, kind: str) -> _V:
+    size = m.output_size
+    if size not in (1, (1, 1), (1,)):
+        raise ModelError(f"{type(m).__name__}({size}) is not supported (only output size 1)")
+    if v.nhwc:
+        red = tf.reduce_mean if kind == "avg" else tf.reduce_max
+        return _V(red(v.t, axis=[1, 2], keepdims=True), True)
+    x = _logical(v)
+    red = tf.reduce_mean if kind == "avg" else tf.reduce_max
+    axes = list(range(2, len(x.shape)))
+    return _V(red(x, axis=axes, keepdims=True))
+
+
+def _linear(x: Any, w: np.ndarray, b: np.ndarray | None) -> Any:
+    rank = len(x.shape)
+    if rank == 2:
+        y = tf.matmul(x, w.T)
+    else:
+        lead = tf.shape(x)[:-1]
+        y = tf.reshape(tf.matmul(tf.reshape(x, [-1, w.shape[1]]), w.T), tf.concat([lead, [w.shape[0]]], 0))
+        static = list(x.shape[:-1])
+        if all(d is not None for d in static):
+            y = tf.reshape(y, [*static, w.shape[0]])
+    return y + b if b is not None else y
+
+
+def _layernorm(x: Any, shape: tuple[int, ...], w: Any, b: Any, eps: float) -> Any:
+    axes = list(range(len(x.shape) - len(shape), len(x.shape)))
+    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+    var = tf.reduce_mean(tf.square(x - mean), axis=axes, keepdims=True)
+    y = (x - mean) * tf.math.rsqrt(var + eps)
+    if w is not None:
+        y = y * w
+    if b is not None:
+        y = y + b
+    return y
+
+
+def _gelu(x: Any, approximate: str = "none") -> Any:
+    return tf.nn.gelu(x, approximate=approximate == "tanh")
+
+
+_ELEMENTWISE_MODULES: dict[type, Callable[[nn.Module, Any], Any]] = {
+    nn.ReLU: lambda m, x: tf.nn.relu(x),
+    nn.ReLU6: lambda m, x: tf.nn.relu6(x),
+    nn.LeakyReLU: lambda m, x: tf.nn.leaky_relu(x, m.negative_slope),
+    nn.ELU: lambda m, x: tf.nn.elu(x) if m.alpha == 1.0 else tf.where(x > 0, x, m.alpha * (tf.exp(x) - 1)),
+    nn.GELU: lambda m, x: _gelu(x, m.approximate),
+    nn.SiLU: lambda m, x: x * tf.sigmoid(x),
+    nn.Sigmoid: lambda m, x: tf.sigmoid(x),
+    nn.Tanh: lambda m, x: tf.tanh(x),
+    nn.Hardtanh: lambda m, x: tf.clip_by_value(x, m.min_val, m.max_val),
+    nn.Dropout: lambda m, x: x,
+    nn.Dropout1d: lambda m, x: x,
+    nn.Dropout2d: lambda m, x: x,
+    nn.Identity: lambda m, x: x,
+}
+
+_ELEMENTWISE_FUNCS: dict[Any, Callable[..., Any]] = {
+    torch.relu: tf.nn.relu,
+    F.relu: tf.nn.relu,
+    F.relu6: tf.nn.relu6,
+    torch.sigmoid: tf.sigmoid,
+    F.sigmoid: tf.sigmoid,
+    torch.tanh: tf.tanh,
+    F.tanh: tf.tanh,
+    torch.exp: tf.exp,
+    torch.log: tf.math.log,
+    torch.sqrt: tf.sqrt,
+    torch.abs: tf.abs,
+    torch.rsqrt: tf.math.rsqrt,
+    F.silu: lambda x: x * tf.sigmoid(x),
+}
+
+_METHOD_ELEMENTWISE = {
+    "relu": tf.nn.relu,
+    "sigmoid": tf.sigmoid,
+    "tanh": tf.tanh,
+    "exp": tf.exp,
+    "log": tf.math.log,
+    "sqrt": tf.sqrt,
+    "abs": tf.abs,
+    "rsqrt": tf.math.rsqrt,
+}
+
+_BINARY = {
+    operator.add: tf.add,
+    torch.add: tf.add,
+    operator.sub: tf.subtract,
+    torch.sub: tf.subtract,
+    operator.mul: tf.multiply,
+    torch.mul: tf.multiply,
+    operator.truediv: tf.divide,
+    torch.div: tf.divide,
+    operator.pow: tf.pow,
+    torch.pow: tf.pow,
+    operator.matmul: tf.matmul,
+    torch.matmul: tf.matmul,
+    torch.bmm: tf.matmul,
+    torch.maximum: tf.maximum,
+    torch.minimum: tf.minimum,
+}
+_METHOD_BINARY = {
+    "add": tf.add,
+    "sub": tf.subtract,
+    "mul": tf.multiply,
+    "div": tf.divide,
+    "pow": tf.pow,
+    "matmul": tf.matmul,
+    "bmm": tf.matmul,
+}
+
+
+class _Translator:
+    """Walks an fx graph once, inside a tf.function, producing tf tensors."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+
+    def run(self, inputs: list[Any]) -> Any:
+        env: dict[str, Any] = {}
+        it = iter(inputs)
+        out = None
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                env[node.name] = _V(next(it))
+            elif node.op == "get_attr":
+                env[node.name] = _V(tf.constant(_np(_get_attr(self.gm, node.target))))
+            elif node.op == "output":
+                out = _map(node.args[0], lambda n: _logical(env[n.name]))
+            else:
+                args = _map(node.args, lambda n: env[n.name])
+                kwargs = _map(node.kwargs, lambda n: env[n.name])
+                try:
+                    env[node.name] = self._op(node, args, kwargs)
+                except ModelError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - name the node the translation failed on
+                    raise ModelError(
+                        f"cannot translate {node.op} {node.target!s} ({node.name}): {exc}"
+                    ) from exc
+        return out
+
+    def _op(self, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+        if node.op == "call_module":
+            return self._module(self.modules[node.target], args[0], *args[1:], **kwargs)
+        if node.op == "call_function":
+            return self._function(node.target, args, kwargs)
+        if node.op == "call_method":
+            return self._method(node.target, args[0], args[1:], kwargs)
+        raise ModelError(f"unsupported fx node {node.op}")
+
+    def _module(self, m: nn.Module, v: _V, *rest: Any, **kw: Any) -> _V:
+        for cls, fn in _ELEMENTWISE_MODULES.items():
+            if type(m) is cls:
+                return _V(fn(m, v.t), v.nhwc)
+        if isinstance(m, nn.Conv2d):
+            return _conv2d(v, m)
+        if isinstance(m, nn.Conv1d):
+            return _conv1d(v, m)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return _batchnorm(v, m)
+        if isinstance(m, nn.Linear):
+            return _V(_linear(_logical(v), _np(m.weight), None if m.bias is None else _np(m.bias)))
+        if isinstance(m, nn.MaxPool2d):
+            return _pool2d(v, m, "max")
+        if isinstance(m, nn.AvgPool2d):
+            return _pool2d(v, m, "avg")
+        if isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveAvgPool1d):
+            return _adaptive_pool(v, m, "avg")
+        if isinstance(m, nn.AdaptiveMaxPool2d | nn.AdaptiveMaxPool1d):
+            return _adaptive_pool(v, m, "max")
+        if isinstance(m, nn.Flatten):
+            return self._flatten(v, m.start_dim, m.end_dim)
+        if isinstance(m, nn.LayerNorm):
+            w = None if m.weight is None else _np(m.weight)
+            b = None if m.bias is None else _np(m.bias)
+            return _V(_layernorm(_logical(v), tuple(m.normalized_shape), w, b, m.eps))
+        if isinstance(m, nn.Softmax):
+            return self._softmax(v, m.dim)
+        if isinstance(m, nn.LogSoftmax):
+            x = _logical(v)
+            return _V(tf.nn.log_softmax(x, axis=_dim(m.dim, len(x.shape))))
+        raise ModelError(f"layer {type(m).__name__} is not supported by the TFLite export")
+
+    def _flatten(self, v: _V, start: int = 0, end: int = -1) -> _V:
+        if v.nhwc and start == 1 and end in (-1, 3):
+            h, w = v.t.shape[1], v.t.shape[2]
+            if h == 1 and w == 1:  # [N,1,1,C]: the NCHW and NHWC orders agree, no transpose needed
+                return _V(tf.reshape(v.t, [-1, v.t.shape[3]]))
+        x = _logical(v)
+        rank = len(x.shape)
+        start, end = _dim(start, rank), _dim(end, rank)
+        shape = _static_shape(x)
+        merged = shape[start : end + 1]
+        if all(d is not None for d in merged):
+            mid = [int(np.prod(merged))]
+        else:
+            mid = [-1]
+        lead = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(shape[:start])]
+        tail = [d if d is not None else tf.shape(x)[end + 1 + i] for i, d in enumerate(shape[end + 1 :])]
+        if mid == [-1] and any(not isinstance(d, int) for d in lead + tail):
+            raise ModelError("flatten over dynamic dimensions is not supported")
+        return _V(tf.reshape(x, lead + mid + tail))
+
+    def _softmax(self, v: _V, dim: int | None) -> _V:
+        x = _logical(v)
+        d = _dim(-1 if dim is None else dim, len(x.shape))
+        return _V(tf.nn.softmax(x, axis=d))
+
+    def _function(self, fn: Any, args: tuple, kw: dict) -> Any:
+        if fn in _ELEMENTWISE_FUNCS:
+            v = args[0]
+            return _V(_ELEMENTWISE_FUNCS[fn](v.t), v.nhwc)
+        if fn in (F.gelu,):
+            return _V(_gelu(args[0].t, kw.get("approximate", "none")), args[0].nhwc)
+        if fn in (F.dropout, F.dropout1d, F.dropout2d):
+            return args[0]
+        if fn in _BINARY:
+            return self._binary(_BINARY[fn], args[0], args[1])
+        if fn is operator.neg or fn is torch.neg:
+            return _V(-args[0].t, args[0].nhwc)
+        if fn in (torch.softmax, F.softmax):
+            return self._softmax(args[0], kw.get("dim", args[1] if len(args) > 1 else -1))
+        if fn in (torch.log_softmax, F.log_softmax):
+            x = _logical(args[0])
+            return _V(
+                tf.nn.log_softmax(x, axis=_dim(kw.get("dim", args[1] if len(args) > 1 else -1), len(x.shape)))
+            )
+        if fn is torch.flatten:
+            return self._flatten(args[0], *(args[1:] or (kw.get("start_dim", 0), kw.get("end_dim", -1))))
+        if fn in (torch.cat, torch.concat):
+            xs = [_logical(a) for a in args[0]]
+            return _V(
+                tf.concat(xs, axis=_dim(kw.get("dim", args[1] if len(args) > 1 else 0), len(xs[0].shape)))
+            )
+        if fn is torch.stack:
+            xs = [_logical(a) for a in args[0]]
+            return _V(
+                tf.stack(xs, axis=_dim(kw.get("dim", args[1] if len(args) > 1 else 0), len(xs[0].shape) + 1))
+            )
+        if fn in (torch.mean, torch.sum, torch.amax, torch.amin):
+            name = {torch.mean: "mean", torch.sum: "sum", torch.amax: "amax", torch.amin: "amin"}[fn]
+            return self._method(name, args[0], args[1:], kw)
+        if fn is torch.clamp:
+            return self._method("clamp", args[0], args[1:], kw)
+        if fn is F.linear:
+            w = args[1].t
+            x = _logical(args[0])
+            y = tf.matmul(x, w, transpose_b=True) if len(x.shape) == 2 else tf.einsum("...i,oi->...o", x, w)
+            return _V(y + args[2].t if len(args) > 2 and args[2] is not None else y)
+        if fn is F.layer_norm:
+            w, b = kw.get("weight"), kw.get("bias")
+            return _V(
+                _layernorm(_logical(args[0]), tuple(args[1]), w and w.t, b and b.t, kw.get("eps", 1e-5))
+            )
+        if fn is operator.getitem:
+            return self._getitem(args[0], args[1])
+        if fn is getattr:
+            if args[1] == "shape":
+                return _shape(_logical(args[0]))
+            raise ModelError(f"getattr {args[1]!r} is not supported")
+        if fn in (torch.transpose, torch.permute, torch.reshape, torch.squeeze, torch.unsqueeze):
+            return self._method(fn.__name__, args[0], args[1:], kw)
+        raise ModelError(f"function {getattr(fn, '__name__', fn)} is not supported by the TFLite export")
+
+    def _binary(self, op: Callable, a: Any, b: Any) -> _V:
+        if isinstance(a, _V) and isinstance(b, _V):
+            if a.nhwc and b.nhwc:
+                return _V(op(a.t, b.t), True)
+            return _V(op(_logical(a), _logical(b)))
+        if isinstance(a, _V):
+            return _V(op(a.t, _scalar(b)), a.nhwc) if _is_scalar(b) else _V(op(_logical(a), b))
+        if isinstance(b, _V):
+            return _V(op(_scalar(a), b.t), b.nhwc) if _is_scalar(a) else _V(op(a, _logical(b)))
+        return op(a, b)  # python numbers (shape arithmetic)
+
+    def _method(self, name: str, v: Any, args: tuple, kw: dict) -> Any:
+        if name in _METHOD_ELEMENTWISE:
+            return _V(_METHOD_ELEMENTWISE[name](v.t), v.nhwc)
+        if name in _METHOD_BINARY:
+            return self._binary(_METHOD_BINARY[name], v, args[0])
+        if name in ("contiguous", "float", "detach", "clone"):
+            return v
+        if name == "size":
+            shp = _shape(_logical(v))
+            return shp[args[0]] if args else shp
+        if name == "dim":
+            return len(v.t.shape)
+        if name == "softmax":
+            return self._softmax(v, kw.get("dim", args[0] if args else -1))
+        if name == "flatten":
+            return self._flatten(v, *(args or (kw.get("start_dim", 0), kw.get("end_dim", -1))))
+        x = _logical(v)
+        rank = len(x.shape)
+        if name in ("view", "reshape"):
+            shape = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
+            return _V(tf.reshape(x, [_plain(s) for s in shape]))
+        if name == "permute":
+            perm = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
+            return _V(tf.transpose(x, [_dim(p, rank) for p in perm]))
+        if name == "transpose":
+            d0, d1 = _dim(args[0], rank), _dim(args[1], rank)
+            perm = list(range(rank))
+            perm[d0], perm[d1] = perm[d1], perm[d0]
+            return _V(tf.transpose(x, perm))
+        if name == "unsqueeze":
+            return _V(tf.expand_dims(x, _dim(args[0] if args else kw["dim"], rank + 1)))
+        if name == "squeeze":
+            d = args[0] if args else kw.get("dim")
+            return _V(tf.squeeze(x) if d is None else tf.squeeze(x, axis=_dim(d, rank)))
+        if name in ("mean", "sum", "amax", "amin", "max", "min"):
+            dim = kw.get("dim", args[0] if args else None)
+            keep = kw.get("keepdim", args[1] if len(args) > 1 else False)
+            if name in ("max", "min") and dim is not None:
+                raise ModelError(f".{name}(dim) returns indices too; use amax/amin")
+            red = {
+                "mean": tf.reduce_mean,
+                "sum": tf.reduce_sum,
+                "amax": tf.reduce_max,
+                "max": tf.reduce_max,
+                "amin": tf.reduce_min,
+                "min": tf.reduce_min,
+            }[name]
+            axes = (
+                None
+                if dim is None
+                else [_dim(d, rank) for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
+            )
+            return _V(red(x, axis=axes, keepdims=bool(keep)))
+        if name == "clamp":
+            lo = kw.get("min", args[0] if args else None)
+            hi = kw.get("max", args[1] if len(args) > 1 else None)
+            y = x if lo is None else tf.maximum(x, float(lo))
+            return _V(y if hi is None else tf.minimum(y, float(hi)))
+        if name == "expand_as":
+            return _V(tf.broadcast_to(x, tf.shape(_logical(args[0]))))
+        raise ModelError(f"tensor method .{name}() is not supported by the TFLite export")
+
+    def _getitem(self, v: Any, idx: Any) -> Any:
+        if not isinstance(v, _V):
+            return v[idx]
+        x = _logical(v)
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        out = x
+        squeeze = []
+        begin, end, strides = [], [], []
+        for i, s in enumerate(idx):
+            if s is Ellipsis:
+                raise ModelError("Ellipsis indexing is not supported")
+            if s is None:
+                raise ModelError("None indexing is not supported; use unsqueeze")
+            if isinstance(s, slice):
+                begin.append(s.start or 0)
+                end.append(s.stop if s.stop is not None else (x.shape[i] or 2**31 - 1))
+                strides.append(s.step or 1)
+            else:
+                begin.append(s)
+                end.append(s + 1 if s != -1 else (x.shape[i] or 2**31 - 1))
+                strides.append(1)
+                squeeze.append(i)
+        out = tf.strided_slice(x, begin, end, strides, shrink_axis_mask=sum(1 << i for i in squeeze))
+        return _V(out)
+
+
+def _shape(x: Any) -> list[Any]:
+    dyn = tf.shape(x)
+    return [d if d is not None else dyn[i] for i, d in enumerate(x.shape)]
+
+
+def _plain(s: Any) -> Any:
+    return s.t if isinstance(s, _V) else s
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, (int, float)) or (isinstance(x, _V) is False and np.ndim(x) == 0)
+
+
+def _scalar(x: Any) -> Any:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+
+def _map(a: Any, fn: Callable) -> Any:
+    return torch.fx.node.map_arg(a, fn)
+
+
+def _get_attr(gm: torch.nn.Module, target: str) -> torch.Tensor:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def trace(module: nn.Module) -> torch.fx.GraphModule:
+    """fx-trace `module` (eval mode); a module fx cannot trace gives one clear ModelError."""
+    module = module.eval()
+    try:
+        return torch.fx.symbolic_trace(module)
+    except Exception as exc:  # noqa: BLE001 - fx raises many types; one line for the user
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot trace {type(module).__name__} for export: {first}") from exc
+
+
+def tf_function(
+    module: nn.Module, input_specs: list[tf.TensorSpec]
+) -> tf.types.experimental.ConcreteFunction:
+    """A concrete tf.function computing `module` (float32 inputs as in `input_specs`, outputs as torch).
+
+    The module's outputs are returned by position as `output_0`, `output_1`, ... (a single tensor as
+    `output_0`); `tflite_export.export_tflite` renames them to what the manifest expects.
+    """
+    gm = trace(module)
+    tr = _Translator(gm)
+
+    @tf.function(input_signature=input_specs, autograph=False)
+    def fn(*xs: Any) -> dict[str, Any]:
+        out = tr.run(list(xs))
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        return {f"output_{i}": o for i, o in enumerate(outs)}
+
+    return fn.get_concrete_function()
+
+
+def check_close(module: nn.Module, fn: Any, inputs: list[np.ndarray], atol: float = 1e-4) -> float:
+    """Max abs difference between torch and the translated function on `inputs` (raises past atol)."""
+    with torch.no_grad():
+        ref = module.eval()(*[torch.from_numpy(np.asarray(x, np.float32)) for x in inputs])
+    refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+    got = fn(*[tf.constant(np.asarray(x, np.float32)) for x in inputs])
+    worst = 0.0
+    for i, r in enumerate(refs):
+        worst = max(worst, float(np.max(np.abs(got[f"output_{i}"].numpy() - r.numpy()))))
+    if not math.isfinite(worst) or worst > atol:
+        raise ModelError(f"TensorFlow translation differs from torch by {worst:.3g} (> {atol})")
+    return worst
