@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import jinja2  # Home Assistant renders discovery templates with Jinja2 (installed with torch, [train])
+import numpy as np
 import pytest
 from mosquitto import Mosquitto, free_port, make_certs
 
@@ -314,3 +315,14 @@ def test_security_md_acl_lets_the_daemon_publish_only_its_own_topics(
                 assert numbers(ha_sub.wait_for(f"{PREFIX}/emotion", 2)) == [1, 3]
             ha_sub.wait_for(f"{PREFIX}/status", payload=b"offline")
             assert not [m.topic for m in ha_sub.messages if "livingroom" in m.topic]
+
+
+def test_numpy_values_in_a_message_are_plain_json(broker: Mosquitto) -> None:
+    sent = result(0)
+    sent["confidence"] = np.float32(0.75)
+    sent["probs"] = {k: np.float64(v) for k, v in sent["probs"].items()}
+    settings = mqtt_settings(broker)
+    with broker.subscriber(f"{PREFIX}/emotion") as sub, MqttPublisher(settings, "kitchen") as pub:
+        pub.publish(sent)
+        got = json.loads(sub.wait_for(f"{PREFIX}/emotion")[0].payload)
+    assert got["confidence"] == 0.75 and got["probs"]["sadness"] == 0.7

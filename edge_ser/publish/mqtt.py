@@ -107,6 +107,13 @@ def _paho_log(client: mqtt.Client, userdata: Any, level: int, text: str) -> None
     _paho_log_target.log(logging.ERROR if text.startswith("Caught exception") else logging.DEBUG, "%s", text)
 
 
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays that slipped into a message become plain JSON numbers/lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
     """Whether paho is done with a message (PUBACK/PUBCOMP received, or a QoS 0 packet written)."""
     # is_published() raises for rc=NO_CONN even after paho resent the message on reconnect and got
@@ -362,7 +369,7 @@ class MqttPublisher:
 
     def publish(self, message: dict[str, Any]) -> None:
         """Queue one result; returns at once. When the queue is full the oldest result is dropped."""
-        payload = json.dumps(message, separators=(",", ":")).encode("utf-8")
+        payload = json.dumps(message, separators=(",", ":"), default=_jsonable).encode("utf-8")
         with self._cond:
             if self._closing:
                 self._dropped += 1
@@ -375,7 +382,7 @@ class MqttPublisher:
         """Send a stats message if connected (QoS 0; stats are periodic, so a lost one is not queued)."""
         if not self._connected or self._closing:
             return
-        payload = json.dumps(stats, separators=(",", ":"))
+        payload = json.dumps(stats, separators=(",", ":"), default=_jsonable)
         try:
             self._client.publish(self.topics.stats, payload, qos=0, retain=False)
         except Exception as e:
