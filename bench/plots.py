@@ -1,0 +1,113 @@
+"""PNG plots of the committed results: latency histograms and stream confusion matrices.
+
+    python3 -m bench.plots            # reads bench/results/*.json, writes bench/results/*.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_histograms(results: Path) -> list[Path]:
+    """One PNG per model family (YAMNet path, HuBERT): per-window latency histograms, log x axis."""
+    plt = _plt()
+    samples = json.loads((results / "latency_windows.json").read_text())
+    families = {"yamnet": {k: v for k, v in samples.items() if not k.startswith("hubert")},
+                "hubert": {k: v for k, v in samples.items() if k.startswith("hubert")}}
+    written = []
+    for family, series in families.items():
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        lo = max(min(min(v) for v in series.values()), 0.1)
+        hi = max(max(v) for v in series.values())
+        bins = np.geomspace(lo * 0.9, hi * 1.1, 60)
+        for key, values in series.items():
+            config, threads = key.split("|")
+            ax.hist(values, bins=bins, histtype="step", linewidth=1.5,
+                    label=f"{config}, {threads} thr (p50 {np.median(values):.1f} ms, n={len(values)})")
+        ax.set_xscale("log")
+        from matplotlib.ticker import LogLocator, ScalarFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("latency: last sample of the 2 s window -> message published (ms, log scale)")
+        ax.set_ylabel("windows")
+        title = "YAMNet path" if family == "yamnet" else "HuBERT-base (random weights: latency only)"
+        ax.set_title(f"{title}: per-window latency, python3 -m bench.latency")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out = results / f"latency_hist_{family}.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+def confusion_matrices(results: Path, language: str = "all", smoothing: str = "none") -> list[Path]:
+    """One PNG per model: row-normalised confusion (reference x predicted), clean and noisy side by side."""
+    plt = _plt()
+    entries = [c for c in json.loads((results / "stream_confusion.json").read_text())
+               if c["language"] == language and c["smoothing"] == smoothing]
+    written = []
+    for model in dict.fromkeys(c["model"] for c in entries):
+        mine = sorted((c for c in entries if c["model"] == model),
+                      key=lambda c: -1e9 if c["snr_db"] is None else -c["snr_db"])
+        mine = [c for c in mine if c["snr_db"] in (None, 10.0)] or mine[:2]
+        fig, axes = plt.subplots(1, len(mine), figsize=(5.2 * len(mine), 4.8), squeeze=False)
+        for ax, c in zip(axes[0], mine, strict=True):
+            m = np.array(c["matrix"], dtype=float)
+            norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+            ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+            short = [lb.replace("_", "/") for lb in c["labels"]]
+            ax.set_xticks(range(len(short)), short, rotation=35, ha="right", fontsize=8)
+            ax.set_yticks(range(len(short)), short, fontsize=8)
+            for i in range(m.shape[0]):
+                for j in range(m.shape[1]):
+                    ax.text(j, i, f"{norm[i, j]:.2f}\n({int(m[i, j])})", ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.6 else "black")
+            snr = "clean" if c["snr_db"] is None else f"SNR {c['snr_db']:g} dB"
+            ax.set_title(f"{model}\n{language} languages, {snr}, smoothing {smoothing}", fontsize=9)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("reference (2 s windows)")
+        fig.tight_layout()
+        out = results / f"stream_confusion_{model}.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    written = []
+    if (results / "latency_windows.json").exists():
+        written += latency_histograms(results)
+    if (results / "stream_confusion.json").exists():
+        written += confusion_matrices(results)
+    for p in written:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
