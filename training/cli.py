@@ -65,21 +65,25 @@ def _command() -> str:
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)
 @click.option("--corpus-power", default=0.0, show_default=True,
               help="Down-weight big corpora by size^-p when sampling (0 = class balancing only).")
+@click.option("--norm", type=click.Choice(["global", "corpus"]), default="global", show_default=True,
+              help="Standardise all training data at once, or each corpus by its own statistics.")
 @click.option("--name", default=None, help="Model name in the records (default yamnet+<arch>).")
 @click.option("--save-head", type=click.Path(path_type=Path), default=None, help="Write head.pt/head.json.")
 @click.option("--plots", type=click.Path(path_type=Path), default=None, help="Confusion-matrix PNG path.")
 @click.option("--no-record", is_flag=True, help="Do not store the result in cache/results.")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
-        augment: int, grid: str, corpus_power: float, name: str | None, save_head: Path | None,
+        augment: int, grid: str, corpus_power: float, norm: str, name: str | None, save_head: Path | None,
         plots: Path | None, no_record: bool) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
     from training import report, runner
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
-                                 corpus_power, name, _command(), save_head, plots)
+                                 corpus_power, name, _command(), save_head, plots, norm=norm)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
+    for how, m in rec.get("adaptation", {}).items():
+        click.echo(f"  adaptation {how}: uar4 {m['uar4']:.3f} accuracy {m['accuracy']:.3f}")
     if not no_record:
         report.append_record(rec)
 

@@ -29,13 +29,19 @@ class Result:
     test_probs: np.ndarray
     train_sample: np.ndarray
     """Up to 2000 training windows (pooled features), for INT8 calibration of exports."""
+    corpus_stats: dict
+    """norm=corpus: per training corpus (mean, std), plus "global"."""
 
 
 def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: str = "mlp",
         pooling: str = "mean", augment: int = 0, heldout: str | None = None, fold: int = 0,
         grid: dict | None = None, root: Path | None = None, cache: Path = DEFAULT_CACHE,
         split_dir: Path = SPLITS_DIR, corpus_power: float = 0.0, seed: int = 0, log=print,
-        _caches: dict | None = None) -> Result:
+        _caches: dict | None = None, norm: str = "global") -> Result:
+    """norm: global = one standardisation for all training data (folded into the head); corpus =
+    every training corpus standardised by its own statistics first (what edge_ser.adaptation does on
+    a device); test clips of a corpus seen in training use that corpus's training statistics, an
+    unseen corpus stays raw (measure adaptation on it with training.adapt_eval)."""
     names = corpora.split(",") if isinstance(corpora, str) else list(corpora)
     root = root or loaders.default_corpora_root()
     members = loaders.expand(names, root)
@@ -58,8 +64,13 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches)
     val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches)
     test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches)
+    corpus_stats = {}
+    if norm == "corpus":
+        corpus_stats = per_corpus_standardise(train, (val, test))
+    elif norm != "global":
+        raise UserError(f"norm must be global or corpus, not {norm!r}")
     if log:
-        log(f"  {protocol} {','.join(members)} heldout={heldout} fold={fold}: "
+        log(f"  {protocol} {','.join(members)} heldout={heldout} fold={fold} norm={norm}: "
             f"train {len(sets['train'])} clips ({len(train.x)} windows, variants {','.join(variants)}), "
             f"val {val.n_clips}, test {test.n_clips}")
     fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log)
@@ -75,4 +86,27 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     wp = predict(model, test.x, mean, std)
     win_m = metrics(test.y[test.clip], wp.argmax(axis=1), labels)
     pick = np.random.default_rng(seed).permutation(len(train.x))[:2000]
-    return Result(fitted, test_m, win_m, labels, len(sets["train"]), test, probs, train.x[np.sort(pick)])
+    return Result(fitted, test_m, win_m, labels, len(sets["train"]), test, probs, train.x[np.sort(pick)],
+                  corpus_stats)
+
+
+def per_corpus_standardise(train: Part, others: tuple[Part, ...]) -> dict:
+    """In place: x -> (x - mean_c) / std_c * std_all + mean_all per training corpus c.
+
+    Mapping back into the pooled training statistics keeps the head's folded standardisation
+    meaningful, so the same head file serves with and without device adaptation.
+    """
+    flat = train.x.reshape(-1, train.x.shape[-1])
+    g_mean, g_std = flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-3)
+    stats = {}
+    for c in np.unique(train.corpus):
+        m = train.corpus[train.clip] == c
+        xc = train.x[m].reshape(-1, train.x.shape[-1])
+        stats[str(c)] = (xc.mean(axis=0), np.maximum(xc.std(axis=0), 1e-3))
+    for part in (train, *others):
+        win_corpus = part.corpus[part.clip]
+        for c, (mu, sd) in stats.items():
+            m = win_corpus == c
+            if m.any():
+                part.x[m] = (part.x[m] - mu) / sd * g_std + g_mean
+    return {"global": (g_mean, g_std), **stats}

@@ -61,7 +61,8 @@ def n_folds(protocol: str, corpus: str, root: Path | None = None, split_dir: Pat
 def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
                  augment: int, grid: str, corpus_power: float, name: str, command: str,
                  save_to: Path | None = None, plots: Path | None = None, root: Path | None = None,
-                 cache: Path | None = None, split_dir: Path = SPLITS_DIR, log=print) -> tuple[dict, list]:
+                 cache: Path | None = None, split_dir: Path = SPLITS_DIR, log=print,
+                 norm: str = "global") -> tuple[dict, list]:
     """Returns (record, results per fold). Folds' test predictions are pooled into one set of metrics."""
     from training.features import DEFAULT_CACHE
 
@@ -72,11 +73,16 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
     for fold in range(n_folds(protocol, corpus, root, split_dir)):
         results.append(experiment.run(protocol, corpus, classes, arch, pooling, augment, heldout, fold, g,
                                       root, cache or DEFAULT_CACHE, split_dir, corpus_power, log=log,
-                                      _caches=caches))
+                                      _caches=caches, norm=norm))
     labels = results[0].labels
     y = np.concatenate([r.test_part.y for r in results])
     pred = np.concatenate([r.test_probs.argmax(axis=1) for r in results])
     m = metrics(y, pred, labels)
+    corp = np.concatenate([r.test_part.corpus for r in results])
+    per_corpus = {}
+    for c in np.unique(corp):
+        mc = metrics(y[corp == c], pred[corp == c], labels)
+        per_corpus[str(c)] = {k: mc.get(k) for k in ("accuracy", "macro_f1", "uar", "uar4", "n_test")}
     best = max(results, key=lambda r: r.fitted.val["uar"])
     members = loaders.expand(corpus.split(","), root)
     rec_corpus = heldout if protocol == "cross_corpus" else (corpus if len(members) > 1 else members[0])
@@ -89,7 +95,13 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
            "train": corpus, "val_uar": float(np.mean([r.fitted.val["uar"] for r in results])),
            "window_accuracy": float(np.mean([r.test_windows["accuracy"] for r in results])),
            "head": {k: best.fitted.spec[k] for k in ("arch", "hidden", "dropout", "lr", "pooling")},
-           "augment": augment, "corpus_power": corpus_power, "seconds": round(time.time() - t0, 1)}
+           "augment": augment, "corpus_power": corpus_power, "norm": norm, "per_corpus": per_corpus,
+           "seconds": round(time.time() - t0, 1)}
+    if protocol == "cross_corpus" and results[0].fitted.spec["arch"] != "attn":
+        from training.adapt_eval import evaluate_adaptation
+
+        rec["adaptation"] = evaluate_adaptation(results[0].fitted.spec, results[0].fitted.state,
+                                                results[0].test_part, labels)
     if plots:
         plot_confusion(m["confusion"], list(labels), f"{name} {protocol} {rec_corpus} ({classes})", plots)
     if save_to:
