@@ -258,7 +258,10 @@ def test_tls_client_certificate(tmp_path: Path) -> None:
 def test_home_assistant_discovery_retained_and_valid(broker: Mosquitto) -> None:
     settings = mqtt_settings(broker, ha_discovery=True, expire_after_s=120)
     with MqttPublisher(settings, "kitchen") as pub, broker.subscriber("homeassistant/#") as ha_sub:
-        (msg,) = ha_sub.wait_for("homeassistant/sensor/edge_ser_kitchen/emotion/config")
+        ha_sub.wait_for("homeassistant/sensor/edge_ser_kitchen/emotion/config")
+        # Home Assistant started later still finds the config: it is retained.
+        with broker.subscriber("homeassistant/#") as late:
+            (msg,) = late.wait_for("homeassistant/sensor/edge_ser_kitchen/emotion/config")
         assert msg.retain
         config = json.loads(msg.payload)
         assert config["state_topic"] == config["json_attributes_topic"] == f"{PREFIX}/emotion"
