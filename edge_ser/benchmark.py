@@ -28,6 +28,9 @@ from .settings import ModelSettings, Settings
 RATE = 16000
 """Model sample rate."""
 
+LOOP_S = 20.0
+"""Seconds of synthetic speech generated once and looped through a benchmark (a multiple of the hop)."""
+
 RECORD_KEYS = ("model", "backend", "precision", "threads", "p50_ms", "p95_ms", "p99_ms", "infer_p50_ms",
                "rss_mb", "cpu_pct", "machine", "command")
 """Keys every latency record has (issue 6); records may carry more (n_windows, rtf, load)."""
@@ -89,13 +92,18 @@ class _Collector:
 
 
 class LockstepSource:
-    """A live 16 kHz source that feeds the next hop only after the previous window is finished."""
+    """A live 16 kHz source that feeds the next hop only after the previous window is finished.
+
+    `audio` is looped until `total` samples were fed, so a long benchmark does not hold (or let
+    RSS count) minutes of audio.
+    """
 
     live = True
     rate = RATE
 
-    def __init__(self, audio: np.ndarray, hop_samples: int, window_samples: int) -> None:
+    def __init__(self, audio: np.ndarray, hop_samples: int, window_samples: int, total: int | None = None):
         self.audio = np.asarray(audio, dtype=np.float32)
+        self.total = len(self.audio) if total is None else int(total)
         self.hop = int(hop_samples)
         self.window = int(window_samples)
         self.pipeline: Pipeline | None = None
@@ -107,8 +115,9 @@ class LockstepSource:
 
     def blocks(self, stop: threading.Event | None = None) -> Iterator[np.ndarray]:
         fed, expected = 0, 0
-        while fed < len(self.audio) and (stop is None or not stop.is_set()):
-            block = self.audio[fed : fed + self.hop]
+        while fed < self.total and (stop is None or not stop.is_set()):
+            at = fed % len(self.audio)
+            block = self.audio[at : at + min(self.hop, self.total - fed)]
             fed += len(block)
             if fed >= self.window:
                 expected += 1
@@ -181,8 +190,8 @@ def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None 
     window = int(round(settings.window.window_s * RATE))
     for _ in range(warmup):  # first calls allocate tensors and JIT kernels
         model.predict(speechlike(settings.window.window_s, seed=seed + 99))
-    audio = speechlike(seconds, seed=seed)
-    source = LockstepSource(audio, hop, window)
+    loop = speechlike(LOOP_S, seed=seed)  # looped: content does not change these models' compute
+    source = LockstepSource(loop, hop, window, total=int(round(seconds * RATE)))
     collector = _Collector()
     pipeline = Pipeline(replace(settings, output=replace(settings.output, stats_interval_s=0)), model,
                         [collector])
