@@ -105,10 +105,18 @@ def report_cmd() -> None:
 @click.option("--default", "make_default", is_flag=True, help="Make the ONNX entry the manifest default.")
 def ship(head_dir: Path, name: str, onnx: bool, make_default: bool) -> None:
     """Copy a trained head into models/heads/<name>/ (+ adaptation reference, optional ONNX entry)."""
+    from training import report
     from training import ship as sh
 
     dst = sh.ship_folder(head_dir, name)
     click.echo(f"head folder: {dst}")
+    rec_file = Path(head_dir) / "record.json"
+    if rec_file.is_file():  # mark the head's result row as the shipped model in the report
+        rec = json.loads(rec_file.read_text())
+        key = tuple(rec[k] for k in report.KEY)
+        for r in report.load_records():
+            if tuple(r[k] for k in report.KEY) == key:
+                report.append_record(dict(r, shipped=name))
     if onnx:
         out = sh.export_onnx(head_dir, sh.MODELS / "heads" / f"{name}.onnx")
         spec, _ = __import__("training.heads", fromlist=["load_head"]).load_head(head_dir)

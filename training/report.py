@@ -88,12 +88,35 @@ def write_report(path: Path = RESULTS, md: Path = MARKDOWN) -> list[Path]:
     out += _table(recs, "cross_corpus", "merged", "uar", XCOLS, XCOLS,
                   {"issue probe (linear, YAMNet)": PROBE_XC})
     shipped = [r for r in recs if r.get("shipped")]
-    if shipped:
-        out += ["", "## Shipped model: per-class recall", ""]
-        for r in shipped:
-            out += [f"- {r['model']} / {r['protocol']} / {r['corpus']}: "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in r["per_class_recall"].items())
-                    + (f" (confusion matrix: `{r['plot']}`)" if r.get("plot") else "")]
+    for r in shipped:
+        out += ["", f"## Shipped model `{r['shipped']}` ({r['model']}, {r['protocol']}, trained on "
+                f"{r.get('train', r['corpus'])})", "",
+                "Per-class recall: " + ", ".join(f"{k} {v:.2f}" for k, v in r["per_class_recall"].items()),
+                ""]
+        if r.get("plot"):
+            out += [f"![confusion matrix]({Path(r['plot']).relative_to('bench').as_posix()})"
+                    if r["plot"].startswith("bench/") else f"Confusion matrix: `{r['plot']}`", ""]
+        if r.get("per_corpus"):
+            out += ["| test corpus | accuracy % | UAR (5 classes) | UAR (4 emotions) | n |",
+                    "|---|---|---|---|---|"]
+            for c, m in r["per_corpus"].items():
+                u4 = "" if m.get("uar4") is None else f"{m['uar4']:.3f}"
+                out.append(f"| {c} | {_pct(m['accuracy'])} | {m['uar']:.3f} | {u4} | {m['n_test']} |")
+    xc = [r for r in recs if r["protocol"] == "cross_corpus" and r.get("adaptation")]
+    if xc:
+        out += ["", "## Device adaptation on held-out corpora (protocol c, UAR over the four emotions)", "",
+                "Each held-out corpus streamed through `edge_ser.adaptation.FeatureAdapter` with empty "
+                "statistics (corpus order = sorted file names; shuffled = seeded random clip order); "
+                "oracle = standardised with the whole test corpus's statistics at once (not available "
+                "on a device). Same trained head per row as the cross-corpus table.", "",
+                "| model | held out | no adaptation | stream, corpus order | stream, shuffled | oracle |",
+                "|---|---|---|---|---|---|"]
+        order = {c: i for i, c in enumerate(XCOLS)}
+        for r in sorted(xc, key=lambda r: (r["model"], order.get(r["corpus"], 99))):
+            a = r["adaptation"]
+            out.append(f"| {r['model']} | {r['corpus']} | {r['uar']:.3f} | "
+                       f"{a['stream_corpus_order']['uar4']:.3f} | {a['stream_shuffled']['uar4']:.3f} | "
+                       f"{a['oracle_batch']['uar4']:.3f} |")
     out += ["", "## Commands", "",
             "| model | protocol | corpus | classes | acc | macro-F1 | UAR | n | command |",
             "|---|---|---|---|---|---|---|---|---|"]

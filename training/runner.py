@@ -13,12 +13,13 @@ from training.evaluate import metrics, plot_confusion
 from training.heads import build_head, save_head
 from training.splits import SPLITS_DIR, load_speaker_folds
 
+REPO = Path(__file__).resolve().parent.parent
 GRIDS = {
     "full": None,  # train.DEFAULT_GRID
     "small": {"mlp": {"hidden": [[512, 128]], "dropout": [0.3, 0.5], "lr": [1e-3]},
               "linear": {"hidden": [[]], "dropout": [0.0], "lr": [1e-3]},
               "attn": {"hidden": [[256]], "dropout": [0.3], "lr": [1e-3]}},
-    "one": {"mlp": {"hidden": [[512, 128]], "dropout": [0.5], "lr": [1e-3]},
+    "one": {"mlp": {"hidden": [[256]], "dropout": [0.5], "lr": [1e-3]},
             "linear": {"hidden": [[]], "dropout": [0.0], "lr": [1e-3]},
             "attn": {"hidden": [[256]], "dropout": [0.3], "lr": [1e-3]}},
 }
@@ -103,6 +104,8 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
         rec["adaptation"] = evaluate_adaptation(results[0].fitted.spec, results[0].fitted.state,
                                                 results[0].test_part, labels)
     if plots:
+        rec["plot"] = str(Path(plots).resolve().relative_to(REPO)) if Path(plots).resolve().is_relative_to(
+            REPO) else str(plots)
         plot_confusion(m["confusion"], list(labels), f"{name} {protocol} {rec_corpus} ({classes})", plots)
     if save_to:
         r = best
