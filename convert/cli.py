@@ -128,6 +128,84 @@ def yamnet_head(
 cli.add_command(yamnet_head, name="head")
 
 
+@cli.command()
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local Hugging Face HuBERT folder (HubertModel or HubertForSequenceClassification) "
+    "or a fairseq .pt checkpoint.",
+)
+@click.option("--random-tiny", is_flag=True, help="A random-init tiny HuBERT + head (tests, demos).")
+@click.option(
+    "--head",
+    "head_folder",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Trained head folder on HuBERT features (folded into the ONNX graph).",
+)
+@click.option(
+    "--eval",
+    "eval_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="eval .npz with test waveforms (test_x [m, samples], test_y, labels).",
+)
+@click.option("--labels", default=None, help="Comma-separated output labels (override the checkpoint's).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=register.REPO / "models" / "heads",
+    show_default=True,
+    help="Folder for the .onnx files.",
+)
+@click.option("--name", default="hubert", show_default=True, help="Model name.")
+@click.option(
+    "--candidate",
+    "candidates",
+    multiple=True,
+    type=click.Choice(["int8-matmul", "int8-matmul-gemm", "int8-all"]),
+    help="Quantization settings to measure (repeatable; default all).",
+)
+@click.option("--make-default", is_flag=True, help="Make the INT8 model the manifest's default.")
+@_common
+def hubert(
+    checkpoint: Path | None,
+    random_tiny: bool,
+    head_folder: Path | None,
+    eval_path: Path | None,
+    labels: str | None,
+    out: Path,
+    name: str,
+    candidates: tuple[str, ...],
+    make_default: bool,
+    manifest: Path,
+    no_manifest: bool,
+    keep_anyway: bool,
+    reports: Path,
+) -> None:
+    """HuBERT (+ head) -> ONNX (opset 17, dynamic length) -> INT8 ONNX (fastest within 1 pt)."""
+    from .hubert import convert_hubert
+
+    results = convert_hubert(
+        checkpoint,
+        head_folder,
+        out,
+        name,
+        eval_path,
+        manifest,
+        keep_anyway,
+        labels.split(",") if labels else None,
+        random_tiny,
+        candidates,
+        command=_command(),
+        reports_dir=reports,
+        register_manifest=not no_manifest,
+        make_default=make_default,
+    )
+    _finish(results, keep_anyway)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -91,8 +91,13 @@ def summary(model_id: str, r: dict) -> str:
         f"{model_id}: {'PASS' if p['passed'] else 'FAIL'} "
         f"({r.get('quantization')}, {r.get('artifact') or 'no artifact'})",
         f"  test rows {p['n_test']} from {r.get('data')}",
-        f"  argmax agreement with float {p['argmax_agreement'] * 100:.2f} % (target >= "
-        f"{p['targets']['min_agreement'] * 100:.0f} %); prob diff max {p['max_abs_prob_diff']:.4f} "
+        f"  argmax agreement with float {p['argmax_agreement'] * 100:.2f} % ("
+        + (
+            f"target >= {p['targets']['min_agreement'] * 100:.0f} %"
+            if p["targets"]["min_agreement"]
+            else "no target"
+        )
+        + f"); prob diff max {p['max_abs_prob_diff']:.4f} "
         f"mean {p['mean_abs_prob_diff']:.5f}",
         f"  accuracy float {p['accuracy_float'] * 100:.2f} % -> converted {p['accuracy'] * 100:.2f} % "
         f"(drop {p['accuracy_drop_pt']:.2f} pt, limit {p['targets']['max_accuracy_drop_pt']} pt)",

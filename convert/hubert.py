@@ -1,0 +1,486 @@
+"""`python -m convert hubert`: HuBERT (+ head) -> one ONNX graph (waveform -> probs) -> INT8 ONNX.
+
+The head is folded into the same graph (mean over frames, then the head with softmax), so the
+daemon runs one file per window. Quantization is onnxruntime's dynamic INT8: weights int8,
+activations quantized per call. Candidates are measured and the fastest one within the accuracy
+target is kept; on HuBERT-base, MatMul-only INT8 was about 2x faster than float while all-op INT8
+was slower than float (ConvInteger for the conv feature encoder is slow in onnxruntime).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_ser.errors import UserError
+from edge_ser.labels import EMOTIONS, NEUTRAL
+
+from . import eval_data, head_model, parity, register
+
+OPSET = 17
+CANDIDATES = {
+    "int8-matmul": {"op_types_to_quantize": ["MatMul"]},
+    "int8-matmul-gemm": {"op_types_to_quantize": ["MatMul", "Gemm"]},
+    "int8-all": {"op_types_to_quantize": None},
+}
+"""onnxruntime.quantization.quantize_dynamic settings tried; the fastest within target is kept."""
+
+TINY_CONFIG = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
+"""A randomly initialised HuBERT of the real architecture, small enough for tests."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One written model (or a refused one)."""
+
+    model_id: str
+    """Manifest id."""
+
+    path: Path | None
+    """The written .onnx file; None when it missed its target and was not kept."""
+
+    report: Path
+    """The JSON parity report."""
+
+    passed: bool
+    """Whether the parity target was met."""
+
+
+class HubertClassifier(nn.Module):
+    """Waveform [1, samples] -> (optional zero-mean/unit-variance) -> HuBERT -> mean -> head -> probs."""
+
+    def __init__(self, hubert: nn.Module, head: nn.Module, normalize: bool) -> None:
+        super().__init__()
+        self.hubert, self.head, self.normalize = hubert, head, normalize
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if self.normalize:  # what the checkpoint's feature extractor does (do_normalize)
+            mean = waveform.mean(dim=-1, keepdim=True)
+            var = ((waveform - mean) ** 2).mean(dim=-1, keepdim=True)
+            waveform = (waveform - mean) / torch.sqrt(var + 1e-7)
+        frames = self.hubert(waveform).last_hidden_state
+        return self.head(frames.mean(dim=1))
+
+
+class _SeqClsHead(nn.Module):
+    """HubertForSequenceClassification's projector + classifier + softmax, over mean-pooled frames."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.projector, self.classifier = model.projector, model.classifier
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(self.projector(pooled)), dim=-1)
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise UserError("the hubert conversion needs transformers: pip install -e '.[convert]'") from exc
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
+def load_model(
+    checkpoint: Path | None,
+    head_folder: Path | None,
+    labels: list[str] | None,
+    random_tiny: bool = False,
+    seed: int = 0,
+) -> tuple[HubertClassifier, list[str], dict]:
+    """(model, labels, info) from a HF folder / fairseq checkpoint / random tiny config, plus a head."""
+    tr = _transformers()
+    torch.manual_seed(seed)
+    normalize = False
+    seq_cls = None
+    if random_tiny:
+        hubert = tr.HubertModel(tr.HubertConfig(**TINY_CONFIG))
+        source = "random-init tiny HuBERT (tests)"
+    elif checkpoint is None:
+        raise UserError(
+            "give --checkpoint PATH (a Hugging Face HuBERT folder or a fairseq .pt) or --random-tiny"
+        )
+    else:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.exists():
+            raise UserError(f"checkpoint not found: {checkpoint}")
+        if checkpoint.is_dir():
+            hubert, seq_cls, normalize = _load_hf(tr, checkpoint)
+        else:
+            hubert = load_fairseq(tr, checkpoint)
+        source = str(checkpoint)
+    hidden = hubert.config.hidden_size
+    if head_folder is not None:
+        spec, head = head_model.load_float_model(head_folder)
+        head_model.check_input_dim(spec, "hubert", backbone_dim=hidden)
+        labels = list(spec["labels"])
+    elif seq_cls is not None:
+        head = _SeqClsHead(seq_cls)
+        id2label = seq_cls.config.id2label or {}
+        labels = labels or [id2label[i] for i in sorted(id2label)]
+    elif random_tiny:
+        labels = labels or [*EMOTIONS, NEUTRAL]
+        head = nn.Sequential(nn.Linear(hidden, len(labels)), nn.Softmax(dim=-1))
+    else:
+        raise UserError(
+            f"{checkpoint} has no classification head: pass --head FOLDER (a trained head "
+            "on HuBERT features) or a HubertForSequenceClassification folder"
+        )
+    allowed = {*EMOTIONS, NEUTRAL}
+    if not labels or not set(labels) <= allowed:
+        raise UserError(f"labels {labels} must be drawn from {', '.join(sorted(allowed))}; pass --labels")
+    model = HubertClassifier(hubert.eval(), head.eval(), normalize).eval()
+    info = {
+        "source": source,
+        "hidden_size": hidden,
+        "layers": hubert.config.num_hidden_layers,
+        "normalize": normalize,
+    }
+    return model, labels, info
+
+
+def _load_hf(tr, folder: Path):
+    """(HubertModel, HubertForSequenceClassification or None, do_normalize) from a local HF folder."""
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    cfg = json.loads((folder / "config.json").read_text())
+    if cfg.get("model_type") not in ("hubert", None):
+        raise UserError(f"{folder} holds a {cfg.get('model_type')!r} model, not HuBERT")
+    pre = folder / "preprocessor_config.json"
+    normalize = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
+    try:
+        if "HubertForSequenceClassification" in (cfg.get("architectures") or []):
+            seq = tr.HubertForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
+            return seq.hubert, seq, normalize
+        return tr.HubertModel.from_pretrained(folder, local_files_only=True).eval(), None, normalize
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot load HuBERT from {folder}: {str(exc).splitlines()[0]}") from None
+
+
+# fairseq HubertModel parameter names -> transformers HubertModel names (prefix rewrites, in order)
+_FAIRSEQ_RENAMES = [
+    ("post_extract_proj.", "feature_projection.projection."),
+    ("layer_norm.", "feature_projection.layer_norm."),  # top-level only (checked below)
+    ("encoder.pos_conv.0.", "encoder.pos_conv_embed.conv."),
+    ("mask_emb", "masked_spec_embed"),
+]
+_LAYER_RENAMES = [
+    ("self_attn.k_proj.", "attention.k_proj."),
+    ("self_attn.v_proj.", "attention.v_proj."),
+    ("self_attn.q_proj.", "attention.q_proj."),
+    ("self_attn.out_proj.", "attention.out_proj."),
+    ("self_attn_layer_norm.", "layer_norm."),
+    ("fc1.", "feed_forward.intermediate_dense."),
+    ("fc2.", "feed_forward.output_dense."),
+    ("final_layer_norm.", "final_layer_norm."),
+]
+
+
+def fairseq_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a fairseq HuBERT state_dict to transformers' HubertModel names (pretraining heads dropped)."""
+    out = {}
+    for k, v in state.items():
+        k = k.removeprefix("w2v_encoder.w2v_model.")
+        if k.startswith(("label_embs", "final_proj")):
+            continue  # pretraining targets, not part of the encoder
+        if k.startswith("feature_extractor.conv_layers."):
+            # N.0 = conv, N.2 = GroupNorm (layer 0, "default" mode) or N.2.1 = LayerNorm ("layer_norm" mode)
+            parts = k.split(".")
+            if parts[3] == "0":
+                k = ".".join([*parts[:3], "conv", *parts[4:]])
+            elif parts[3] == "2":
+                k = ".".join([*parts[:3], "layer_norm", *parts[5 if parts[4] == "1" else 4 :]])
+            else:
+                continue
+        elif k.startswith("encoder.layers."):
+            head, rest = k.split(".", 3)[:3], k.split(".", 3)[3]
+            for a, b in _LAYER_RENAMES:
+                if rest.startswith(a):
+                    rest = b + rest[len(a) :]
+                    break
+            k = ".".join([*head, rest])
+        elif not k.startswith("encoder.layer_norm."):
+            for a, b in _FAIRSEQ_RENAMES:
+                if k.startswith(a):
+                    k = b + k[len(a) :]
+                    break
+        # weight norm of the positional conv: weight_g / weight_v -> torch parametrization names
+        k = k.replace("pos_conv_embed.conv.weight_g", "pos_conv_embed.conv.parametrizations.weight.original0")
+        k = k.replace("pos_conv_embed.conv.weight_v", "pos_conv_embed.conv.parametrizations.weight.original1")
+        out[k] = v
+    return out
+
+
+def conv_layers(spec: str) -> list[tuple[int, int, int]]:
+    """fairseq's conv_feature_layers string ("[(512,10,5)] + [(512,3,2)] * 4 + ...") without eval()."""
+    import ast
+
+    def ev(node: ast.AST):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [ev(e) for e in node.elts]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            a, b = ev(node.left), ev(node.right)
+            return a + b if isinstance(node.op, ast.Add) else a * b
+        raise UserError(f"cannot read conv_feature_layers {spec!r}")
+
+    try:
+        layers = ev(ast.parse(spec, mode="eval"))
+    except SyntaxError:
+        raise UserError(f"cannot read conv_feature_layers {spec!r}") from None
+    return [tuple(x) for x in layers]
+
+
+def load_fairseq(tr, path: Path) -> nn.Module:
+    """A fairseq HuBERT checkpoint (.pt with "model" and "cfg"/"args") as a transformers HubertModel."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"{path} pickles {exc.name!r} objects: pip install {exc.name} to read it") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file
+        raise UserError(f"cannot read fairseq checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise UserError(f"{path} is not a fairseq checkpoint (no 'model' state_dict)")
+    mcfg = _fairseq_cfg(ckpt)
+    state = fairseq_to_hf(ckpt["model"])
+    conv = conv_layers(mcfg.get("conv_feature_layers", "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"))
+    cfg = tr.HubertConfig(
+        hidden_size=int(mcfg.get("encoder_embed_dim", 768)),
+        num_hidden_layers=int(mcfg.get("encoder_layers", 12)),
+        num_attention_heads=int(mcfg.get("encoder_attention_heads", 12)),
+        intermediate_size=int(mcfg.get("encoder_ffn_embed_dim", 3072)),
+        conv_dim=tuple(c[0] for c in conv),
+        conv_kernel=tuple(c[1] for c in conv),
+        conv_stride=tuple(c[2] for c in conv),
+        conv_bias=bool(mcfg.get("conv_bias", False)),
+        feat_extract_norm="layer" if mcfg.get("extractor_mode") == "layer_norm" else "group",
+        do_stable_layer_norm=bool(mcfg.get("layer_norm_first", False)),
+        num_conv_pos_embeddings=int(mcfg.get("conv_pos", 128)),
+        num_conv_pos_embedding_groups=int(mcfg.get("conv_pos_groups", 16)),
+    )
+    model = tr.HubertModel(cfg).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "masked_spec_embed" not in k]
+    if missing or unexpected:
+        raise UserError(
+            f"{path}: fairseq weights do not fit HubertModel (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    return model
+
+
+def _fairseq_cfg(ckpt: dict) -> dict:
+    cfg = ckpt.get("cfg")
+    if cfg is not None:
+        m = cfg["model"] if isinstance(cfg, dict) else getattr(cfg, "model", None)
+        if m is not None:
+            return dict(m) if not isinstance(m, dict) else m
+    args = ckpt.get("args")
+    return vars(args) if args is not None and not isinstance(args, dict) else (args or {})
+
+
+def export_onnx(model: nn.Module, path: Path, samples: int = 32000) -> None:
+    """ONNX (opset 17), input `waveform` [1, samples] with a dynamic length axis, output `probs`."""
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, samples),),
+            str(path),
+            input_names=["waveform"],
+            output_names=["probs"],
+            dynamic_axes={"waveform": {1: "samples"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def quantize(src: Path, dst: Path, settings: dict) -> None:
+    """onnxruntime dynamic INT8 with the given op types (None = all supported ops)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    kw = {k: v for k, v in settings.items() if v is not None}
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, **kw)
+
+
+def _session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _probs(sess, xs: np.ndarray) -> np.ndarray:
+    return np.concatenate([sess.run(["probs"], {"waveform": x[None].astype(np.float32)})[0] for x in xs])
+
+
+def synthetic_eval(
+    model: nn.Module, labels: list[str], n: int = 24, samples: int = 32000
+) -> eval_data.EvalData:
+    """Test rows for a random model: noisy tones, labelled with the float model's own answers."""
+    rng = np.random.default_rng(0)
+    t = np.arange(samples) / 16000.0
+    xs = np.stack(
+        [
+            0.3 * np.sin(2 * np.pi * rng.uniform(100, 3000) * t) + rng.normal(0, 0.05, samples)
+            for _ in range(n)
+        ]
+    ).astype(np.float32)
+    with torch.no_grad():
+        y = np.concatenate([model(torch.from_numpy(x[None])).numpy() for x in xs]).argmax(1)
+    return eval_data.EvalData(xs[:2], xs, y, tuple(labels), "synthetic tones labelled by the float model")
+
+
+def convert_hubert(
+    checkpoint: Path | None,
+    head_folder: Path | None,
+    out_dir: Path,
+    name: str,
+    eval_path: Path | None,
+    manifest: Path = register.DEFAULT_MANIFEST,
+    keep_anyway: bool = False,
+    labels: list[str] | None = None,
+    random_tiny: bool = False,
+    candidates: tuple[str, ...] = (),
+    command: str = "",
+    reports_dir: Path = parity.REPORTS_DIR,
+    register_manifest: bool = True,
+    latency_runs: int = 20,
+    make_default: bool = False,
+) -> list[Result]:
+    """Export float ONNX, quantize each candidate, keep the fastest that meets the target."""
+    torch.set_num_threads(1)
+    model, labels, info = load_model(checkpoint, head_folder, labels, random_tiny)
+    if eval_path is not None:
+        data = eval_data.load_eval(eval_path, labels)
+    elif random_tiny:
+        data = synthetic_eval(model, labels)
+    else:
+        raise UserError(
+            "--eval NPZ is required for a real checkpoint (test waveforms and labels; see convert/README.md)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = out_dir / f"{name}-fp32.onnx"
+    export_onnx(model, fp32, samples=data.test_x.shape[-1])
+    with torch.no_grad():
+        torch_probs = np.concatenate([model(torch.from_numpy(x[None])).numpy() for x in data.test_x])
+    sess = _session(fp32)
+    float_probs = _probs(sess, data.test_x)
+    export_err = float(np.abs(float_probs - torch_probs).max())
+    if export_err > 1e-3:
+        fp32.unlink()
+        raise UserError(f"ONNX export differs from torch by {export_err:.3g}; refusing to convert")
+    x1 = data.test_x[:1].astype(np.float32)
+    float_ms = parity.median_ms(lambda: sess.run(["probs"], {"waveform": x1}), runs=latency_runs, warmup=2)
+    candidates = candidates or tuple(CANDIDATES)
+    measured = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in candidates:
+            qpath = Path(tmp) / f"{c}.onnx"
+            quantize(fp32, qpath, CANDIDATES[c])
+            qs = _session(qpath)
+            verdict = parity.compare(float_probs, _probs(qs, data.test_x), data.test_y, parity.HUBERT_TARGETS)
+            ms = parity.median_ms(
+                lambda qs=qs: qs.run(["probs"], {"waveform": x1}), runs=latency_runs, warmup=2
+            )
+            measured[c] = {
+                "parity": verdict,
+                "latency_ms_median": round(ms, 3),
+                "size_bytes": qpath.stat().st_size,
+                "blob": qpath.read_bytes(),
+            }
+        passing = [c for c in candidates if measured[c]["parity"]["passed"]]
+        best = min(passing or candidates, key=lambda c: measured[c]["latency_ms_median"])
+    chosen = measured[best]
+    keep = bool(passing) or keep_anyway
+    int8 = out_dir / f"{name}-int8.onnx"
+    if keep:
+        int8.write_bytes(chosen["blob"])
+    created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    base = {
+        "kind": "hubert",
+        "source": info["source"],
+        "backbone": info,
+        "data": data.source,
+        "labels": labels,
+        "command": command,
+        "created": created,
+        "opset": OPSET,
+        "export_max_abs_diff_vs_torch": round(export_err, 8),
+        "latency_note": f"one {data.test_x.shape[-1]}-sample window, 1 thread, median of {latency_runs}, "
+        f"onnxruntime; {parity.machine()}",
+    }
+    results = []
+    # the float file: parity against torch (exact export check)
+    f_report = base | {
+        "model_id": f"{name}-fp32",
+        "quantization": "float32",
+        "artifact": str(fp32),
+        "parity": parity.compare(torch_probs, float_probs, data.test_y, parity.HUBERT_TARGETS),
+        "size_bytes": fp32.stat().st_size,
+        "float_size_bytes": fp32.stat().st_size,
+        "latency_ms_median": {"onnx_float32": round(float_ms, 3)},
+    }
+    f_json, _ = parity.write_report(f"{name}-fp32", f_report, reports_dir)
+    results.append(Result(f"{name}-fp32", fp32, f_json, True))
+    q_report = base | {
+        "model_id": f"{name}-int8",
+        "quantization": "dynamic",
+        "artifact": str(int8) if keep else None,
+        "chosen": best,
+        "parity": chosen["parity"],
+        "size_bytes": chosen["size_bytes"],
+        "float_size_bytes": fp32.stat().st_size,
+        "latency_ms_median": {
+            "onnx_float32": round(float_ms, 3),
+            f"onnx_{best}": chosen["latency_ms_median"],
+        },
+        "candidates": {c: {k: v for k, v in m.items() if k != "blob"} for c, m in measured.items()},
+    }
+    q_json, _ = parity.write_report(f"{name}-int8", q_report, reports_dir)
+    results.append(Result(f"{name}-int8", int8 if keep else None, q_json, bool(passing)))
+    if register_manifest:
+        for r, q in ((results[0], "float32"), (results[1], "dynamic")):
+            if r.path is not None:
+                register.upsert(
+                    manifest,
+                    r.model_id,
+                    _entry(r, q, labels, info, manifest, command),
+                    make_default=make_default and q == "dynamic",
+                )
+    return results
+
+
+def _entry(r: Result, q: str, labels: list[str], info: dict, manifest: Path, command: str) -> dict:
+    return {
+        "description": f"HuBERT ({info['layers']}x{info['hidden_size']}) + head, one ONNX file, {q}",
+        "frontend": "waveform",
+        "sample_rate": 16000,
+        "window_s": 2.0,
+        "labels": labels,
+        "head": register.file_ref(r.path, manifest, input="waveform", output="probs"),
+        "quantization": q,
+        "license": "inherits the checkpoint's and the training corpora's terms",
+        "conversion": {"command": command, "source": info["source"]},
+        "parity_report": str(r.report),
+    }
