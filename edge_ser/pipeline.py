@@ -314,6 +314,8 @@ class Pipeline:
         self._last_stats = now
         stats = self.stats()
         log.info("stats: %s", _short(stats))
+        notify.status(f"{stats['windows']} windows, {stats['inferred']} inferred, "
+                      f"{stats['dropped']} dropped, {stats['published']} published")
         for publisher in self.publishers:
             try:
                 publisher.publish_stats(stats)

@@ -143,3 +143,41 @@ def test_silence_probs() -> None:
     p = silence_probs(EMOTIONS)
     assert p[NEUTRAL] == 1.0 and all(p[e] == 0.0 for e in EMOTIONS)
     assert utc_iso(0).endswith("Z")
+
+
+def fake_silero_package(root) -> None:
+    """A `silero_vad` package whose data/silero_vad.onnx has Silero v5's interface (input, state, sr ->
+    output, stateN); its "speech probability" is the chunk's peak amplitude, so tests can steer it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["input"], ["abs"]),
+         helper.make_node("ReduceMax", ["abs"], ["output"], keepdims=1, axes=[1]),
+         helper.make_node("Identity", ["state"], ["stateN"])],
+        "fake_silero",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, None]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 128]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 1]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, None, 128])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    data = root / "silero_vad" / "data"
+    data.mkdir(parents=True)
+    (root / "silero_vad" / "__init__.py").write_text("raise ImportError('edge-ser must not import this')\n")
+    onnx.save(model, data / "silero_vad.onnx")
+
+
+def test_silero_gate_runs_the_wheels_onnx_file_without_importing_it(tmp_path, monkeypatch) -> None:
+    fake_silero_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert silero_model_path() == tmp_path / "silero_vad" / "data" / "silero_vad.onnx"
+    gate = Gate(GateSettings(vad="silero", vad_threshold=0.5, rms_threshold=0.01))
+    loud_spike = np.full(32000, 0.02, np.float32)
+    loud_spike[20000] = 0.9
+    assert gate.before_inference(loud_spike, rms(loud_spike)) is None  # "speech" in one chunk is enough
+    steady = np.full(32000, 0.3, np.float32)
+    assert gate.before_inference(steady, rms(steady)) == "vad"
+    assert gate.before_inference(steady, 0.001) == "rms"  # RMS first: the VAD is not even run
