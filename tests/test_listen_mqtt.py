@@ -138,6 +138,9 @@ def test_listen_to_mqtt_labels_broker_restart_sigterm(tmp_path: Path) -> None:
     assert Counter(runs[0]).most_common(1)[0][0] == "anger_disgust", runs
     assert Counter(runs[-1]).most_common(1)[0][0] == "sadness", runs
 
+    stats = [json.loads(m.payload) for m in sub.on(f"{PREFIX}/stats")]
+    assert stats and {"windows", "dropped", "mqtt_published", "mqtt_queued", "mqtt_dropped"} <= set(stats[-1])
+
     log = daemon_log(tmp_path)
     assert "lost MQTT broker" in log and "is back" in log and "Traceback" not in log
 
