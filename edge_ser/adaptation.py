@@ -93,9 +93,9 @@ class FeatureAdapter:
         n = min(self.stats.n, self.stats.horizon)
         k = self.prior
         mean = (n * self.stats.mean + k * self.ref_mean) / (n + k)
-        # pooled variance of the device's windows and the prior's, around the blended mean
-        var = (n * (self.stats.var + (self.stats.mean - mean) ** 2)
-               + k * (self.ref_std ** 2 + (self.ref_mean - mean) ** 2)) / (n + k)
+        # variances blended like the means (no cross term: a device far from the reference would
+        # otherwise look noisy for as long as the prior weighs in)
+        var = (n * self.stats.var + k * self.ref_std ** 2) / (n + k)
         std = np.sqrt(np.maximum(var, 1e-12))
         return ((x - mean) / std * self.ref_std + self.ref_mean).astype(np.float32)
 
