@@ -10,6 +10,7 @@ tried; pooling goes through edge_ser.features.pool_frames, the function the daem
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,7 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
                 speech.append(s)
             counts.append(len(w))
             bar.update(1)
-        tmp = out / f"chunk_{ci:04d}.tmp.npz"
+        tmp = out / f"chunk_{ci:04d}.{os.getpid()}.tmp.npz"
         np.savez(tmp, frames=np.stack(embs).astype(np.float16), speech=np.stack(speech).astype(np.float16),
                  counts=np.array(counts), paths=np.array([c.path for c in part]))
         tmp.rename(path)
