@@ -329,3 +329,24 @@ def test_numpy_values_in_a_message_are_plain_json(broker: Mosquitto) -> None:
         pub.publish(sent)
         got = json.loads(sub.wait_for(f"{PREFIX}/emotion")[0].payload)
     assert got["confidence"] == 0.75 and got["probs"]["sadness"] == 0.7
+
+
+def test_frozen_broker_is_detected_by_keepalive_and_nothing_is_lost(broker: Mosquitto) -> None:
+    # SIGSTOP: the TCP connection stays up but nothing answers, like a Wi-Fi drop. paho's keepalive
+    # (1.5 x keepalive_s) notices; unacknowledged QoS 1 results are resent after the reconnect.
+    with broker.subscriber(f"{PREFIX}/emotion", client_id="test-sub", clean=False) as sub, \
+            MqttPublisher(mqtt_settings(broker, keepalive_s=1), "kitchen") as pub:
+        pub.publish(result(0))
+        sub.wait_for(f"{PREFIX}/emotion")
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            for n in range(1, 4):
+                pub.publish(result(n))
+            wait_until(lambda: not pub.connected)
+            for n in range(4, 7):
+                pub.publish(result(n))
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        wait_until(lambda: set(numbers(sub.on(f"{PREFIX}/emotion"))) == set(range(7)), 20)
+        wait_until(lambda: pub.stats()["queued"] == 0, 20)
+        assert pub.stats()["dropped"] == 0
