@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import notify
 from ..errors import AudioError
 from ..settings import AudioSettings
 
@@ -81,6 +82,18 @@ def resolve_device(spec: str | int | None, sd: Any) -> int:
         names = "; ".join(f"{d['index']}: {d['name']}" for d in partial)
         raise AudioError(f"audio input device {spec!r} is ambiguous ({names}); give its index or full name")
     raise AudioError(f"audio input device {spec!r} not found (see `edge-ser devices`)")
+
+
+def _wait_alive(stop: threading.Event, seconds: float) -> None:
+    """Wait between reopen attempts, still petting systemd's watchdog: a mic that is away is retried
+    in-process (however long it stays away) rather than restarted; a hang anywhere stops the pets."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        notify.watchdog()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        stop.wait(min(left, 1.0))
 
 
 def _default_input(sd: Any) -> int:
@@ -193,6 +206,7 @@ class MicSource:
 
     def _reopen(self, stop: threading.Event) -> None:
         log.warning("microphone %s lost (stream error or no audio); reopening", self.settings.device)
+        notify.status("microphone lost; reopening with backoff")
         self._close_stream()
         delay = self.settings.reopen_min_s
         while not stop.is_set():
@@ -203,12 +217,13 @@ class MicSource:
                 self._open()
             except AudioError as e:
                 log.warning("microphone not back yet (%s); retrying in %.1f s", e, delay)
-                stop.wait(delay)
+                _wait_alive(stop, delay)
                 delay = min(delay * 2, self.settings.reopen_max_s)
                 continue
             self.reopens += 1
             log.info("microphone back: device %d at %d Hz, %d channel(s)", self.device, self.rate,
                      self.channels)
+            notify.status("listening")
             return
 
     def _rescan(self) -> None:
