@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,14 +12,12 @@ import pytest
 pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
-from convert import head_export, parity  # noqa: E402
+from convert import cli, head_export, parity  # noqa: E402
 from convert.eval_data import load_eval  # noqa: E402
 from convert.synthetic import make_head_folder  # noqa: E402
 from edge_ser.backends.tflite import TFLiteBackend  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
 from edge_ser.manifest import load_manifest  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +86,9 @@ def test_missed_target_writes_nothing_unless_kept(
     assert not kept.passed and kept.path is not None and kept.path.is_file()
 
 
-def test_bad_heads_are_refused_with_one_line(head: Path, tmp_path: Path) -> None:
+def test_bad_heads_are_refused_with_one_line(
+    head: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "head.pt").write_bytes((head / "head.pt").read_bytes())
@@ -101,12 +100,10 @@ def test_bad_heads_are_refused_with_one_line(head: Path, tmp_path: Path) -> None
     with pytest.raises(UserError, match="does not match backbone yamnet"):
         _convert(bad, tmp_path)
 
-    p = subprocess.run(
-        [sys.executable, "-m", "convert", "yamnet-head", str(tmp_path / "missing")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == [f"error: head folder not found: {tmp_path / 'missing'}"]
+    monkeypatch.setattr(sys, "argv", ["convert", "yamnet-head", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: head folder not found: {tmp_path / 'missing'}"
+    ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,12 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from convert import hubert  # noqa: E402
+from convert import cli, hubert  # noqa: E402
 from edge_ser.backends.onnx import OnnxBackend  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
 from edge_ser.manifest import load_manifest  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_tiny_hubert_exports_and_quantizes(tmp_path: Path) -> None:
@@ -84,18 +81,18 @@ def test_fairseq_names_map_onto_transformers() -> None:
     assert hubert.conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2")[1:3] == [(512, 3, 2)] * 2
 
 
-def test_bad_hubert_input_exits_2(tmp_path: Path) -> None:
+def test_bad_hubert_input_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(UserError, match="checkpoint not found"):
         hubert.load_model(tmp_path / "nope", None, None)
-    p = subprocess.run(
-        [sys.executable, "-m", "convert", "hubert", "--checkpoint", str(tmp_path / "nope")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'nope'}"]
+    monkeypatch.setattr(sys, "argv", ["convert", "hubert", "--checkpoint", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: checkpoint not found: {tmp_path / 'nope'}"
+    ]
 
 
 def test_head_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
