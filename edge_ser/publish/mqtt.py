@@ -152,6 +152,7 @@ class MqttPublisher:
         self._connack = threading.Event()
         self._refused: str | None = None
         self._closed_early = False
+        self._resending = False
         self._closing = False
         self._closed = False
         self._close_deadline = 0.0
@@ -289,6 +290,7 @@ class MqttPublisher:
         with self._cond:
             was = self._connected
             self._connected = False
+            self._resending = True
             if was and not self._closing:
                 self._disconnects += 1
             self._cond.notify_all()
@@ -341,7 +343,11 @@ class MqttPublisher:
                     if self._closing and (not self._connected or time.monotonic() > self._close_deadline
                                           or (not self._pending and not self._inflight)):
                         return
-                    if (self._connected and not backoff and self._pending
+                    if self._resending and not self._inflight:
+                        self._resending = False
+                    # After a reconnect paho first resends the results it still holds; new ones
+                    # wait until those are acknowledged, or they could overtake them.
+                    if (self._connected and not backoff and not self._resending and self._pending
                             and len(self._inflight) < MAX_INFLIGHT):
                         item = self._pending.popleft()
                         break
@@ -351,11 +357,13 @@ class MqttPublisher:
                     backoff = False
             try:
                 info = self._client.publish(item[0], item[1], qos=qos, retain=False)
-            except Exception as e:  # never let the sender die: log, requeue, retry
-                log.warning("MQTT publish failed: %s", e)
-                info = None
+            except Exception as e:  # a message paho refuses outright: retrying cannot help
+                log.warning("MQTT publish refused, result dropped: %s", e)
+                with self._cond:
+                    self._dropped += 1
+                continue
             with self._cond:
-                if info is not None and (
+                if (
                     info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
                     or (qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho resends it
                 ):
