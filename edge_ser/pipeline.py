@@ -144,15 +144,19 @@ class Pipeline:
         last_pet = 0.0
         for block in source.blocks(self.stop_event):
             now = time.monotonic()
-            if not ready_sent:
+            if block is not None and not ready_sent:
                 notify.ready(f"listening ({self.model.id})")
                 ready_sent = True
             if now - last_pet >= 1.0:
-                notify.watchdog()  # only while audio flows: a stuck capture gets restarted
+                # Audio flows, or the source says it is alive (None: waiting for a lost mic); a hung
+                # capture stops the pets and systemd restarts the daemon.
+                notify.watchdog()
                 last_pet = now
             if self._reload_wanted.is_set():
                 self._reload_wanted.clear()
                 self._reload()
+            if block is None:
+                continue
             if source.rate != resampler.in_rate:
                 # The device was reopened at another rate (e.g. a different mic was plugged in).
                 resampler = MonoResampler(source.rate)

@@ -187,8 +187,13 @@ class MicSource:
             except Exception:  # noqa: BLE001 - the device may already be gone
                 pass
 
-    def blocks(self, stop: threading.Event | None = None) -> Iterator[np.ndarray]:
-        """Yield captured blocks until `stop` is set; a lost device is reopened with backoff."""
+    def blocks(self, stop: threading.Event | None = None) -> Iterator[np.ndarray | None]:
+        """Yield captured blocks until `stop` is set; a lost device is reopened with backoff.
+
+        While no audio arrives (a stall, or the device is away and being retried) it yields None
+        every fraction of a second: a tick telling the reader this loop is alive (so the systemd
+        watchdog keeps being petted during a deliberate wait, and stops only on a real hang).
+        """
         stop = stop or threading.Event()
         stall_s = max(STALL_S, 20 * self.settings.block_s)
         last = time.monotonic()
@@ -198,15 +203,16 @@ class MicSource:
             except queue.Empty:
                 lost = self._failed.is_set() or time.monotonic() - last > stall_s
                 if lost and not stop.is_set():
-                    self._reopen(stop)
+                    yield from self._reopen(stop)
                     last = time.monotonic()
+                else:
+                    yield None
                 continue
             last = time.monotonic()
             yield block
 
-    def _reopen(self, stop: threading.Event) -> None:
+    def _reopen(self, stop: threading.Event) -> Iterator[None]:
         log.warning("microphone %s lost (stream error or no audio); reopening", self.settings.device)
-        notify.status("microphone lost; reopening with backoff")
         self._close_stream()
         delay = self.settings.reopen_min_s
         while not stop.is_set():
@@ -217,13 +223,15 @@ class MicSource:
                 self._open()
             except AudioError as e:
                 log.warning("microphone not back yet (%s); retrying in %.1f s", e, delay)
-                _wait_alive(stop, delay)
+                deadline = time.monotonic() + delay
+                while not stop.is_set() and time.monotonic() < deadline:
+                    stop.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+                    yield None
                 delay = min(delay * 2, self.settings.reopen_max_s)
                 continue
             self.reopens += 1
             log.info("microphone back: device %d at %d Hz, %d channel(s)", self.device, self.rate,
                      self.channels)
-            notify.status("listening")
             return
 
     def _rescan(self) -> None:
