@@ -68,7 +68,8 @@ class Counters:
 class _Pending:
     window: Window
     ready: float
-    """time.monotonic() when the window's last sample arrived."""
+    """time.monotonic() when the window's last sample arrived (for a file read faster than real
+    time: when the worker took it); latency_ms counts from here to the publish call."""
     wall: float
     """time.time() at the same moment (the message's ts)."""
     offset: int
@@ -105,6 +106,8 @@ class Pipeline:
         self._last_stats = self._started
         self._last_drop_log = 0.0
         self._source: Any = None
+        self._live = True
+        self._stop_deadline = 0.0
         self._windower = self._make_windower(settings)
         self._offset = 0
 
@@ -123,6 +126,7 @@ class Pipeline:
     def run(self, source: Any) -> dict[str, Any]:
         """Stream `source` until it ends or stop() is called; returns the final stats."""
         self._source = source
+        self._live = bool(getattr(source, "live", True))
         worker = threading.Thread(target=self._work, name="edge-ser-infer", daemon=True)
         worker.start()
         try:
@@ -201,11 +205,15 @@ class Pipeline:
                     self._maybe_stats()
                 if not self._pending:
                     return
-                if self.stop_event.is_set() and time.monotonic() > getattr(self, "_stop_deadline", 0) > 0:
+                if self.stop_event.is_set() and time.monotonic() > self._stop_deadline > 0:
                     self.counters.dropped += len(self._pending)
                     self._pending.clear()
                     return
                 item = self._pending.popleft()
+                if not self._live:
+                    # A file read faster than real time queues windows behind the reader; count
+                    # latency from when the worker could take the window, as a live source would.
+                    item.ready = time.monotonic()
                 self._cv.notify_all()
             try:
                 self._process(item)
