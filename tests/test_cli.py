@@ -212,3 +212,12 @@ def test_sighup_reload_keeps_running_on_error_and_applies_a_good_config(tmp_path
     assert "config reloaded" in err
     assert msgs[-1]["gated"] and msgs[-2]["gated"]
     assert proc.returncode == 0
+
+
+def test_microphone_commands_without_portaudio_are_one_clear_error() -> None:
+    code = ("import sys; sys.modules['sounddevice'] = None\n"
+            "from edge_ser.cli import main\n"
+            "main(['devices'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(),
+                          timeout=60)
+    assert_user_error(proc, "cannot use a microphone")

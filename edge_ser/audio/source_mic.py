@@ -31,10 +31,13 @@ def import_sounddevice() -> Any:
     """Import sounddevice, turning a missing PortAudio library into one clear line."""
     try:
         import sounddevice
-    except OSError as e:
+    except OSError as e:  # the Python package is there, the PortAudio library is not
         raise AudioError(
             f"cannot use a microphone: {e} (install it: apt install libportaudio2; or use --input FILE)"
         ) from None
+    except ImportError:
+        raise AudioError("cannot use a microphone: the sounddevice package is not installed "
+                         "(pip install sounddevice; or use --input FILE)") from None
     return sounddevice
 
 
