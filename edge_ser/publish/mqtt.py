@@ -237,7 +237,10 @@ class MqttPublisher:
         if not self._connack.wait(timeout_s) or self._refused or self._closed_early:
             self._stop_network()
             if self._refused:
-                raise UserError(f"{where} refused the connection: {self._refused}")
+                hint = ""
+                if any(w in self._refused.lower() for w in ("authori", "password", "user name")):
+                    hint = f" (check mqtt.username and the password in ${PASSWORD_ENV} or mqtt.password_file)"
+                raise UserError(f"{where} refused the connection: {self._refused}{hint}")
             if self._closed_early and s.tls:
                 hint = "closed the connection during login (does it require a client certificate? " \
                        "set mqtt.cert_file and mqtt.key_file)"
