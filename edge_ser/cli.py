@@ -85,6 +85,8 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
         )
         if stopping:
             pipeline.stop()
+        if len(publishers) == 1 and hasattr(publishers[0], "on_closed"):
+            publishers[0].on_closed = pipeline.stop  # `edge-ser listen | head`: nobody left to tell
 
         def on_stop(signum: int) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)

@@ -255,3 +255,19 @@ def test_audio_touches_the_disk_only_with_record_dir(tmp_path) -> None:
     p, out = run(x, replace(base, audio=replace(base.audio, record_dir=str(folder))))
     files = sorted(folder.glob("*.wav"))
     assert len(files) == sum(not m["gated"] for m in out.messages) > 0
+
+
+def test_stdout_reader_gone_stops_a_live_stream() -> None:
+    import io
+
+    from edge_ser.publish.stdout import StdoutPublisher
+
+    class Closed(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError
+
+    pub = StdoutPublisher(Closed())
+    p = Pipeline(Settings(), FakeModel(), [pub])
+    pub.on_closed = p.stop
+    p.run(ArraySource(tone(600, 0.1), live=True))
+    assert pub.stats()["failed"] >= 1 and p.counters.audio_s < 600

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
@@ -13,8 +14,10 @@ log = logging.getLogger(__name__)
 class StdoutPublisher:
     """One compact JSON object per line, flushed at once so a pipe reader sees every result live."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, on_closed: Callable[[], None] | None = None) -> None:
         self._stream = stream or sys.stdout
+        self.on_closed = on_closed
+        """Called once when the reader of stdout went away (the CLI stops when nobody else listens)."""
         self._published = 0
         self._failed = 0
         self._closed = False
@@ -28,9 +31,12 @@ class StdoutPublisher:
             self._stream.flush()
             self._published += 1
         except (BrokenPipeError, ValueError):
-            # The reader went away (e.g. `| head`); keep the daemon alive, count what is lost.
+            # The reader went away (e.g. `| head`): count what is lost, tell whoever decides.
             self._closed = True
             self._failed += 1
+            log.warning("stdout was closed by its reader; results no longer go there")
+            if self.on_closed is not None:
+                self.on_closed()
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         log.info("stats %s", json.dumps(stats, separators=(",", ":")))
