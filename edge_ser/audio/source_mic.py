@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import notify
 from ..errors import AudioError
 from ..settings import AudioSettings
 
@@ -85,18 +84,6 @@ def resolve_device(spec: str | int | None, sd: Any) -> int:
         names = "; ".join(f"{d['index']}: {d['name']}" for d in partial)
         raise AudioError(f"audio input device {spec!r} is ambiguous ({names}); give its index or full name")
     raise AudioError(f"audio input device {spec!r} not found (see `edge-ser devices`)")
-
-
-def _wait_alive(stop: threading.Event, seconds: float) -> None:
-    """Wait between reopen attempts, still petting systemd's watchdog: a mic that is away is retried
-    in-process (however long it stays away) rather than restarted; a hang anywhere stops the pets."""
-    deadline = time.monotonic() + seconds
-    while not stop.is_set():
-        notify.watchdog()
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        stop.wait(min(left, 1.0))
 
 
 def _default_input(sd: Any) -> int:
