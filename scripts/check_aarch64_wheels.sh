@@ -70,6 +70,6 @@ else
     echo "RESULT: FAILED (see MISSING/FAILED lines)" >>"$report"
 fi
 cat "$report"
-if [ -n "$out" ]; then mkdir -p "$(dirname "$out")" && cp "$report" "$out"; fi
+if [ -n "$out" ]; then mkdir -p "$(dirname "$out")" && cat "$report" >"$out"; fi
 rm -f "$report" "$log"
 exit "$fail"
