@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 STOP_DRAIN_S = 1.0
 """On SIGINT/SIGTERM the worker still finishes pending windows for this long (exit within 2 s)."""
 
+WORKER_STUCK_S = 20.0
+"""The watchdog is no longer petted when the inference worker has not come back for this long
+(systemd/edge-ser.service has WatchdogSec=30): a hung model gets the daemon restarted."""
+
 DROP_LOG_EVERY_S = 10.0
 """At most one log line per this many seconds about dropped windows."""
 
@@ -108,6 +112,7 @@ class Pipeline:
         self._source: Any = None
         self._live = True
         self._stop_deadline = 0.0
+        self._worker_alive = time.monotonic()
         self._windower = self._make_windower(settings)
         self._offset = 0
 
@@ -151,7 +156,7 @@ class Pipeline:
             if block is not None and not ready_sent:
                 notify.ready(f"listening ({self.model.id})")
                 ready_sent = True
-            if now - last_pet >= 1.0:
+            if now - last_pet >= 1.0 and now - self._worker_alive < WORKER_STUCK_S:
                 # Audio flows, or the source says it is alive (None: waiting for a lost mic); a hung
                 # capture stops the pets and systemd restarts the daemon.
                 notify.watchdog()
@@ -199,9 +204,11 @@ class Pipeline:
 
     def _work(self) -> None:
         while True:
+            self._worker_alive = time.monotonic()
             with self._cv:
                 while not self._pending and not self._source_done:
                     self._cv.wait(0.2)
+                    self._worker_alive = time.monotonic()
                     self._maybe_stats()
                 if not self._pending:
                     return

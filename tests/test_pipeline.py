@@ -271,3 +271,30 @@ def test_stdout_reader_gone_stops_a_live_stream() -> None:
     pub.on_closed = p.stop
     p.run(ArraySource(tone(600, 0.1), live=True))
     assert pub.stats()["failed"] >= 1 and p.counters.audio_s < 600
+
+
+def test_a_hung_model_stops_the_watchdog_pets(tmp_path, monkeypatch) -> None:
+    import edge_ser.pipeline as pl
+
+    pets: list[str] = []
+    monkeypatch.setattr(pl.notify, "watchdog", lambda: pets.append("pet"))
+    monkeypatch.setattr(pl, "WORKER_STUCK_S", 0.3)
+    release = threading.Event()
+
+    class Hung(FakeModel):
+        def predict(self, window):
+            release.wait(10)
+            return super().predict(window)
+
+    p = Pipeline(Settings(), Hung(), [Collect()])
+    seen: list[int] = []
+
+    def on_block(n: int) -> None:
+        time.sleep(0.1)  # 10x real time: about 3 s of stream while the model hangs
+        seen.append(len(pets))
+        if n == 30:
+            release.set()
+
+    p.run(ArraySource(tone(4, 0.1), live=True, on_block=on_block))
+    # Pets while the worker answered; the first window (2 s) hangs it, and from 0.3 s later: none.
+    assert seen[15] >= 1 and seen[29] == seen[24]
