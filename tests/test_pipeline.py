@@ -276,25 +276,31 @@ def test_stdout_reader_gone_stops_a_live_stream() -> None:
 def test_a_hung_model_stops_the_watchdog_pets(tmp_path, monkeypatch) -> None:
     import edge_ser.pipeline as pl
 
-    pets: list[str] = []
-    monkeypatch.setattr(pl.notify, "watchdog", lambda: pets.append("pet"))
+    pets: list[float] = []
+    monkeypatch.setattr(pl.notify, "watchdog", lambda: pets.append(time.monotonic()))
     monkeypatch.setattr(pl, "WORKER_STUCK_S", 0.3)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     class Hung(FakeModel):
         def predict(self, window):
+            entered.set()
             release.wait(10)
             return super().predict(window)
 
     p = Pipeline(Settings(), Hung(), [Collect()])
-    seen: list[int] = []
+    marks: dict[str, int] = {}
 
     def on_block(n: int) -> None:
-        time.sleep(0.1)  # 10x real time: about 3 s of stream while the model hangs
-        seen.append(len(pets))
-        if n == 30:
+        if n == 25:  # the first window (20 blocks) is in the model by now, which hangs
+            assert entered.wait(10)
+            time.sleep(0.5)  # longer than WORKER_STUCK_S
+            marks["hung"] = len(pets)
+        elif 25 < n <= 40:
+            time.sleep(0.1)  # 1.5 s of reading while the model hangs: pets would be due
+        elif n == 41:
+            marks["later"] = len(pets)
             release.set()
 
-    p.run(ArraySource(tone(4, 0.1), live=True, on_block=on_block))
-    # Pets while the worker answered; the first window (2 s) hangs it, and from 0.3 s later: none.
-    assert seen[15] >= 1 and seen[29] == seen[24]
+    p.run(ArraySource(tone(6, 0.1), live=True, on_block=on_block))
+    assert marks["hung"] >= 1  # petted while the worker was answering
+    assert marks["later"] == marks["hung"]  # none while it hung
