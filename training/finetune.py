@@ -564,13 +564,6 @@ def export(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE) -> Path:
     return out
 
 
-def _original_yamnet(tflite: Path):
-    from training.yamnet_parity import TfliteYamnet
-
-    ref = TfliteYamnet(tflite)
-    return lambda w: ref(w)
-
-
 class TfliteWaveformModel:
     """An exported file: 2 s windows in, probabilities out (ai_edge_litert, one thread)."""
 
@@ -627,7 +620,7 @@ def parity(
             owner.append(k)
     got = clip_probs(np.array(win_probs), np.array(owner), len(paths))
     y = np.array([MERGED_LABELS.index(c.merged) for c in clips])
-    original = _original_yamnet(tflite)
+    original = TfliteWaveformModel(tflite)
     window = np.zeros(32000, np.float32)
     window[8000:24000] = 0.1 * np.sin(np.arange(16000) * 0.05)
     return {
