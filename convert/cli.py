@@ -206,6 +206,77 @@ def hubert(
     _finish(results, keep_anyway)
 
 
+@cli.command()
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="torchvggish state_dict (.pth, e.g. vggish-10086976.pth).",
+)
+@click.option("--random-tiny", is_flag=True, help="A narrow random-init VGGish + head (tests, demos).")
+@click.option(
+    "--head",
+    "head_folder",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Trained head folder on VGGish embeddings (backbone vggish, input_dim 128).",
+)
+@click.option(
+    "--eval",
+    "eval_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="eval .npz with 2 s test waveforms (train_x, test_x [m, 32000], test_y, labels).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=register.REPO / "models" / "heads",
+    show_default=True,
+    help="Folder for the .tflite files.",
+)
+@click.option("--name", default="vggish", show_default=True, help="Model name.")
+@click.option(
+    "--quant",
+    "quants",
+    multiple=True,
+    type=QUANT_CHOICES,
+    help="Variants to write (repeatable; default dynamic, float16, float32).",
+)
+@_common
+def vggish(
+    checkpoint: Path | None,
+    random_tiny: bool,
+    head_folder: Path | None,
+    eval_path: Path | None,
+    out: Path,
+    name: str,
+    quants: tuple[str, ...],
+    manifest: Path,
+    no_manifest: bool,
+    keep_anyway: bool,
+    reports: Path,
+) -> None:
+    """VGGish + head -> one TFLite file (waveform [1, 32000] in, probs out)."""
+    from .vggish import convert_vggish
+
+    results = convert_vggish(
+        checkpoint,
+        head_folder,
+        out,
+        name,
+        eval_path,
+        quants or ("dynamic", "float16", "float32"),
+        manifest,
+        keep_anyway,
+        random_tiny,
+        command=_command(),
+        reports_dir=reports,
+        register_manifest=not no_manifest,
+    )
+    _finish(results, keep_anyway)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -270,7 +270,8 @@ class _Translator:
         out = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                env[node.name] = _V(next(it))
+                x = next(it)
+                env[node.name] = x if isinstance(x, _V) else _V(x)
             elif node.op == "get_attr":
                 env[node.name] = _V(tf.constant(_np(_get_attr(self.gm, node.target))))
             elif node.op == "output":
@@ -546,6 +547,19 @@ def trace(module: nn.Module) -> torch.fx.GraphModule:
     except Exception as exc:  # noqa: BLE001 - fx raises many types; one line for the user
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot trace {type(module).__name__} for export: {first}") from exc
+
+
+def translate(module: nn.Module) -> Callable[..., Any]:
+    """f(*tf tensors) -> tf output(s), in torch's dimension order; call it inside a tf.function.
+
+    Pass `nhwc=True` when the (4-D) inputs are already NHWC tensors that torch sees as NCHW.
+    """
+    tr = _Translator(trace(module))
+
+    def run(*xs: Any, nhwc: bool = False) -> Any:
+        return tr.run([_V(x, nhwc) for x in xs])
+
+    return run
 
 
 def tf_function(
