@@ -220,6 +220,7 @@ def build_cache(
     (folder / "index.json").write_text(json.dumps({"root": str(root), "clips": index}))
     for k in range(n_chunks):
         (folder / f"chunk_{k:04d}.npz").unlink()
+    ensure_pre(folder, tflite)
     return folder
 
 
@@ -684,7 +685,29 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--tflite", type=Path, default=DEFAULT_TFLITE)
     e.add_argument("--max-clips", type=int, default=0, help="parity on the first N test clips only")
     e.add_argument("--register", action="store_true", help="add/replace the manifest entry")
+    j = sub.add_parser("jobs", help="run a plan of train jobs, N processes at a time")
+    j.add_argument("--plan", type=Path, default=REPO / "training" / "ft_plan.json")
+    j.add_argument("--runs", type=Path, default=REPO / "runs" / "yamnet-ft")
+    j.add_argument("--parallel", type=int, default=2)
+    r = sub.add_parser("report", help="records of every finished run -> a JSON list (and accuracy.json)")
+    r.add_argument("--runs", type=Path, default=REPO / "runs" / "yamnet-ft")
+    r.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "accuracy_yamnet_ft.json")
+    r.add_argument("--append-to", type=Path, default=None, help="also insert them with training.report")
     args = ap.parse_args(argv)
+    if args.cmd == "jobs":
+        run_jobs(args.plan, args.runs, args.parallel, [])
+        return 0
+    if args.cmd == "report":
+        recs = records(args.runs)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(recs, indent=1) + "\n")
+        if args.append_to:
+            from training.report import append_record
+
+            for rec in recs:
+                append_record(rec, args.append_to)
+        print(f"{len(recs)} records -> {args.out}")
+        return 0
     if args.cmd == "export":
         return export_command(args, argv)
     if args.cmd == "cache":
@@ -704,6 +727,72 @@ def main(argv: list[str] | None = None) -> int:
         res = train(args)
         print(f"test merged uar {res['test']['all']['merged']['uar']:.4f}")
     return 0
+
+
+def run_jobs(plan: Path, runs: Path, parallel: int, extra: list[str]) -> None:
+    """Every train job of a plan file ({"name", train options...}), `parallel` processes at a time."""
+    import subprocess
+
+    pending = json.loads(Path(plan).read_text())
+    running: list[tuple[subprocess.Popen, str]] = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            job = dict(pending.pop(0))
+            name = job.pop("name")
+            if (runs / name / "result.json").is_file():
+                continue
+            cmd = [sys.executable, "-m", "training.finetune", "train", "--out", str(runs / name), *extra]
+            for k, v in job.items():
+                cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+            (runs / name).mkdir(parents=True, exist_ok=True)
+            err = open(runs / name / "stderr.log", "a")
+            running.append((subprocess.Popen(cmd, stdout=err, stderr=err), name))
+            print(f"{time.strftime('%H:%M:%S')} start {name}", flush=True)
+        time.sleep(5)
+        for proc, name in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, name))
+                print(f"{time.strftime('%H:%M:%S')} end {name} rc={proc.returncode}", flush=True)
+
+
+RECORD_KEYS = ("accuracy", "macro_f1", "uar", "uar4", "n_test", "per_class_recall")
+
+
+def records(runs: Path) -> list[dict]:
+    """accuracy.json records (training/report.py format) of every finished run."""
+    out = []
+    for f in sorted(runs.glob("*/result.json")):
+        r = json.loads(f.read_text())
+        train_set = "+".join(r["corpora"]) if len(r["corpora"]) < 8 else "all+"
+        tests = r["test"]
+        groups = (
+            [(r["heldout"], tests["all"])]
+            if r["protocol"] == "cross_corpus"
+            else [(c, m) for c, m in tests.items() if c != "all"]
+            + [("all+" if len(r["corpora"]) == 8 else train_set, tests["all"])]
+        )
+        for corpus, res in groups:
+            for classes in ("merged", "original"):
+                if classes not in res or (r["protocol"] == "cross_corpus" and classes == "original"):
+                    continue
+                m = res[classes]
+                rec = {"model": r["model"], "protocol": r["protocol"], "corpus": corpus, "classes": classes}
+                rec.update({k: m[k] for k in RECORD_KEYS if k in m})
+                if r["protocol"] == "cross_corpus":  # the issue's metric: UAR over the four emotions
+                    rec["uar_all_classes"], rec["uar"] = m["uar"], m.get("uar4", m["uar"])
+                rec.update(
+                    {
+                        "train": train_set,
+                        "run": f.parent.name,
+                        "val_uar": r["val_uar"],
+                        "best_epoch": r["best_epoch"],
+                        "data": "budget subset: <= 1000 clips per corpus "
+                        "(training/finetune.py budget_subset)",
+                        "command": r["command"],
+                    }
+                )
+                out.append(rec)
+    return out
 
 
 def export_command(args: argparse.Namespace, argv: list[str]) -> int:
