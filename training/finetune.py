@@ -689,13 +689,14 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--plan", type=Path, default=REPO / "training" / "ft_plan.json")
     j.add_argument("--runs", type=Path, default=REPO / "runs" / "yamnet-ft")
     j.add_argument("--parallel", type=int, default=2)
+    j.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     r = sub.add_parser("report", help="records of every finished run -> a JSON list (and accuracy.json)")
     r.add_argument("--runs", type=Path, default=REPO / "runs" / "yamnet-ft")
     r.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "accuracy_yamnet_ft.json")
     r.add_argument("--append-to", type=Path, default=None, help="also insert them with training.report")
     args = ap.parse_args(argv)
     if args.cmd == "jobs":
-        run_jobs(args.plan, args.runs, args.parallel, [])
+        run_jobs(args.plan, args.runs, args.parallel, ["--cache", str(args.cache)])
         return 0
     if args.cmd == "report":
         recs = records(args.runs)
