@@ -65,7 +65,9 @@ class Counters:
     audio_s: float = 0.0
     """Seconds of 16 kHz audio read from the source."""
     infer_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    """Model time of the most recent windows (bounded: memory stays flat for months)."""
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    """Window end -> publish time of the most recent published windows."""
 
 
 @dataclass
