@@ -277,6 +277,75 @@ def vggish(
     _finish(results, keep_anyway)
 
 
+@cli.command(name="logmel-cnn")
+@click.argument("model_folder", type=click.Path(path_type=Path))
+@click.option(
+    "--features",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="eval .npz of log-mel inputs; default <model folder>/eval.npz.",
+)
+@click.option(
+    "--builder",
+    default=None,
+    help="module:function building the torch module from head.json (default training.heads:build_head).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=register.REPO / "models" / "heads",
+    show_default=True,
+    help="Folder for the .tflite files.",
+)
+@click.option("--name", default=None, help="Model name (default: the folder's name).")
+@click.option(
+    "--quant",
+    "quants",
+    multiple=True,
+    type=QUANT_CHOICES,
+    help="Variants to write (repeatable; default int8, float16, float32).",
+)
+@click.option(
+    "--default",
+    "default",
+    type=QUANT_CHOICES,
+    default=None,
+    help="Make this variant the manifest's default model.",
+)
+@_common
+def logmel_cnn(
+    model_folder: Path,
+    features: Path | None,
+    builder: str | None,
+    out: Path,
+    name: str | None,
+    quants: tuple[str, ...],
+    default: str | None,
+    manifest: Path,
+    no_manifest: bool,
+    keep_anyway: bool,
+    reports: Path,
+) -> None:
+    """A compact log-mel CNN (head.pt + head.json) -> TFLite float32/float16/INT8 (logmel in, probs out)."""
+    from .logmel_cnn import convert_logmel_cnn
+
+    results = convert_logmel_cnn(
+        model_folder,
+        features,
+        out,
+        name,
+        quants or ("int8", "float16", "float32"),
+        manifest,
+        keep_anyway,
+        builder,
+        default,
+        command=_command(),
+        reports_dir=reports,
+        register_manifest=not no_manifest,
+    )
+    _finish(results, keep_anyway)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
