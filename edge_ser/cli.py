@@ -62,9 +62,9 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
     """
     overrides = listen_overrides(device=device, mqtt_addr=mqtt_addr, to_stdout=to_stdout, model_id=model_id,
                                  input_path=input_path, realtime=realtime, site=site, log_level=log_level)
-    if realtime and not (input_path or _config_input(config_path)):
-        raise UserError("--realtime only applies to --input FILE")
     settings = load_settings(config_path, overrides)
+    if realtime and not settings.audio.input:
+        raise UserError("--realtime only applies to --input FILE")
     setup_logging(settings.output.log_level)
 
     from .model import load_model
@@ -153,13 +153,6 @@ def parse_host_port(addr: str) -> tuple[str, int | None]:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise UserError(f"--mqtt {addr!r}: port must be a number from 1 to 65535")
     return host, int(port)
-
-
-def _config_input(config_path: str | None) -> bool:
-    try:
-        return bool(config_path and load_settings(config_path).audio.input)
-    except UserError:
-        return False
 
 
 def _install_stop_handlers(handler: Any) -> None:
