@@ -117,6 +117,10 @@ class Pipeline:
         self._worker_alive = time.monotonic()
         self._windower = self._make_windower(settings)
         self._offset = 0
+        model_samples = getattr(model, "window_samples", None)
+        if model_samples and model_samples != self._windower.window_samples:
+            log.warning("window.window_s is %.2f s but model %s was trained on %.2f s windows",
+                        settings.window.window_s, model.id, model_samples / MODEL_RATE)
 
     # -- control ---------------------------------------------------------------------------------
 
