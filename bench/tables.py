@@ -21,12 +21,14 @@ def _load(path: Path) -> list[dict[str, Any]]:
 
 def latency_table(records: list[dict[str, Any]]) -> str:
     rows = ["| configuration | model | runtime | precision | threads | windows | p50 ms | p95 ms | p99 ms "
-            "| infer p50 ms | RTF | CPU % | RSS MB | load |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| infer p50 ms | CPU ms/window | RTF | CPU % | RSS MB | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
+        cpu_ms = r.get("cpu_ms_per_window", float("nan"))
         rows.append(f"| {r.get('config', r['model'])} | {r['model']} | {r['backend']} | {r['precision']} "
                     f"| {r['threads']} | {r['n_windows']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                    f"| {r['p99_ms']:.1f} | {r['infer_p50_ms']:.1f} | {r['rtf']:.3f} | {r['cpu_pct']:.1f} "
+                    f"| {r['p99_ms']:.1f} | {r['infer_p50_ms']:.1f} | {cpu_ms:.0f} "
+                    f"| {r['rtf']:.3f} | {r['cpu_pct']:.1f} "
                     f"| {r['rss_mb']:.0f} | {r['load_1min'][0]:.1f} |")
     return "\n".join(rows)
 
@@ -42,7 +44,11 @@ def speedups(records: list[dict[str, Any]]) -> str:
         parts = []
         for c in ("hubert-torch", "hubert-onnx-fp32", "hubert-onnx-int8"):
             if (c, t) in by:
-                parts.append(f"{c} {base['p50_ms'] / by[(c, t)]['p50_ms']:.2f}x")
+                r = by[(c, t)]
+                cpu = ""
+                if "cpu_ms_per_window" in r and "cpu_ms_per_window" in base:
+                    cpu = f" (CPU time {base['cpu_ms_per_window'] / r['cpu_ms_per_window']:.2f}x)"
+                parts.append(f"{c} {base['p50_ms'] / r['p50_ms']:.2f}x{cpu}")
         lines.append(f"- {t} thread(s), p50 speed-up over hubert-torch-pipeline: " + ", ".join(parts))
     return "\n".join(lines)
 

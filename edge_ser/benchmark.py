@@ -219,6 +219,9 @@ def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None 
         "infer_p50_ms": _pct(infer, 50),
         "rss_mb": peak,
         "cpu_pct": round(100.0 * cpu_s / max(n * settings.window.hop_s, 1e-9), 1),
+        # CPU seconds per window: with 1 thread, about the latency an idle core would give, so a useful
+        # comparison when the machine is shared (wall-clock latency then includes waiting for a core)
+        "cpu_ms_per_window": round(1000.0 * cpu_s / n, 1),
         "machine": machine(),
         "command": command,
         "n_windows": n,
@@ -258,7 +261,8 @@ def run(model_ids: list[str | None], *, seconds: float, threads: tuple[int, ...]
 
 TABLE_COLS = (("model", "model"), ("backend", "backend"), ("precision", "prec"), ("threads", "thr"),
               ("n_windows", "windows"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
-              ("infer_p50_ms", "infer p50"), ("rtf", "RTF"), ("cpu_pct", "CPU %"), ("rss_mb", "RSS MB"))
+              ("infer_p50_ms", "infer p50"), ("cpu_ms_per_window", "CPU ms/win"), ("rtf", "RTF"),
+              ("cpu_pct", "CPU %"), ("rss_mb", "RSS MB"))
 
 
 def format_table(records: list[dict[str, Any]], markdown: bool = False) -> str:
