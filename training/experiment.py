@@ -42,6 +42,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     every training corpus standardised by its own statistics first (what edge_ser.adaptation does on
     a device); test clips of a corpus seen in training use that corpus's training statistics, an
     unseen corpus stays raw (measure adaptation on it with training.adapt_eval)."""
+    if arch == "logreg":
+        pooling = "frames"
     names = corpora.split(",") if isinstance(corpora, str) else list(corpora)
     root = root or loaders.default_corpora_root()
     members = loaders.expand(names, root)
@@ -73,6 +75,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         log(f"  {protocol} {','.join(members)} heldout={heldout} fold={fold} norm={norm}: "
             f"train {len(sets['train'])} clips ({len(train.x)} windows, variants {','.join(variants)}), "
             f"val {val.n_clips}, test {test.n_clips}")
+    if arch == "logreg":
+        return _probe(train, val, test, labels, len(sets["train"]), seed)
     fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log)
     from training.heads import build_head
 
@@ -88,6 +92,45 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     pick = np.random.default_rng(seed).permutation(len(train.x))[:2000]
     return Result(fitted, test_m, win_m, labels, len(sets["train"]), test, probs, train.x[np.sort(pick)],
                   corpus_stats)
+
+
+def _clip_mean_max(part: Part) -> Part:
+    """One row per clip: mean and max over every frame of every window (the issue's probe)."""
+    frames = part.x.reshape(len(part.x), -1, part.x.shape[-1])
+    d = frames.shape[-1]
+    s = np.zeros((part.n_clips, d))
+    mx = np.full((part.n_clips, d), -np.inf)
+    np.add.at(s, part.clip, frames.sum(axis=1))
+    np.maximum.at(mx, part.clip, frames.max(axis=1))
+    n = np.bincount(part.clip, minlength=part.n_clips)[:, None] * frames.shape[1]
+    x = np.concatenate([s / n, mx], axis=1).astype(np.float32)
+    return Part(x, np.arange(part.n_clips), part.y, part.corpus, part.speaker, part.paths)
+
+
+def _probe(train: Part, val: Part, test: Part, labels: tuple[str, ...], n_train: int, seed: int) -> Result:
+    """The issue's baseline on our splits: standardised logistic regression on clip mean+max."""
+    from sklearn.linear_model import LogisticRegression
+
+    from training.evaluate import metrics
+    from training.train import standardiser
+
+    tr, va, te = (_clip_mean_max(p) for p in (train, val, test))
+    mean, std = standardiser(tr.x)
+    clf = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced", random_state=seed)
+    clf.fit((tr.x - mean) / std, tr.y)
+
+    def probs(p: Part) -> np.ndarray:
+        out = np.zeros((p.n_clips, len(labels)))
+        out[:, clf.classes_] = clf.predict_proba((p.x - mean) / std)
+        return out
+
+    pv, pt = probs(va), probs(te)
+    val_m = metrics(va.y, pv.argmax(axis=1), labels)
+    test_m = metrics(te.y, pt.argmax(axis=1), labels)
+    spec = {"arch": "logreg", "hidden": [], "dropout": 0.0, "lr": 0.0, "pooling": "clip_mean_max",
+            "labels": list(labels), "input_dim": int(tr.x.shape[1])}
+    return Result(Fitted(spec, {}, val_m, 0), test_m, test_m, labels, n_train, te, pt,
+                  tr.x[:0], {})
 
 
 def per_corpus_standardise(train: Part, others: tuple[Part, ...]) -> dict:
