@@ -16,6 +16,9 @@ finds fewer bytes in the FIFO than one period still commits a whole period of st
 real time with 20 ms writes under 100 ms periods). The writer therefore writes whole chunks of
 `chunk_s` = 0.1 s, a multiple of the reader's period (edge-ser's audio.block_s, 0.1 s by default):
 every read then finds full periods and the device runs at real-time pace with the right samples.
+For the same reason each new connection first gets `prefill_s` of silence at once (in a 1 MiB pipe):
+the first reads of a stream may ask for several periods, and without it the daemon's first window
+was stale buffer memory (RMS 0.15 on a silent device, measured).
 
     with VirtualMic(tmp_path, audio=x, rate=16000) as mic:   # x: float32 [n] or [n, ch] in [-1, 1]
         proc = subprocess.Popen([... "listen", "--device", "fakemic"], env=mic.env(), ...)
@@ -38,6 +41,7 @@ DEVICE = "fakemic"
 """The 48 kHz stereo plug device an application should open."""
 RAW_DEVICE = "rawmic"
 """The underlying file device (any rate/channels the application asks for)."""
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def asoundrc(infile: str | Path, rate: int = 48000, channels: int = 2) -> str:
@@ -77,11 +81,13 @@ class VirtualMic:
 
     def __init__(self, root: str | Path, audio: np.ndarray | None = None, rate: int = 16000,
                  device_rate: int = 48000, channels: int = 2, settle_s: float = 0.5,
-                 chunk_s: float = 0.1) -> None:
+                 chunk_s: float = 0.1, prefill_s: float = 0.5) -> None:
         self.root = Path(root)
         self.device_rate = device_rate
         self.channels = channels
         self.settle_s = settle_s
+        self.chunk_s = chunk_s
+        self.prefill_s = prefill_s
         self.chunk_bytes = int(device_rate * chunk_s) * channels * 2
         self.fifo = self.root / "mic.raw"
         self.home = make_home(self.root, self.fifo, device_rate, channels)
@@ -133,6 +139,10 @@ class VirtualMic:
                 continue
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+            try:  # room for the prefill below (the default pipe holds only 64 KiB, 0.34 s here)
+                fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
+            except OSError:
+                pass
             self.opens += 1
             return fd
         return None
@@ -147,6 +157,10 @@ class VirtualMic:
             t0 = time.monotonic()
             sent = 0
             try:
+                # A head start of silence: the first reads of a new stream may ask for more than one
+                # period, and a short read would hand the reader stale buffer memory (seen as noise).
+                for _ in range(int(round(self.prefill_s / self.chunk_s))):
+                    os.write(fd, self._silence)
                 while not self._stop.is_set():
                     settled = time.monotonic() - t0 >= self.settle_s
                     if settled and pos < len(self._audio):
