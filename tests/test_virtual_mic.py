@@ -102,3 +102,16 @@ def test_listen_captures_stereo_when_configured(tmp_path) -> None:
             rc, err = daemon.stop()
     assert got, (err[-2000:], daemon.messages)
     assert rc == 0 and "open at 48000 Hz, 2 channel(s)" in err
+
+
+def test_a_silent_room_gives_one_neutral_and_no_inference(tmp_path) -> None:
+    with VirtualMic(tmp_path) as mic:  # silence only
+        daemon = Daemon(mic)
+        try:
+            assert daemon.wait_for(lambda ms: len(ms) >= 1, timeout=40)
+            time.sleep(3)  # three more silent windows: no more messages (neutral once per stretch)
+        finally:
+            rc, err = daemon.stop()
+    assert rc == 0, err[-2000:]
+    assert [(m["label"], m["gated"]) for m in daemon.messages] == [("neutral", True)]
+    assert "inferred=0" in err
