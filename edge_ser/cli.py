@@ -67,13 +67,17 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
         raise UserError("--realtime only applies to --input FILE")
     setup_logging(settings.output.log_level)
 
+    from .gate import Gate
     from .model import load_model
     from .pipeline import Pipeline
 
     stopping: list[int] = []
     _install_stop_handlers(lambda signum: stopping.append(signum))
+    if hasattr(signal, "SIGHUP"):  # the config is being read right now anyway
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     model = load_model(settings.model)
     log.info("model %s loaded (labels: %s)", model.id, ", ".join(model.labels))
+    Gate(settings.gate, model)  # a VAD that cannot run is refused before a device or broker is touched
     source = open_source(settings)
     publishers: list[Any] = []
     try:
