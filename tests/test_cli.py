@@ -221,3 +221,21 @@ def test_microphone_commands_without_portaudio_are_one_clear_error() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(),
                           timeout=60)
     assert_user_error(proc, "cannot use a microphone")
+
+
+def test_vad_choices_through_the_cli(tmp_path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("gate:\n  vad: yamnet\n  vad_threshold: 0.5\n")
+    proc = run_cli("listen", "--config", str(config), "--input", str(SPEECH))
+    assert proc.returncode == 0, proc.stderr
+    msgs = json_lines(proc.stdout)
+    assert any(not m["gated"] for m in msgs) and any(m["gated"] for m in msgs)
+
+    import importlib.util
+
+    config.write_text("gate:\n  vad: silero\n")
+    proc = run_cli("listen", "--config", str(config), "--input", str(SPEECH))
+    if importlib.util.find_spec("silero_vad") is None:
+        assert_user_error(proc, "silero-vad")
+    else:  # a machine with the silero-vad wheel runs it
+        assert proc.returncode == 0, proc.stderr
