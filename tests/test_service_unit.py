@@ -3,7 +3,8 @@ and socket restrictions do not break the daemon (ALSA capture, MQTT, TFLite and 
 
 systemd itself cannot run a unit inside this test, so the last test applies the unit's own
 SystemCallFilter= (groups expanded by `systemd-analyze syscall-filter`), RestrictAddressFamilies= and
-NoNewPrivileges= with libseccomp to a real `edge-ser listen` on the virtual mic with a real broker.
+NoNewPrivileges= with libseccomp, and (as root) a read-only / with a private writable /var/tmp like
+ProtectSystem=strict + PrivateTmp=, to a real `edge-ser listen` on the virtual mic with a real broker.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from functools import cache
@@ -158,27 +159,49 @@ def sandbox(allowed: set[str], families: list[int]):
     return apply
 
 
+LAUNCHER = """
+import os, socket, sys
+sys.path.insert(0, {tests!r})
+from test_service_unit import allowed_syscalls, directives, sandbox
+families = [getattr(socket, f) for f in directives()["RestrictAddressFamilies"][0].split()]
+sandbox(allowed_syscalls(), families)()
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def read_only_root() -> list[str]:
+    """Command prefix running the rest with / read-only in a private mount namespace (what
+    ProtectSystem=strict does; /dev, /proc, /sys stay as they are) and an empty writable /var/tmp
+    (PrivateTmp=; /tmp itself stays, read-only, because the test's mic and broker live there), or []
+    where that is not allowed."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        return []
+    probe = subprocess.run([unshare, "-m", "--propagation", "private", "mount", "-o", "remount,bind,ro", "/"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        return []
+    return [unshare, "-m", "--propagation", "private", "sh", "-c",
+            'mount -o remount,bind,ro / && mount -t tmpfs -o mode=1777 tmpfs /var/tmp && exec "$@"', "sh"]
+
+
 @needs_analyze
 def test_daemon_works_under_the_units_syscall_filter_and_address_families(tmp_path: Path) -> None:
     allowed = allowed_syscalls()
     assert {"read", "openat", "mmap", "futex", "connect"} <= allowed
     assert "mount" not in allowed and "reboot" not in allowed and "ptrace" not in allowed
-    families = [getattr(socket, f) for f in directives()["RestrictAddressFamilies"][0].split()]
+    launcher = [sys.executable, "-c", LAUNCHER.format(tests=str(Path(__file__).parent))]
+    read_only = read_only_root()
     x, rate = sf.read(SPEECH, dtype="float32")
     with Mosquitto(tmp_path) as broker, VirtualMic(tmp_path, audio=np.tile(x, 2), rate=rate) as mic, \
             broker.subscriber("edge_ser/sandbox/#") as sub:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_ser", "listen", "--device", "fakemic", "--site", "sandbox",
+            [*read_only, *launcher, "-m", "edge_ser", "listen", "--device", "fakemic", "--site", "sandbox",
              "--mqtt", f"{broker.host}:{broker.port}"],
             env=cli_env(HOME=str(mic.home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=sandbox(allowed, families),
         )
         try:
             results = sub.wait_for("edge_ser/sandbox/emotion", 3, timeout_s=90)
-            # The filter really is on: a netlink socket (not in RestrictAddressFamilies) is refused.
-            probe = subprocess.run(
-                [sys.executable, "-c", "import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)"],
-                capture_output=True, text=True, preexec_fn=sandbox(allowed, families))
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=10)
             sub.wait_for("edge_ser/sandbox/status", payload=b"offline", timeout_s=10)
@@ -186,7 +209,17 @@ def test_daemon_works_under_the_units_syscall_filter_and_address_families(tmp_pa
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+        # The sandbox really is on: a netlink socket (not in RestrictAddressFamilies) is refused,
+        # and so is writing to the file system.
+        probe = subprocess.run(
+            [*read_only, *launcher, "-c", "import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)"],
+            capture_output=True, text=True)
+        write = subprocess.run([*read_only, *launcher, "-c", f"open({str(tmp_path / 'w')!r}, 'w')"],
+                               capture_output=True, text=True)
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
     assert any(b'"gated":false' in m.payload for m in results), [m.payload[:120] for m in results]
     assert probe.returncode != 0 and "Operation not permitted" in probe.stderr, probe.stderr
+    if read_only:
+        assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
+    print("sandbox: seccomp + address families" + (" + read-only /" if read_only else ""))
