@@ -223,3 +223,59 @@ def test_daemon_works_under_the_units_syscall_filter_and_address_families(tmp_pa
     if read_only:
         assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
     print("sandbox: seccomp + address families" + (" + read-only /" if read_only else ""))
+
+
+def test_password_from_a_systemd_credential(tmp_path: Path) -> None:
+    # SECURITY.md's recipe: LoadCredential=mqtt-password:... and
+    # mqtt.password_file: ${CREDENTIALS_DIRECTORY}/mqtt-password (systemd sets the variable).
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("s3cret\n")
+    (creds / "mqtt-password").chmod(0o400)
+    config = tmp_path / "config.yaml"
+    with Mosquitto(tmp_path, users={"edge-ser-kitchen": "s3cret"}) as broker:
+        config.write_text(
+            f"site: kitchen\nmqtt:\n  host: {broker.host}\n  port: {broker.port}\n"
+            "  username: edge-ser-kitchen\n  password_file: ${CREDENTIALS_DIRECTORY}/mqtt-password\n")
+        env = cli_env(CREDENTIALS_DIRECTORY=str(creds))
+        env.pop("EDGE_SER_MQTT_PASSWORD", None)
+        with broker.subscriber("edge_ser/kitchen/#", username="edge-ser-kitchen", password="s3cret") as sub:
+            proc = subprocess.run([sys.executable, "-m", "edge_ser", "listen", "--config", str(config),
+                                   "--input", str(SPEECH)], capture_output=True, text=True, timeout=120,
+                                  env=env, cwd=REPO)
+            sub.wait_for("edge_ser/kitchen/emotion", 3)
+            sub.wait_for("edge_ser/kitchen/status", payload=b"offline")
+    assert proc.returncode == 0, proc.stderr
+    assert "s3cret" not in proc.stderr + proc.stdout
+
+
+def test_security_md_mosquitto_acl_lets_each_side_do_only_its_job(tmp_path: Path) -> None:
+    # The ACL block of SECURITY.md, verbatim, in a real mosquitto: the daemon (user edge-ser-kitchen)
+    # publishes results, status and its Last Will; Home Assistant reads them but cannot write there;
+    # the device cannot read anything.
+    doc = (REPO / "SECURITY.md").read_text()
+    acl = re.search(r"`/etc/mosquitto/acl`:\n\n```conf\n(.*?)```", doc, re.S).group(1)
+    (tmp_path / "acl").write_text(acl)
+    broker = Mosquitto(tmp_path, users={"edge-ser-kitchen": "pw1", "homeassistant": "pw2"})
+    with open(broker.config, "a") as f:
+        f.write(f"acl_file {tmp_path / 'acl'}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"site: kitchen\nmqtt:\n  host: {broker.host}\n  port: {broker.port}\n"
+                      "  username: edge-ser-kitchen\n  ha_discovery: true\n")
+    with broker, \
+            broker.subscriber("#", username="homeassistant", password="pw2") as ha, \
+            broker.subscriber("#", username="edge-ser-kitchen", password="pw1") as device:
+        proc = subprocess.run([sys.executable, "-m", "edge_ser", "listen", "--config", str(config),
+                               "--input", str(SPEECH)], capture_output=True, text=True, timeout=120,
+                              env=cli_env(EDGE_SER_MQTT_PASSWORD="pw1"), cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+        ha.wait_for("edge_ser/kitchen/emotion", 3)
+        ha.wait_for("edge_ser/kitchen/status", payload=b"offline")
+        assert any(m.topic.startswith("homeassistant/sensor/") for m in ha.messages)
+        ha.client.publish("edge_ser/kitchen/emotion", b"forged", qos=1).wait_for_publish(5)
+        device.client.publish("edge_ser/living_room/emotion", b"spoofed", qos=1).wait_for_publish(5)
+        with broker.subscriber("edge_ser/#", username="homeassistant", password="pw2") as late:
+            late.wait_for("edge_ser/kitchen/status")  # retained: the queue is flushed up to here
+        payloads = [m.payload for m in ha.messages]
+        assert b"forged" not in payloads and b"spoofed" not in payloads
+        assert device.messages == [], "the device must not read anything"
