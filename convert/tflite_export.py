@@ -22,9 +22,10 @@ import numpy as np
 
 from edge_ser.errors import ModelError
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 """float16: weights stored as fp16 (dequantized at load); dynamic: int8 weights, float activations;
-int8: weights and activations int8 (calibrated on a representative dataset), float32 in/out."""
+int8: weights and activations int8 (calibrated on a representative dataset), float32 in/out;
+int16x8: int8 weights, int16 activations (integer-only, for inputs int8 cannot resolve)."""
 
 
 @dataclass(frozen=True)
@@ -94,15 +95,19 @@ def export_concrete(
         conv.target_spec.supported_types = [tf.float16]
     elif quantization == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantization == "int8":
+    elif quantization in ("int8", "int16x8"):
         if representative is None:
-            raise ModelError("int8 quantization needs a representative dataset")
+            raise ModelError(f"{quantization} quantization needs a representative dataset")
         samples = [list(map(lambda a: np.asarray(a, np.float32), s)) for s in representative]
         if not samples:
-            raise ModelError("the representative dataset for int8 quantization is empty")
+            raise ModelError(f"the representative dataset for {quantization} quantization is empty")
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = lambda: iter(samples)
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            if quantization == "int8"
+            else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
         if allow_float_fallback:
             ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
         conv.target_spec.supported_ops = ops
