@@ -57,27 +57,15 @@ def audio_files(seconds: float) -> dict[str, Path]:
 
 
 def hubert_config() -> tuple[Path, list[str]]:
-    """A config whose manifest names the random-weight HuBERT ONNX files (absolute paths)."""
+    """A config naming the manifest of the random-weight HuBERT ONNX files (bench/hubert_random.py)."""
     import yaml
 
-    from bench.hubert_random import export_onnx
-    from edge_ser.manifest import sha256_of
+    from bench.hubert_random import MANIFEST, export_onnx
 
-    fp32, int8 = export_onnx()
-    models = {}
-    variants = (("hubert-base-random-int8", int8, "int8"), ("hubert-base-random-fp32", fp32, "float32"))
-    for mid, path, q in variants:
-        models[mid] = {"description": "HuBERT-base architecture, RANDOM weights (latency/footprint only)",
-                       "frontend": "waveform", "sample_rate": RATE, "window_s": 2.0,
-                       "labels": ["anger_disgust", "fear_surprise", "happiness", "sadness"],
-                       "head": {"file": str(path), "sha256": sha256_of(path), "size": path.stat().st_size,
-                                "input": "waveform", "output": "probs"},
-                       "quantization": q}
-    manifest = CACHE / "hubert_manifest.yaml"
-    manifest.write_text(yaml.safe_dump({"version": 1, "default": variants[0][0], "models": models}))
+    ids = export_onnx()
     config = CACHE / "hubert_config.yaml"
-    config.write_text(yaml.safe_dump({"model": {"manifest": str(manifest)}}))
-    return config, list(models)
+    config.write_text(yaml.safe_dump({"model": {"manifest": str(MANIFEST)}}))
+    return config, [ids[1], ids[0]]
 
 
 def _cpu_s(pid: int) -> float | None:

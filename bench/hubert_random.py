@@ -1,89 +1,84 @@
-"""A randomly initialised HuBERT-base classifier and its ONNX FP32 / INT8 exports, for latency only.
+"""A randomly initialised HuBERT-base classifier and its ONNX FP32 / INT8 files, for latency only.
 
 Pretrained HuBERT weights are not available on these machines (../shared/weights/README.md). Latency
 does not depend on weight values, so the architecture with random weights gives honest timings of the
-three ways to serve it: plain transformers/PyTorch float, ONNX FP32, ONNX INT8 (MatMul-only dynamic
-quantization). Accuracy numbers must never come from these files.
+ways to serve it: plain transformers/PyTorch float, ONNX FP32, ONNX INT8. Accuracy numbers must never
+come from these files.
 
-When convert/ ships a HuBERT export, bench/latency.py uses that instead (see `find_convert_export`).
-Files are cached under cache/bench/ (git-ignored) so reruns reuse them.
+The ONNX files are made by the convert engineer's own toolkit (`convert.hubert.convert_hubert`: the
+same export, head folding, input normalisation and INT8 candidate choice a real checkpoint gets), into
+a separate manifest under cache/bench/ so the random model never enters models/manifest.yaml.
+Everything is cached under cache/bench/ (git-ignored); reruns reuse it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "cache" / "bench" / "hubert-random"
-N_LABELS = 4
+MANIFEST = CACHE / "manifest.yaml"
+"""Manifest holding hubert-base-random-fp32 / -int8 (paths relative to CACHE)."""
+NAME = "hubert-base-random"
+LABELS = ("anger_disgust", "fear_surprise", "happiness", "sadness")
 WINDOW_SAMPLES = 32000
+CANDIDATES = ("int8-matmul",)
+"""INT8 settings convert tries here; its own runs found all-op INT8 slower than float (issue 5)."""
 
 
-def build_torch_model(seed: int = 0):
-    """HubertForSequenceClassification with the hubert-base config (95 M parameters), eval mode."""
-    import torch
-    from transformers import HubertConfig, HubertForSequenceClassification
-
-    torch.manual_seed(seed)
-    # HubertConfig() defaults are facebook/hubert-base-ls960's architecture (12 layers, 768 wide)
-    config = HubertConfig(num_labels=N_LABELS)
-    model = HubertForSequenceClassification(config)
-    return model.eval()
-
-
-def torch_dir() -> Path:
-    """save_pretrained folder, so every process loads the very same random weights."""
+def torch_dir(seed: int = 0) -> Path:
+    """HubertForSequenceClassification, hubert-base config (95 M parameters), random weights, saved
+    with a normalising feature-extractor config (as facebook/hubert-base-ls960 ships)."""
     out = CACHE / "torch"
     if not (out / "config.json").exists():
+        import torch
+        from transformers import HubertConfig, HubertForSequenceClassification, Wav2Vec2FeatureExtractor
+
+        torch.manual_seed(seed)
+        # HubertConfig() defaults are the hubert-base architecture (12 layers, 768 wide, 7 conv layers)
+        config = HubertConfig(num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+                              label2id={k: i for i, k in enumerate(LABELS)})
         out.mkdir(parents=True, exist_ok=True)
-        build_torch_model().save_pretrained(out)
+        HubertForSequenceClassification(config).eval().save_pretrained(out)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                 return_attention_mask=False).save_pretrained(out)
     return out
 
 
-def export_onnx() -> tuple[Path, Path]:
-    """Export FP32 ONNX (opset 17, dynamic length, softmax inside) and its MatMul-only INT8 variant."""
-    fp32 = CACHE / "hubert_fp32.onnx"
-    int8 = CACHE / "hubert_int8_matmul.onnx"
-    if not fp32.exists():
-        import torch
-        from transformers import HubertForSequenceClassification
+def _eval_npz() -> Path:
+    """A few synthetic speech windows for convert's parity step (meaningless with random weights)."""
+    from edge_ser.benchmark import speechlike
 
-        model = HubertForSequenceClassification.from_pretrained(torch_dir()).eval()
+    path = CACHE / "eval.npz"
+    if not path.exists():
+        x = speechlike(8 * 2.0, seed=7).reshape(8, WINDOW_SAMPLES)
+        np.savez(path, train_x=x[:2], test_x=x[2:], test_y=np.arange(6) % len(LABELS),
+                 labels=np.array(LABELS))
+    return path
 
-        class WithSoftmax(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
 
-            def forward(self, waveform):
-                return torch.softmax(self.inner(waveform).logits, dim=-1)
+def export_onnx() -> tuple[str, str]:
+    """Manifest ids (fp32, int8) of the random HuBERT-base ONNX files in MANIFEST, converting once."""
+    ids = (f"{NAME}-fp32", f"{NAME}-int8")
+    if MANIFEST.exists():
+        from edge_ser.manifest import load_manifest
 
-        dummy = torch.zeros(1, WINDOW_SAMPLES)
-        tmp = fp32.with_suffix(".tmp.onnx")
-        torch.onnx.export(
-            WithSoftmax(model), (dummy,), str(tmp), input_names=["waveform"], output_names=["probs"],
-            dynamic_axes={"waveform": {1: "samples"}}, opset_version=17, dynamo=False,
-        )
-        tmp.rename(fp32)
-    if not int8.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        if all(i in load_manifest(MANIFEST).models for i in ids):
+            return ids
+    from convert.hubert import convert_hubert
 
-        tmp = int8.with_suffix(".tmp.onnx")
-        # MatMul only: ConvInteger for the conv feature encoder was slower than FP32 (issue 5)
-        quantize_dynamic(str(fp32), str(tmp), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-        tmp.rename(int8)
-    return fp32, int8
+    results = convert_hubert(
+        torch_dir(), None, CACHE / "onnx", NAME, _eval_npz(), manifest=MANIFEST, keep_anyway=True,
+        labels=list(LABELS), candidates=CANDIDATES, reports_dir=CACHE / "reports",
+        command="python3 -m bench.hubert_random (random weights: latency only)", latency_runs=3,
+    )
+    for r in results:
+        print(r.model_id, r.path, json.loads(r.report.read_text()).get("size_bytes"))
+    return ids
 
 
 if __name__ == "__main__":
-    paths = export_onnx()
-    for p in paths:
-        print(p, round(p.stat().st_size / 1e6, 1), "MB")
-    import onnxruntime as ort
-
-    x = np.random.default_rng(0).standard_normal((1, WINDOW_SAMPLES)).astype(np.float32) * 0.05
-    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"waveform": x})[0]
-            for p in paths]
-    print("fp32", outs[0], "int8", outs[1])
+    print(export_onnx())

@@ -44,17 +44,6 @@ def yamnet_manifest_ids() -> list[str]:
             if e.backbone is not None and "yamnet" in e.backbone.file.lower()]
 
 
-def hubert_manifest_ids() -> dict[str, str]:
-    """HuBERT ONNX models the convert engineer registered, by precision ("fp32"/"int8")."""
-    from edge_ser.manifest import load_manifest
-
-    out: dict[str, str] = {}
-    for mid, e in load_manifest().models.items():
-        if "hubert" in mid.lower() and e.backbone is None and e.head.file.endswith(".onnx"):
-            out["int8" if "int8" in (e.quantization + mid).lower() else "fp32"] = mid
-    return out
-
-
 # -- model objects with EmotionModel's interface ------------------------------------------------------
 
 class _YamnetBackbone:
@@ -91,23 +80,18 @@ class _HubertTorch:
 
     def __init__(self, threads: int, use_pipeline: bool):
         import torch
-        from transformers import HubertForSequenceClassification, Wav2Vec2FeatureExtractor, pipeline
+        from transformers import HubertForSequenceClassification, pipeline
 
         from bench.hubert_random import torch_dir
 
         torch.set_num_threads(threads)
         self._torch = torch
         self.id = "hubert-base-random"
-        model = HubertForSequenceClassification.from_pretrained(torch_dir()).eval()
-        model.config.id2label = dict(enumerate(self.labels))
-        model.config.label2id = {k: i for i, k in enumerate(self.labels)}
-        self._model = model
+        self._model = HubertForSequenceClassification.from_pretrained(torch_dir()).eval()
         self._pipe = None
         if use_pipeline:
-            # hubert-base-ls960's feature extractor settings (zero-mean unit-variance input)
-            fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                          do_normalize=True, return_attention_mask=False)
-            self._pipe = pipeline("audio-classification", model=model, feature_extractor=fe, device=-1)
+            # the folder's preprocessor_config.json: hubert-base-ls960's normalising feature extractor
+            self._pipe = pipeline("audio-classification", model=str(torch_dir()), device=-1)
 
     def predict(self, window: np.ndarray):
         from edge_ser.model import Prediction
@@ -126,24 +110,15 @@ class _HubertTorch:
 
 
 def _hubert_onnx(threads: int, precision: str):
-    """edge_ser's EmotionModel over the HuBERT ONNX file (convert's export if registered, else ours)."""
+    """edge_ser's EmotionModel over the random HuBERT-base ONNX file that convert/ made (see
+    bench/hubert_random.py), loaded from its own manifest exactly as the daemon loads a model."""
+    from bench.hubert_random import MANIFEST, export_onnx
     from edge_ser.model import load_model
     from edge_ser.settings import ModelSettings
 
-    registered = hubert_manifest_ids()
-    if precision in registered:
-        return load_model(ModelSettings(id=registered[precision], threads=threads)), "convert/"
-    from bench.hubert_random import export_onnx
-    from edge_ser.backends import open_backend
-    from edge_ser.manifest import ModelEntry, ModelFile
-    from edge_ser.model import EmotionModel
-
     fp32, int8 = export_onnx()
-    path = fp32 if precision == "fp32" else int8
-    entry = ModelEntry(id=f"hubert-base-random-{precision}", labels=_HubertTorch.labels,
-                       head=ModelFile(file=str(path), sha256="", input="waveform", output="probs"),
-                       frontend="waveform", quantization="float32" if precision == "fp32" else "int8-matmul")
-    return EmotionModel(entry, open_backend(path, threads=threads)), "bench/hubert_random.py"
+    return load_model(ModelSettings(id=fp32 if precision == "fp32" else int8, manifest=str(MANIFEST),
+                                    threads=threads)), "convert.hubert.convert_hubert"
 
 
 def build(config: str, threads: int) -> tuple[Any, dict[str, Any]]:
@@ -160,7 +135,8 @@ def build(config: str, threads: int) -> tuple[Any, dict[str, Any]]:
         precision = config.rsplit("-", 1)[1]
         model, origin = _hubert_onnx(threads, precision)
         return model, {"backend": "onnxruntime", "precision": "float32" if precision == "fp32" else
-                       "int8 (MatMul dynamic)", "weights": "random (latency only)", "export": origin}
+                       "int8 dynamic (MatMul only)",
+                       "weights": "random (latency only)", "export": origin}
     from edge_ser.model import load_model
     from edge_ser.settings import ModelSettings
 
@@ -203,11 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configs = args.configs or (["yamnet-backbone", *yamnet_manifest_ids()]
                                + ([] if args.no_hubert else list(HUBERT_CONFIGS)))
-    if any(c.startswith("hubert-onnx") for c in configs):
+    if any(c.startswith("hubert") for c in configs):
         from bench.hubert_random import export_onnx
 
-        if len(hubert_manifest_ids()) < 2:
-            export_onnx()  # once, before timing anything
+        export_onnx()  # once, before timing anything
     records = []
     for config in configs:
         for t in args.threads:
