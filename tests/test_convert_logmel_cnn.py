@@ -51,7 +51,9 @@ def test_cnn_converts_to_int8_within_target(tmp_path: Path) -> None:
 def test_unknown_architecture_is_one_line(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
-    (folder / "head.json").write_text(json.dumps({"arch": "resnet9000", "labels": ["sadness"], "input_dim": 64}))
+    (folder / "head.json").write_text(
+        json.dumps({"arch": "resnet9000", "labels": ["sadness"], "input_dim": 64})
+    )
     torch.save({}, folder / "head.pt")
     with pytest.raises(UserError, match="unknown head arch 'resnet9000'"):
         logmel_cnn.load(folder)
