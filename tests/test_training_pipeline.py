@@ -74,3 +74,34 @@ def test_train_evaluate_save_report(tiny, arch, pooling):
     report.write_report(path, tmp / f"ACC-{arch}.md")
     md = (tmp / f"ACC-{arch}.md").read_text()
     assert "not measured: weights unavailable" in md and "python -m training run" in md
+
+
+def test_shipped_onnx_head_runs_in_the_daemon_like_in_training(tiny, tmp_path):
+    """ship: head folder -> ONNX + manifest entry; edge_ser.model gives the training code's answer."""
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+    from training import ship
+
+    tmp, root, clips = tiny
+    src = tmp / "head-mlp"
+    if not (src / "head.json").is_file():
+        runner.run_protocol("speaker_independent", "savee", None, "merged", "mlp", "mean", 0, "one", 0.0,
+                            "t-mlp", "cmd", save_to=src, root=root, cache=tmp / "cache",
+                            split_dir=tmp / "splits", log=None)
+    models = tmp_path / "models"
+    (models / "heads").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "models" / "manifest.yaml", models / "manifest.yaml")
+    ship.ship_folder(src, "tiny", models)
+    onnx = ship.export_onnx(src, models / "heads" / "tiny.onnx")
+    spec, torch_model = load_head(src)
+    ship.register_onnx(onnx, "tiny", spec, default=True, manifest=models / "manifest.yaml")
+    model = load_model(ModelSettings(manifest=str(models / "manifest.yaml")))
+    assert model.id == "tiny" and model.labels == tuple(spec["labels"])
+    window = features.clip_windows(clips[0].path, "base")[0]
+    got = np.array([model.predict(window).probs[k] for k in spec["labels"]])
+    emb, _ = features.Yamnet()(window)
+    want = torch_model(torch.from_numpy(pool_frames(emb, "mean")[None])).detach().numpy()[0]
+    assert np.allclose(got, want, atol=1e-4)
+    adapted = load_model(ModelSettings(manifest=str(models / "manifest.yaml"), adapt=True,
+                                       adapt_state=str(tmp_path / "adapt.json")))
+    assert abs(sum(adapted.predict(window).probs.values()) - 1) < 1e-5
