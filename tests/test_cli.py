@@ -47,7 +47,9 @@ def tess(folder: str, n: int) -> list[str]:
 def test_classify_tess_angry_and_sad_files_get_the_right_merged_label() -> None:
     files = {"anger_disgust": tess("YAF_angry", 3) + tess("OAF_angry", 3),
              "sadness": tess("YAF_sad", 3) + tess("OAF_Sad", 3)}
-    proc = run_cli("classify", "--json", *files["anger_disgust"], *files["sadness"])
+    # Pinned to the TESS-trained placeholder: the shipped default (All+, speaker-independent, ~45 %
+    # accuracy) is measured in bench/, and 5 of 6 right on one corpus is no property it promises.
+    proc = run_cli("classify", "--json", "--model", "yamnet-dev", *files["anger_disgust"], *files["sadness"])
     assert proc.returncode == 0, proc.stderr
     per_file = {m["path"]: m for m in json_lines(proc.stdout) if "window_start" not in m}
     assert len(per_file) == 12
