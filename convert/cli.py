@@ -165,7 +165,7 @@ cli.add_command(yamnet_head, name="head")
     "candidates",
     multiple=True,
     type=click.Choice(["int8-matmul", "int8-matmul-gemm", "int8-all"]),
-    help="Quantization settings to measure (repeatable; default all).",
+    help="Quantization settings to measure (repeatable; default int8-matmul, int8-all).",
 )
 @click.option("--make-default", is_flag=True, help="Make the INT8 model the manifest's default.")
 @_common
