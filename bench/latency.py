@@ -9,7 +9,7 @@ configurations run in one invocation, one after the other, with the 1-minute loa
 each record (the machine is shared).
 
 Configurations:
-- every YAMNet-backbone model of models/manifest.yaml (edge_ser.model.load_model, as the daemon runs it);
+- every model of models/manifest.yaml (edge_ser.model.load_model, as the daemon runs it);
 - `yamnet-backbone`: the YAMNet TFLite file alone (+ mean pooling, no head), the floor of that path;
 - HuBERT-base (hubert-base config, RANDOM weights: latency only, see bench/hubert_random.py):
   `hubert-torch-pipeline` transformers pipeline("audio-classification") in float32 (how the paper
@@ -35,13 +35,11 @@ RESULTS = REPO / "bench" / "results"
 HUBERT_CONFIGS = ("hubert-torch-pipeline", "hubert-torch", "hubert-onnx-fp32", "hubert-onnx-int8")
 
 
-def yamnet_manifest_ids() -> list[str]:
-    """Manifest models whose backbone is YAMNet (the daemon's default path)."""
+def manifest_ids() -> list[str]:
+    """Every model of models/manifest.yaml (YAMNet + heads, single-file models), as the daemon loads them."""
     from edge_ser.manifest import load_manifest
 
-    manifest = load_manifest()
-    return [mid for mid, e in manifest.models.items()
-            if e.backbone is not None and "yamnet" in e.backbone.file.lower()]
+    return list(load_manifest().models)
 
 
 # -- model objects with EmotionModel's interface ------------------------------------------------------
@@ -163,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", nargs="*", help="configurations (default: all YAMNet ones, then HuBERT)")
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=302.0,
-                    help="seconds of synthetic speech per YAMNet configuration (windows = seconds - 1)")
+                    help="seconds of synthetic speech per manifest configuration (windows = seconds - 1)")
     ap.add_argument("--hubert-seconds", type=float, default=102.0,
                     help="the same for HuBERT configurations (each window costs ~0.5-1 s here)")
     ap.add_argument("--out", default=str(RESULTS / "latency.json"))
@@ -177,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RECORD " + json.dumps(rec))
         return 0
 
-    configs = args.configs or (["yamnet-backbone", *yamnet_manifest_ids()]
+    configs = args.configs or (["yamnet-backbone", *manifest_ids()]
                                + ([] if args.no_hubert else list(HUBERT_CONFIGS)))
     if any(c.startswith("hubert") for c in configs):
         from bench.hubert_random import export_onnx
