@@ -211,7 +211,7 @@ def hubert(
     "--checkpoint",
     type=click.Path(path_type=Path),
     default=None,
-    help="torchvggish state_dict (.pth, e.g. vggish-10086976.pth).",
+    help="torchvggish state_dict (.pth, e.g. vggish-10086976.pth) or TF-slim vggish_model.ckpt prefix.",
 )
 @click.option("--random-tiny", is_flag=True, help="A narrow random-init VGGish + head (tests, demos).")
 @click.option(

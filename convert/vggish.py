@@ -3,12 +3,14 @@
 The graph: log-mel frontend (VGGish parameters, log offset 0.01) -> two 0.96 s examples of 96x64
 -> VGGish (torchvggish layout: 6 conv + 4 max-pool, 3 dense, 128-d ReLU embedding; the PCA/8-bit
 postprocessing is not applied) -> mean over examples -> head -> softmax. Real weights: a
-torchvggish state_dict (.pth, e.g. vggish-10086976.pth) given by path; tests use a narrow random
-VGGish of the same layout.
+torchvggish state_dict (.pth, e.g. vggish-10086976.pth; ends with a ReLU as torchvggish does) or
+the TF-slim original (vggish_model.ckpt; no final ReLU, as published), given by path; tests use
+narrow random VGGish models of the same layout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,12 @@ EMBEDDING_DIM = 128
 class VGGish(nn.Module):
     """torchvggish's VGG: [N, 1, 96, 64] log-mel examples -> [N, 128] embeddings (same key names)."""
 
-    def __init__(self, widths: tuple[int, ...] = FULL["widths"], fc: tuple[int, ...] = FULL["fc"]) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = FULL["widths"],
+        fc: tuple[int, ...] = FULL["fc"],
+        final_relu: bool = True,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = 1
@@ -48,7 +55,8 @@ class VGGish(nn.Module):
             nn.Linear(fc[0], fc[1]),
             nn.ReLU(),
             nn.Linear(fc[1], EMBEDDING_DIM),
-            nn.ReLU(),
+            # torchvggish ends with a ReLU; the TF-slim original's fc2 has no activation
+            nn.ReLU() if final_relu else nn.Identity(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,27 +77,68 @@ class VGGishClassifier(nn.Module):
         return self.head(self.vggish(examples).mean(dim=0, keepdim=True))
 
 
+_CONV_KEYS = (0, 3, 6, 8, 11, 13)
+_FC_KEYS = (0, 2, 4)
+_SLIM_CONV = ("conv1", "conv2", "conv3/conv3_1", "conv3/conv3_2", "conv4/conv4_1", "conv4/conv4_2")
+_SLIM_FC = ("fc1/fc1_1", "fc1/fc1_2", "fc2")
+
+
+def _from_state(state: dict[str, torch.Tensor], final_relu: bool, where: Path) -> VGGish:
+    """A VGGish sized from the state_dict's shapes (so narrow test models load too)."""
+    try:
+        widths = tuple(int(state[f"features.{k}.weight"].shape[0]) for k in _CONV_KEYS)
+        fc = tuple(int(state[f"embeddings.{k}.weight"].shape[0]) for k in _FC_KEYS[:2])
+        model = VGGish(widths, fc, final_relu)
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError) as exc:
+        raise UserError(f"{where} is not a VGGish state_dict: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def slim_to_state(reader_get: Callable[[str], np.ndarray]) -> dict[str, torch.Tensor]:
+    """TF-slim VGGish variables (vggish/conv1/weights, ...) -> torchvggish state_dict names/layouts."""
+    state = {}
+    for key, name in zip(_CONV_KEYS, _SLIM_CONV, strict=True):
+        state[f"features.{key}.weight"] = torch.from_numpy(
+            np.transpose(reader_get(f"vggish/{name}/weights"), (3, 2, 0, 1)).copy()
+        )
+        state[f"features.{key}.bias"] = torch.from_numpy(reader_get(f"vggish/{name}/biases").copy())
+    for key, name in zip(_FC_KEYS, _SLIM_FC, strict=True):
+        state[f"embeddings.{key}.weight"] = torch.from_numpy(reader_get(f"vggish/{name}/weights").T.copy())
+        state[f"embeddings.{key}.bias"] = torch.from_numpy(reader_get(f"vggish/{name}/biases").copy())
+    return state
+
+
 def load_vggish(checkpoint: Path | None, random_tiny: bool, seed: int = 0) -> tuple[VGGish, str]:
-    """(VGGish, source) from a torchvggish .pth or a random tiny/full init."""
+    """(VGGish, source) from a torchvggish .pth, the TF-slim vggish_model.ckpt, or a random init."""
     torch.manual_seed(seed)
     if random_tiny:
         return VGGish(**TINY).eval(), "random-init narrow VGGish (tests)"
     if checkpoint is None:
-        raise UserError("give --checkpoint PATH (a torchvggish .pth state_dict) or --random-tiny")
+        raise UserError("give --checkpoint PATH (torchvggish .pth or TF vggish_model.ckpt) or --random-tiny")
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
+    is_ckpt = Path(f"{checkpoint}.index").is_file()
+    if not checkpoint.is_file() and not is_ckpt:
         raise UserError(f"checkpoint not found: {checkpoint}")
+    if is_ckpt:  # TensorFlow checkpoint prefix (vggish_model.ckpt + .index + .data-*)
+        import tensorflow as tf
+
+        try:
+            reader = tf.train.load_checkpoint(str(checkpoint))
+            state = slim_to_state(lambda n: np.asarray(reader.get_tensor(n), np.float32))
+        except Exception as exc:  # noqa: BLE001 - TF raises many types for a bad checkpoint
+            raise UserError(
+                f"{checkpoint} is not a VGGish TF checkpoint: {str(exc).splitlines()[0]}"
+            ) from None
+        return _from_state(state, False, checkpoint), str(checkpoint)
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file
         raise UserError(f"cannot read {checkpoint}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{checkpoint} is not a VGGish state_dict")
     state = {k: v for k, v in state.items() if not k.startswith("pproc")}
-    model = VGGish()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{checkpoint} is not a VGGish state_dict: {str(exc).splitlines()[0]}") from None
-    return model.eval(), str(checkpoint)
+    return _from_state(state, True, checkpoint), str(checkpoint)
 
 
 def build(

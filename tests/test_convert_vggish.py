@@ -68,3 +68,40 @@ def test_bad_vggish_checkpoints(tmp_path: Path) -> None:
         *(f"embeddings.{i}.weight" for i in (0, 2, 4)),
     ]
     assert shapes["embeddings.0.weight"] == (4096, 12288) and shapes["embeddings.4.weight"] == (128, 4096)
+
+
+def test_narrow_pth_and_tf_slim_checkpoint_load(tmp_path: Path) -> None:
+    ref = vggish.VGGish(**vggish.TINY).eval()
+    torch.save(ref.state_dict(), tmp_path / "narrow.pth")
+    model, _ = vggish.load_vggish(tmp_path / "narrow.pth", False)
+    x = torch.randn(2, 1, 96, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref(x))
+
+    # the same weights written as the TF-slim original names them (HWIO kernels, [in, out] dense)
+    tf = pytest.importorskip("tensorflow")
+    g = tf.Graph()
+    with g.as_default():
+        names = dict(zip(vggish._CONV_KEYS, vggish._SLIM_CONV, strict=True))
+        variables = []
+        for k, name in names.items():
+            conv = ref.features[k]
+            variables += [
+                tf.compat.v1.Variable(
+                    conv.weight.detach().numpy().transpose(2, 3, 1, 0), name=f"vggish/{name}/weights"
+                ),
+                tf.compat.v1.Variable(conv.bias.detach().numpy(), name=f"vggish/{name}/biases"),
+            ]
+        for k, name in zip(vggish._FC_KEYS, vggish._SLIM_FC, strict=True):
+            fc = ref.embeddings[k]
+            variables += [
+                tf.compat.v1.Variable(fc.weight.detach().numpy().T, name=f"vggish/{name}/weights"),
+                tf.compat.v1.Variable(fc.bias.detach().numpy(), name=f"vggish/{name}/biases"),
+            ]
+        with tf.compat.v1.Session(graph=g) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver(variables).save(sess, str(tmp_path / "vggish_model.ckpt"))
+    slim, _ = vggish.load_vggish(tmp_path / "vggish_model.ckpt", False)
+    with torch.no_grad():  # identical up to the final ReLU, which the TF original does not have
+        assert torch.allclose(torch.relu(slim(x)), ref(x), atol=1e-6)
+        assert isinstance(slim.embeddings[5], torch.nn.Identity)
