@@ -78,6 +78,11 @@ def convert_head(
         )
     head_model.check_input_dim(spec, backbone)
     labels, dim = list(spec["labels"]), int(spec["input_dim"])
+    if features is None and not (folder / eval_data.EVAL_NAME).is_file():
+        raise UserError(
+            f"no {eval_data.EVAL_NAME} in {folder}: pass --features PATH (training writes it "
+            "beside the head it trains, runs/heads/<name>/eval.npz)"
+        )
     features = Path(features) if features else folder / eval_data.EVAL_NAME
     data = eval_data.load_eval(features, labels, dim)
     name = name or folder.name
