@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import logging
+import pickle
 import sys
 import time
 from collections import Counter, defaultdict
@@ -179,11 +180,19 @@ def noisy_file(language: str, clean: Path, segments: list, snr_db: float | None,
 # -- pipeline -----------------------------------------------------------------------------------------
 
 class MemoModel:
-    """Wraps an EmotionModel; remembers predictions by window content (reruns for other smoothings)."""
+    """Wraps an EmotionModel; remembers predictions by window content (reruns for other smoothings).
 
-    def __init__(self, model: Any):
+    With `store`, the memo is kept on disk (under cache/, keyed by the model's file hashes), so a rerun
+    that adds models or smoothings does not recompute windows it has already seen.
+    """
+
+    def __init__(self, model: Any, store: Path | None = None):
         self._model = model
+        self._store = store
         self._memo: dict[bytes, Any] = {}
+        if store is not None and store.exists():
+            with store.open("rb") as f:
+                self._memo = pickle.load(f)
         self.id, self.labels, self.window_samples = model.id, model.labels, model.window_samples
         self.has_speech_score = getattr(model, "has_speech_score", False)
         self.calls = 0
@@ -195,6 +204,14 @@ class MemoModel:
             hit = self._memo[key] = self._model.predict(window)
             self.calls += 1
         return hit
+
+    def save(self) -> None:
+        if self._store is not None and self.calls:
+            self._store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._store.with_suffix(".tmp")
+            with tmp.open("wb") as f:
+                pickle.dump(self._memo, f)
+            tmp.replace(self._store)
 
 
 class _Collect:
@@ -228,16 +245,28 @@ def run_pipeline(model: Any, wav: Path, smoothing: str) -> list[dict[str, Any]]:
 
 
 def score(refs: list[str], preds: list[str]) -> dict[str, Any]:
+    """wF1 and UAR over every window (5 classes), and the same over speech windows only."""
     from sklearn.metrics import f1_score, recall_score
 
     from edge_ser.labels import EMOTIONS, NEUTRAL
 
     present = sorted(set(refs))
+    speech = [i for i, r in enumerate(refs) if r != NEUTRAL]
+    sr, sp = [refs[i] for i in speech], [preds[i] for i in speech]
+    speech_scores = {
+        # windows whose reference is an emotion; a `neutral` answer there counts as a miss
+        "weighted_f1_speech": round(100 * f1_score(sr, sp, labels=sorted(set(sr)), average="weighted",
+                                                   zero_division=0), 2) if sr else None,
+        "uar_speech": round(100 * recall_score(sr, sp, labels=sorted(set(sr)), average="macro",
+                                               zero_division=0), 2) if sr else None,
+        "n_speech_windows": len(sr),
+    }
     return {"weighted_f1": round(100 * f1_score(refs, preds, average="weighted", zero_division=0), 2),
             "uar": round(100 * recall_score(refs, preds, labels=present, average="macro",
                                             zero_division=0), 2),
             "accuracy": round(100 * float(np.mean(np.array(refs) == np.array(preds))), 2),
             "n_windows": len(refs),
+            **speech_scores,
             "labels": [*EMOTIONS, NEUTRAL]}
 
 
@@ -298,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     records, confusions = [], []
     for mid in args.models or default_models():
         entry = manifest.get(mid)
-        model = MemoModel(load_model(ModelSettings(id=mid, threads=args.threads)))
+        files = "-".join(f.sha256[:12] for _, f in entry.files())
+        model = MemoModel(load_model(ModelSettings(id=mid, threads=args.threads)),
+                          store=CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
         pooled: dict[tuple[Any, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
         for lang, (wav, segments, meta) in streams.items():
             for snr in snrs:
@@ -323,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                                            "smoothing": smoothing, "labels": [*EMOTIONS, "neutral"],
                                            "matrix": confusion(refs, preds)})
                     print(f"{mid:28s} {lang} snr={snr!s:5s} {smoothing:8s} wF1={rec['weighted_f1']:6.2f} "
-                          f"UAR={rec['uar']:6.2f} n={rec['n_windows']} ({time.time() - t0:.0f} s, "
+                          f"UAR={rec['uar']:6.2f} n={rec['n_windows']} "
+                          f"speech wF1={rec['weighted_f1_speech']} "
+                          f"({time.time() - t0:.0f} s, "
                           f"{model.calls} inferences)", flush=True)
         for (snr, smoothing), (refs, preds) in pooled.items():
             records.append({"model": mid, "language": "all", "snr_db": snr, "smoothing": smoothing,
@@ -332,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             if smoothing == "none":
                 confusions.append({"model": mid, "language": "all", "snr_db": snr, "smoothing": smoothing,
                                    "labels": [*EMOTIONS, "neutral"], "matrix": confusion(refs, preds)})
+        model.save()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
