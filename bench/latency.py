@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the same for HuBERT configurations (each window costs ~0.5-1 s here)")
     ap.add_argument("--out", default=str(RESULTS / "latency.json"))
     ap.add_argument("--no-hubert", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the records of --out for configurations not run now (replace the others)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     command = "python3 -m bench.latency " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -201,17 +203,24 @@ def main(argv: list[str] | None = None) -> int:
                   f"p95={rec['p95_ms']:8.2f} p99={rec['p99_ms']:8.2f} infer50={rec['infer_p50_ms']:8.2f} "
                   f"rss={rec['rss_mb']:6.1f} cpu={rec['cpu_pct']:5.1f}% load={rec['load_1min']} "
                   f"({time.time() - t0:.0f} s)", flush=True)
-    write(records, Path(args.out))
+    write(records, Path(args.out), merge=args.merge)
     return 0
 
 
-def write(records: list[dict[str, Any]], out: Path) -> None:
+def write(records: list[dict[str, Any]], out: Path, merge: bool = False) -> None:
     """latency.json: a list of records (definitions in bench/README.md); <stem>_windows.json: the
     per-window latencies of each record, for the histograms."""
     out.parent.mkdir(parents=True, exist_ok=True)
     samples = {f"{r['config']}|{r['threads']}": r.pop("latencies_ms") for r in records}
+    windows = out.parent / (out.stem + "_windows.json")
+    if merge and out.exists():
+        new = {(r["config"], r["threads"]) for r in records}
+        old = [r for r in json.loads(out.read_text()) if (r.get("config"), r["threads"]) not in new]
+        old_samples = json.loads(windows.read_text()) if windows.exists() else {}
+        samples = {**{k: v for k, v in old_samples.items() if k not in samples}, **samples}
+        records = old + records
     out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
-    (out.parent / (out.stem + "_windows.json")).write_text(json.dumps(samples) + "\n")
+    windows.write_text(json.dumps(samples) + "\n")
     print(f"wrote {out} ({len(records)} records)")
 
 
