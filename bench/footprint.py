@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,9 +77,8 @@ def _cpu_s(pid: int) -> float | None:
 
 def measure(model: str, wav: Path, config: Path | None, settle: float) -> dict[str, Any]:
     """Run `edge-ser listen --input wav --realtime` once; peak RSS, steady CPU %, windows published."""
-    exe = shutil.which("edge-ser")
-    cmd = ([exe] if exe else [sys.executable, "-m", "edge_ser.cli"]) + ["listen", "--input", str(wav),
-                                                                       "--realtime", "--model", model]
+    # this interpreter's own package, not whichever `edge-ser` PATH finds first
+    cmd = [sys.executable, "-m", "edge_ser", "listen", "--input", str(wav), "--realtime", "--model", model]
     if config is not None:
         cmd += ["--config", str(config)]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -109,7 +107,7 @@ def measure(model: str, wav: Path, config: Path | None, settle: float) -> dict[s
     return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_pct": cpu,
             "steady_s": round((t2 - t1) if t1 else 0, 1), "wall_s": round(time.monotonic() - t0, 1),
             "published": len(lines), "inferred": sum(1 for m in lines if not m.get("gated")),
-            "command": " ".join(["edge-ser", *cmd[1:]])}
+            "command": " ".join(["edge-ser", *cmd[3:]])}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,7 +99,7 @@ class ModelSettings:
     """Path of a manifest.yaml; null = the one shipped in the package's models/."""
 
     search_path: tuple[str, ...] = ()
-    """Extra folders searched first for model files (then $EDGE_SER_MODELS, the user dir, models/, shared/weights)."""
+    """Folders searched first for model files (then $EDGE_SER_MODELS, user dir, models/, shared/weights)."""
 
     threads: int = 1
     """Inference threads for TFLite / onnxruntime."""
