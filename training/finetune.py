@@ -293,6 +293,10 @@ class TopModel(nn.Module):
         nn.init.zeros_(self.up.weight)
         self.db = nn.Parameter(torch.zeros(DIM))
         self.scale = 1.0
+        # fixed standardisation of the embedding (statistics of YAMNet's own embeddings on the
+        # training windows, set by `standardise`); folded into the head weights by the export
+        self.register_buffer("emb_mean", torch.zeros(DIM))
+        self.register_buffer("emb_std", torch.ones(DIM))
         self.dropout = nn.Dropout(dropout)
         self.merged = nn.Linear(DIM, len(MERGED_LABELS))
         self.original = nn.Linear(DIM, n_original)
@@ -305,8 +309,23 @@ class TopModel(nn.Module):
         return torch.relu(pre + self.db + self.scale * self.up(self.down(feats))).mean(dim=1)
 
     def forward(self, feats: torch.Tensor, pre: torch.Tensor):
-        emb = self.dropout(self.embed(feats, pre))
+        emb = self.dropout((self.embed(feats, pre) - self.emb_mean) / self.emb_std)
         return self.merged(emb), self.original(emb)
+
+    def standardise(self, store: Store, rows: np.ndarray, chunk: int = 512) -> None:
+        """Set emb_mean/emb_std from YAMNet's embeddings (relu(W x + b) averaged) of these rows."""
+        rows = np.sort(rows)
+        embs = [np.maximum(np.asarray(store.pre[rows[s : s + chunk]], dtype=np.float32), 0).mean(axis=1)
+                for s in range(0, len(rows), chunk)]
+        emb = np.concatenate(embs)
+        self.emb_mean.copy_(torch.from_numpy(emb.mean(axis=0)))
+        self.emb_std.copy_(torch.from_numpy(np.maximum(emb.std(axis=0), 1e-3)))
+
+    def head_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The merged head with the standardisation folded in: W / std, b - (W / std) @ mean."""
+        with torch.no_grad():
+            w = self.merged.weight / self.emb_std
+            return w.numpy(), (self.merged.bias - w @ self.emb_mean).numpy()
 
     def merged_pw(self, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The fine-tuned pointwise conv as one matrix and bias (for the export)."""
@@ -425,6 +444,7 @@ def train(args: argparse.Namespace) -> dict:
         f"{len(augs)} augmented copies, freeze={args.freeze}, original labels {orig_labels}"
     )
     model = TopModel(len(orig_labels), args.rank, args.dropout)
+    model.standardise(base, window_rows(train_clips, base)[0])
     heads = [*model.merged.parameters(), *model.original.parameters()]
     opt = torch.optim.AdamW(
         [
@@ -563,9 +583,7 @@ def export(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE) -> Path:
     _, model = load_run(run)
     w, b = model.merged_pw(*layer14_pw(tflite))
     layer14 = {"pw_weight": w[:, :, None, None], "pw_bias": b}
-    data = export_finetuned(
-        tflite, layer14, model.merged.weight.detach().numpy(), model.merged.bias.detach().numpy()
-    )
+    data = export_finetuned(tflite, layer14, *model.head_weights())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     return out
