@@ -105,3 +105,13 @@ def test_shipped_onnx_head_runs_in_the_daemon_like_in_training(tiny, tmp_path):
     adapted = load_model(ModelSettings(manifest=str(models / "manifest.yaml"), adapt=True,
                                        adapt_state=str(tmp_path / "adapt.json")))
     assert abs(sum(adapted.predict(window).probs.values()) - 1) < 1e-5
+
+
+def test_augmented_copy_is_deterministic_and_survives_an_all_silent_clip():
+    from training.augment import augment
+
+    wave = (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    a, b = augment(wave, "x.wav", 1), augment(wave, "x.wav", 1)
+    assert np.array_equal(a, b) and not np.array_equal(a, augment(wave, "x.wav", 2))
+    # a silent file trims to zero samples; its augmented copy must not crash the cache build
+    assert augment(np.zeros(0, np.float32), "silent.wav", 1).size == 0

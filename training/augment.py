@@ -49,6 +49,8 @@ def time_shift(wave: np.ndarray, rng: np.random.Generator, max_s: float = 0.4,
 
 def augment(wave: np.ndarray, path: str, copy: int) -> np.ndarray:
     """One augmented copy: pitch +-3 semitones, time shift, noise, gain -12..+6 dB; clipped to [-1, 1]."""
+    if wave.size == 0:  # a clip that is silence throughout trims to nothing: nothing to augment
+        return wave.astype(np.float32)
     rng = rng_for(path, copy)
     out = pitch_shift(wave, rng.uniform(-3, 3))
     out = time_shift(out, rng)
