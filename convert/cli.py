@@ -93,6 +93,12 @@ def _common(f):
     default=None,
     help="Make this variant the manifest's default model.",
 )
+@click.option(
+    "--backbone-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The YAMNet file the head was trained on, when not the shared one (a fine-tuned backbone).",
+)
 @_common
 def yamnet_head(
     head_folder: Path,
@@ -101,6 +107,7 @@ def yamnet_head(
     name: str | None,
     quants: tuple[str, ...],
     default: str | None,
+    backbone_file: Path | None,
     manifest: Path,
     no_manifest: bool,
     keep_anyway: bool,
@@ -121,6 +128,7 @@ def yamnet_head(
         command=_command(),
         reports_dir=reports,
         register_manifest=not no_manifest,
+        backbone_file=backbone_file,
     )
     _finish(results, keep_anyway)
 

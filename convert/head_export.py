@@ -63,10 +63,13 @@ def convert_head(
     reports_dir: Path = parity.REPORTS_DIR,
     latency_runs: int = 200,
     register_manifest: bool = True,
+    backbone_file: Path | None = None,
 ) -> list[Result]:
     """Convert every variant; write the passing ones (all with keep_anyway), their reports and entries.
 
     default: the quantization whose entry becomes the manifest's default model (None: leave it).
+    backbone_file: a YAMNet file other than the shared one (a fine-tuned backbone from
+    `python -m training.finetune export-backbone`) that the head was trained on; the entry names it.
     """
     torch.set_num_threads(1)
     folder = Path(folder)
@@ -167,7 +170,7 @@ def convert_head(
             report["tflite_runtime_2_14"] = old_runtime.check(path)
         jpath, _ = parity.write_report(model_id, report, reports_dir)
         if keep and register_manifest:
-            entry = _entry(spec, path, q, manifest, jpath, command) | {
+            entry = _entry(spec, path, q, manifest, jpath, command, backbone_file) | {
                 "quantization_mode": MODE_TEXT.get(mode, mode)
             }
             register.upsert(manifest, model_id, entry, make_default=(q == default))
@@ -199,15 +202,18 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _entry(spec: dict, path: Path, q: str, manifest: Path, report: Path, command: str) -> dict:
+def _entry(spec: dict, path: Path, q: str, manifest: Path, report: Path, command: str,
+           backbone_file: Path | None = None) -> dict:
     metrics = {k: spec[k] for k in ("val", "test", "metrics") if k in spec}
+    backbone = (register.yamnet_backbone(manifest) if backbone_file is None else register.file_ref(
+        backbone_file, manifest, input="waveform", output="Identity_1", scores_output="Identity"))
     return {
         "description": f"YAMNet + {spec['arch']} head ({spec.get('data', 'trained head')}), {q} TFLite",
         "frontend": "waveform",
         "sample_rate": 16000,
         "window_s": float(spec.get("window_s", 2.0)),
         "labels": list(spec["labels"]),
-        "backbone": register.yamnet_backbone(manifest),
+        "backbone": backbone,
         "pooling": spec.get("pooling", "mean"),
         "head": register.file_ref(
             path, manifest, input="features", output="probs", input_dim=int(spec["input_dim"])

@@ -59,3 +59,28 @@ def test_cache_train_resume_export(tmp_path):
     artifact = finetune.export(run, tmp_path / "ft.tflite")
     report = finetune.parity(run, artifact, cache, max_clips=5)
     assert report["parity"]["passed"], report["parity"]
+    # the run's embeddings in the frozen cache's layout, and the same layer as a backbone file
+    from training import features
+    from training.loaders import load_corpus
+
+    root = default_corpora_root().resolve()
+    clips = [c for c in load_corpus("tess", root) if str(Path(c.path).resolve()) in base.index]
+    frozen = tmp_path / "frozen"
+    features.extract(clips, "tess", "base", frozen, progress=False)
+    out = finetune.write_embeddings(run, tmp_path / "ftemb", "tess", cache, frozen=frozen)
+    got = features.load_cache("tess", "base", out)
+    want = features.load_cache("tess", "base", frozen)
+    assert got.index == want.index and got.frames.shape == want.frames.shape
+    a, b = got.frames.astype(np.float32), want.frames.astype(np.float32)
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert cos.mean() > 0.97  # two training steps from YAMNet: still YAMNet's embedding
+    backbone = finetune.export_backbone(run, tmp_path / "backbone.tflite")
+    from edge_ser.backends import open_backend
+
+    path = clips[0].path
+    first, n = got.index[path]
+    lite = open_backend(backbone)
+    emb = lite.run({"waveform": features.clip_windows(path, "base")[0]})["Identity_1"]
+    ref = a[first]
+    assert emb.shape == ref.shape
+    assert ((emb * ref).sum(-1) / np.linalg.norm(emb, axis=-1) / np.linalg.norm(ref, axis=-1)).min() > 0.99

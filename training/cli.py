@@ -72,15 +72,18 @@ def _command() -> str:
 @click.option("--save-head", type=click.Path(path_type=Path), default=None, help="Write head.pt/head.json.")
 @click.option("--plots", type=click.Path(path_type=Path), default=None, help="Confusion-matrix PNG path.")
 @click.option("--no-record", is_flag=True, help="Do not store the result in cache/results.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache root (default cache/; e.g. fine-tuned embeddings from "
+              "`python -m training.finetune embed`).")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
         augment: int, grid: str, corpus_power: float, norm: str, name: str | None, save_head: Path | None,
-        plots: Path | None, no_record: bool) -> None:
+        plots: Path | None, no_record: bool, cache: Path | None) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
     from training import report, runner
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
-                                 corpus_power, name, _command(), save_head, plots, norm=norm)
+                                 corpus_power, name, _command(), save_head, plots, cache=cache, norm=norm)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():

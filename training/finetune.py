@@ -570,6 +570,55 @@ def train(args: argparse.Namespace) -> dict:
     return result
 
 
+# ---------------------------------------------------------------------------------------- embed
+@torch.no_grad()
+def write_embeddings(run: Path, out: Path, corpora: str = "all+", cache: Path = DEFAULT_CACHE,
+                     frozen: Path | None = None, root: Path | None = None, chunk: int = 256) -> Path:
+    """The run's fine-tuned YAMNet embeddings in training/features.py's cache layout, so every frozen-
+    embedding head (MLP grid, pooling, the daemon's head format) trains on them unchanged:
+    out/yamnet/base/<corpus>/frames.npy [windows, 4, 1024] (one embedding per 0.96 s patch = the mean
+    of its 6 positions, as YAMNet pools), speech.npy and index.csv copied from the frozen cache (same
+    clips, same windows; the Speech score is the unmodified backbone's)."""
+    import shutil
+
+    from training.features import DEFAULT_CACHE as FROZEN_CACHE
+    from training.features import corpus_dir
+    from training.loaders import default_corpora_root, expand
+
+    root = Path(root or default_corpora_root()).resolve()
+    frozen = Path(frozen or FROZEN_CACHE)
+    _, model = load_run(run)
+    base = Store(cache / "base", root)
+    for corpus in expand(corpora.split(","), root):
+        src, dst = corpus_dir(corpus, "base", frozen), corpus_dir(corpus, "base", out)
+        if (dst / "index.csv").is_file():
+            continue
+        import csv
+
+        with (src / "index.csv").open(newline="") as fh:
+            rows = [(r["path"], int(r["start"]), int(r["count"])) for r in csv.DictReader(fh)]
+        total = sum(n for _, _, n in rows)
+        ft_rows = np.empty(total, dtype=np.int64)
+        for path, start, n in rows:
+            first, count = base.index[str(Path(path).resolve())]
+            if count != n:
+                raise UserError(f"{path}: {n} windows in the frozen cache, {count} in the fine-tune cache")
+            ft_rows[start : start + n] = np.arange(first, first + n)
+        dst.mkdir(parents=True, exist_ok=True)
+        frames = np.lib.format.open_memmap(dst / "frames.tmp.npy", mode="w+", dtype=np.float16,
+                                           shape=(total, 4, DIM))
+        for s in range(0, total, chunk):
+            feats, pre = base.rows(ft_rows[s : s + chunk])
+            act = torch.relu(pre + model.db + model.scale * model.up(model.down(feats)))
+            frames[s : s + chunk] = act.reshape(-1, 4, POSITIONS // 4, DIM).mean(dim=2).numpy()
+        frames.flush()
+        del frames
+        (dst / "frames.tmp.npy").rename(dst / "frames.npy")
+        shutil.copy(src / "speech.npy", dst / "speech.npy")
+        shutil.copy(src / "index.csv", dst / "index.csv")
+    return out
+
+
 # ---------------------------------------------------------------------------------------- export
 def load_run(run: Path) -> tuple[dict, TopModel]:
     spec = json.loads((run / "head.json").read_text())
@@ -588,6 +637,18 @@ def export(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE) -> Path:
     data = export_finetuned(tflite, layer14, *model.head_weights())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
+    return out
+
+
+def export_backbone(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE) -> Path:
+    """yamnet.tflite with the run's fine-tuned layer 14: a drop-in backbone (same inputs, outputs and
+    names: embeddings `Identity_1` fine-tuned, AudioSet scores computed from them) for a separate head."""
+    from training.yamnet_tflite import export_layer14
+
+    _, model = load_run(run)
+    w, b = model.merged_pw(*layer14_pw(tflite))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(export_layer14(tflite, {"pw_weight": w[:, :, None, None], "pw_bias": b}))
     return out
 
 
@@ -711,6 +772,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--tflite", type=Path, default=DEFAULT_TFLITE)
     e.add_argument("--max-clips", type=int, default=0, help="parity on the first N test clips only")
     e.add_argument("--register", action="store_true", help="add/replace the manifest entry")
+    m = sub.add_parser("embed", help="a run's fine-tuned embeddings in the frozen cache layout")
+    m.add_argument("--run", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True, help="cache root for `python -m training run --cache`")
+    m.add_argument("--corpora", default="all+")
+    m.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    b = sub.add_parser("export-backbone", help="yamnet.tflite with the run's fine-tuned layer 14")
+    b.add_argument("--run", type=Path, required=True)
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--tflite", type=Path, default=DEFAULT_TFLITE)
     j = sub.add_parser("jobs", help="run a plan of train jobs, N processes at a time")
     j.add_argument("--plan", type=Path, default=REPO / "training" / "ft_plan.json")
     j.add_argument("--runs", type=Path, default=REPO / "runs" / "yamnet-ft")
@@ -737,6 +807,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "export":
         return export_command(args, argv)
+    if args.cmd == "embed":
+        print(write_embeddings(args.run, args.out, args.corpora, args.cache))
+        return 0
+    if args.cmd == "export-backbone":
+        print(export_backbone(args.run, args.out, args.tflite))
+        return 0
     if args.cmd == "cache":
         print(
             build_cache(

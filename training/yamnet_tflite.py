@@ -155,6 +155,32 @@ def _set_float16_weight(model: schema.ModelT, op, position: int, data: np.ndarra
         model.buffers[g.tensors[old].buffer].data = None
 
 
+def _apply_layer14(model, layer14: dict[str, np.ndarray], pw_dtype: str) -> None:
+    """Write fine-tuned layer-14 weights (torch layout) into the parsed model, in place."""
+    g = model.subgraphs[0]
+    pos = _conv_positions(model)
+    dw, pw = g.operators[pos[LAYER14_DW]], g.operators[pos[LAYER14_PW]]
+    if "dw_weight" in layer14:
+        _set_tensor(model, dw.inputs[1], layer14["dw_weight"].transpose(1, 2, 3, 0), axis=3)  # [1, kh, kw, c]
+        _set_tensor(model, dw.inputs[2], layer14["dw_bias"])
+    pw_weight = layer14["pw_weight"].transpose(0, 2, 3, 1)  # torch [o, i, kh, kw] -> [o, kh, kw, i]
+    if pw_dtype == "int8":
+        _set_tensor(model, pw.inputs[1], pw_weight, axis=0)
+    elif pw_dtype == "float16":
+        _set_float16_weight(model, pw, 1, pw_weight)
+    else:
+        _set_tensor(model, pw.inputs[1], pw_weight)
+    _set_tensor(model, pw.inputs[2], layer14["pw_bias"])
+
+
+def export_layer14(src: str | Path, layer14: dict[str, np.ndarray], pw_dtype: str = "float16") -> bytes:
+    """yamnet.tflite with fine-tuned layer 14 only: a backbone with the original inputs and outputs
+    (`Identity_1` embeddings, `Identity` AudioSet scores), for a separate head file."""
+    model = _load(src)
+    _apply_layer14(model, layer14, pw_dtype)
+    return _save(model)
+
+
 def export_finetuned(src: str | Path, layer14: dict[str, np.ndarray], head_w: np.ndarray,
                      head_b: np.ndarray, pw_dtype: str = "float16") -> bytes:
     """yamnet.tflite with fine-tuned layer 14 + head -> bytes of the single-file emotion model.
@@ -171,19 +197,7 @@ def export_finetuned(src: str | Path, layer14: dict[str, np.ndarray], head_w: np
     """
     model = _load(src)
     g = model.subgraphs[0]
-    pos = _conv_positions(model)
-    dw, pw = g.operators[pos[LAYER14_DW]], g.operators[pos[LAYER14_PW]]
-    if "dw_weight" in layer14:
-        _set_tensor(model, dw.inputs[1], layer14["dw_weight"].transpose(1, 2, 3, 0), axis=3)  # [1, kh, kw, c]
-        _set_tensor(model, dw.inputs[2], layer14["dw_bias"])
-    pw_weight = layer14["pw_weight"].transpose(0, 2, 3, 1)  # torch [o, i, kh, kw] -> [o, kh, kw, i]
-    if pw_dtype == "int8":
-        _set_tensor(model, pw.inputs[1], pw_weight, axis=0)
-    elif pw_dtype == "float16":
-        _set_float16_weight(model, pw, 1, pw_weight)
-    else:
-        _set_tensor(model, pw.inputs[1], pw_weight)
-    _set_tensor(model, pw.inputs[2], layer14["pw_bias"])
+    _apply_layer14(model, layer14, pw_dtype)
     fcs = [op for op in g.operators if _opname(model, op) == "FULLY_CONNECTED"]
     fc = fcs[-1]  # the AudioSet classifier on the frame embeddings (the first one is the mel matrix)
     n = int(head_w.shape[0])
