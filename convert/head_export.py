@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from edge_ser.errors import UserError
 
 from . import eval_data, head_model, old_runtime, parity, register
+from .parity import Result
 from .tflite_export import TensorIO, export_torch, runner
 
 DEFAULT_OUT = register.REPO / "models" / "heads"
@@ -32,21 +32,6 @@ MODE_TEXT = {
 }
 
 
-@dataclass(frozen=True)
-class Result:
-    """One converted variant."""
-
-    model_id: str
-    """Manifest id (<name>-int8, ...)."""
-
-    path: Path | None
-    """The written file, or None when parity failed and it was not kept."""
-
-    report: Path
-    """The JSON parity report."""
-
-    passed: bool
-    """Whether the parity targets were met."""
 
 
 def convert_head(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from edge_ser.errors import UserError
 from edge_ser.labels import EMOTIONS, NEUTRAL
 
 from . import eval_data, head_model, parity, register
+from .parity import Result
 
 OPSET = 17
 CANDIDATES = {
@@ -46,21 +46,6 @@ TINY_CONFIG = dict(
 """A randomly initialised HuBERT of the real architecture, small enough for tests."""
 
 
-@dataclass(frozen=True)
-class Result:
-    """One written model (or a refused one)."""
-
-    model_id: str
-    """Manifest id."""
-
-    path: Path | None
-    """The written .onnx file; None when it missed its target and was not kept."""
-
-    report: Path
-    """The JSON parity report."""
-
-    passed: bool
-    """Whether the parity target was met."""
 
 
 class HubertClassifier(nn.Module):

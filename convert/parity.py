@@ -21,6 +21,23 @@ REPORTS_DIR = Path(__file__).resolve().parent / "reports"
 
 
 @dataclass(frozen=True)
+class Result:
+    """One converted model or variant, as every converter returns it."""
+
+    model_id: str
+    """Manifest id (<name>-int8, ...)."""
+
+    path: Path | None
+    """The written file, or None when it missed its parity target and was not kept."""
+
+    report: Path
+    """The JSON parity report."""
+
+    passed: bool
+    """Whether the parity target was met."""
+
+
+@dataclass(frozen=True)
 class Targets:
     """What a converted model must achieve against its float original."""
 

@@ -8,30 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import eval_data, old_runtime, parity, register
+from .parity import Result
 from .tflite_export import export_concrete, runner
-
-
-@dataclass(frozen=True)
-class Result:
-    """One converted variant."""
-
-    model_id: str
-    """Manifest id."""
-
-    path: Path | None
-    """The written file, or None when it missed its target and was not kept."""
-
-    report: Path
-    """The JSON parity report."""
-
-    passed: bool
-    """Whether the parity target was met."""
 
 
 def convert_whole(
