@@ -64,7 +64,8 @@ def confusion_matrices(results: Path, language: str = "all", smoothing: str = "n
     """One PNG per model: row-normalised confusion (reference x predicted), clean and noisy side by side."""
     plt = _plt()
     entries = [c for c in json.loads((results / "stream_confusion.json").read_text())
-               if c["language"] == language and c["smoothing"] == smoothing]
+               if c["language"] == language and c["smoothing"] == smoothing
+               and c.get("vad", "none") == "none"]
     written = []
     for model in dict.fromkeys(c["model"] for c in entries):
         mine = sorted((c for c in entries if c["model"] == model),

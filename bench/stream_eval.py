@@ -231,13 +231,14 @@ class _Collect:
         pass
 
 
-def run_pipeline(model: Any, wav: Path, smoothing: str) -> list[dict[str, Any]]:
+def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none") -> list[dict[str, Any]]:
     """Every window's result message for `wav`, as `edge-ser listen --input wav` computes it."""
     from edge_ser.audio.source_file import FileSource
     from edge_ser.pipeline import Pipeline
     from edge_ser.settings import GateSettings, OutputSettings, Settings, SmoothingSettings
 
-    settings = Settings(gate=GateSettings(neutral_once=False), smoothing=SmoothingSettings(method=smoothing),
+    settings = Settings(gate=GateSettings(neutral_once=False, vad=vad),
+                        smoothing=SmoothingSettings(method=smoothing),
                         output=OutputSettings(stats_interval_s=0))
     sink = _Collect()
     Pipeline(settings, model, [sink]).run(FileSource(wav))
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--languages", nargs="*", default=list(LANGUAGES))
     ap.add_argument("--snrs", nargs="*", default=["clean", "20", "10", "0"])
     ap.add_argument("--smoothing", nargs="*", default=list(SMOOTHINGS))
+    ap.add_argument("--vad", nargs="*", default=["none"], choices=["none", "yamnet"],
+                    help="gate.vad settings to score (yamnet: AudioSet Speech score, free on YAMNet models)")
     ap.add_argument("--per-class", type=int, default=40, help="test utterances per class and language")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -330,41 +333,44 @@ def main(argv: list[str] | None = None) -> int:
         files = "-".join(f.sha256[:12] for _, f in entry.files())
         model = MemoModel(load_model(ModelSettings(id=mid, threads=args.threads)),
                           store=CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
-        pooled: dict[tuple[Any, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+        pooled: dict[tuple[Any, str, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
         for lang, (wav, segments, meta) in streams.items():
             for snr in snrs:
                 path = noisy_file(lang, wav, segments, snr, args.seed)
-                for smoothing in args.smoothing:
+                for vad, smoothing in [(v, sm) for v in args.vad for sm in args.smoothing]:
                     t0 = time.time()
-                    msgs = run_pipeline(model, path, smoothing)
+                    msgs = run_pipeline(model, path, smoothing, vad)
                     refs = [reference(segments, int(round(m["window_start"] * RATE)),
                                       int(round(m["window_s"] * RATE))) for m in msgs]
                     preds = [m["label"] for m in msgs]
-                    rec = {"model": mid, "language": lang, "snr_db": snr, "smoothing": smoothing,
+                    rec = {"model": mid, "language": lang, "snr_db": snr, "smoothing": smoothing, "vad": vad,
                            **score(refs, preds), "utterances": len(segments),
                            "test_speakers": len(meta["speakers"]),
                            "gated_windows": sum(m["gated"] for m in msgs),
                            "model_training_split": (entry.extra.get("training") or {}).get("split"),
                            "command": command}
                     records.append(rec)
-                    pooled[(snr, smoothing)][0].extend(refs)
-                    pooled[(snr, smoothing)][1].extend(preds)
+                    pooled[(snr, smoothing, vad)][0].extend(refs)
+                    pooled[(snr, smoothing, vad)][1].extend(preds)
                     if smoothing == "none":
                         confusions.append({"model": mid, "language": lang, "snr_db": snr,
-                                           "smoothing": smoothing, "labels": [*EMOTIONS, "neutral"],
+                                           "smoothing": smoothing, "vad": vad,
+                                           "labels": [*EMOTIONS, "neutral"],
                                            "matrix": confusion(refs, preds)})
-                    print(f"{mid:28s} {lang} snr={snr!s:5s} {smoothing:8s} wF1={rec['weighted_f1']:6.2f} "
+                    print(f"{mid:28s} {lang} snr={snr!s:5s} vad={vad:6s} {smoothing:8s} "
+                          f"wF1={rec['weighted_f1']:6.2f} "
                           f"UAR={rec['uar']:6.2f} n={rec['n_windows']} "
                           f"speech wF1={rec['weighted_f1_speech']} "
                           f"({time.time() - t0:.0f} s, "
                           f"{model.calls} inferences)", flush=True)
-        for (snr, smoothing), (refs, preds) in pooled.items():
+        for (snr, smoothing, vad), (refs, preds) in pooled.items():
             records.append({"model": mid, "language": "all", "snr_db": snr, "smoothing": smoothing,
-                            **score(refs, preds), "model_training_split":
+                            "vad": vad, **score(refs, preds), "model_training_split":
                             (entry.extra.get("training") or {}).get("split"), "command": command})
             if smoothing == "none":
                 confusions.append({"model": mid, "language": "all", "snr_db": snr, "smoothing": smoothing,
-                                   "labels": [*EMOTIONS, "neutral"], "matrix": confusion(refs, preds)})
+                                   "vad": vad, "labels": [*EMOTIONS, "neutral"],
+                                   "matrix": confusion(refs, preds)})
         model.save()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -67,13 +67,13 @@ def stream_tables(records: list[dict[str, Any]]) -> str:
     """Per model: rows language x smoothing, columns SNR, cells wF1 / UAR."""
     out = []
     snrs = sorted({r["snr_db"] for r in records}, key=lambda s: -1e9 if s is None else -s)
-    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_model: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        by_model[r["model"]].append(r)
-    for model, recs in by_model.items():
+        by_model[(r["model"], r.get("vad", "none"))].append(r)
+    for (model, vad), recs in by_model.items():
         cell = {(r["language"], r["smoothing"], r["snr_db"]): r for r in recs}
         split = next((r.get("model_training_split") for r in recs if r.get("model_training_split")), None)
-        out.append(f"**{model}**" + (f" (trained on: {split})" if split else ""))
+        out.append(f"**{model}**, gate.vad: {vad}" + (f" (trained on: {split})" if split else ""))
         out.append("")
         head = " | ".join("clean" if s is None else f"{s:g} dB" for s in snrs)
         out.append(f"| language | smoothing | windows | {head} |")

@@ -92,18 +92,24 @@ def test_stream_eval_writes_records(tmp_path, monkeypatch):
     monkeypatch.setattr(stream_eval, "CACHE", tmp_path / "streams")
     out = tmp_path / "stream.json"
     assert stream_eval.main(["--languages", "en", "--snrs", "clean", "10", "--smoothing", "none", "majority",
-                             "--per-class", "1", "--out", str(out)]) == 0
+                             "--vad", "none", "yamnet", "--per-class", "1", "--out", str(out)]) == 0
     records = json.loads(out.read_text())
     assert records and all(STREAM_KEYS <= set(r) for r in records)
-    assert {(r["snr_db"], r["smoothing"]) for r in records if r["language"] == "en"} == {
-        (None, "none"), (None, "majority"), (10.0, "none"), (10.0, "majority")}
+    assert {(r["snr_db"], r["smoothing"], r["vad"]) for r in records if r["language"] == "en"} == {
+        (s, sm, v) for s in (None, 10.0) for sm in ("none", "majority") for v in ("none", "yamnet")}
+    en = {(r["model"], r["snr_db"], r["smoothing"], r["vad"]): r for r in records if r["language"] == "en"}
+    for (model, snr, sm, vad), r in en.items():  # the speech gate only ever adds gated windows
+        if vad == "yamnet":
+            assert r["gated_windows"] >= en[(model, snr, sm, "none")]["gated_windows"]
     for r in records:
         assert 0 <= r["weighted_f1"] <= 100 and 0 <= r["uar"] <= 100 and r["n_windows"] > 0
     conf = json.loads((tmp_path / "stream_confusion.json").read_text())
     assert conf[0]["labels"] == [*EMOTIONS, NEUTRAL]
-    by_key = {(r["model"], r["language"], r["snr_db"]): r for r in records if r["smoothing"] == "none"}
+    by_key = {(r["model"], r["language"], r["snr_db"], r["vad"]): r
+              for r in records if r["smoothing"] == "none"}
     for c in conf:
-        assert sum(map(sum, c["matrix"])) == by_key[(c["model"], c["language"], c["snr_db"])]["n_windows"]
+        key = (c["model"], c["language"], c["snr_db"], c["vad"])
+        assert sum(map(sum, c["matrix"])) == by_key[key]["n_windows"]
 
 
 @pytest.mark.parametrize("kind", ["silent"])
