@@ -193,7 +193,8 @@ def _entry(spec: dict, path: Path, q: str, manifest: Path, report: Path, command
     backbone = (register.yamnet_backbone(manifest) if backbone_file is None else register.file_ref(
         backbone_file, manifest, input="waveform", output="Identity_1", scores_output="Identity"))
     return {
-        "description": f"YAMNet + {spec['arch']} head ({spec.get('data', 'trained head')}), {q} TFLite",
+        "description": f"{'fine-tuned YAMNet' if backbone_file else 'YAMNet'} + {spec['arch']} head "
+        f"({spec.get('data', 'trained head')}), {q} TFLite",
         "frontend": "waveform",
         "sample_rate": 16000,
         "window_s": float(spec.get("window_s", 2.0)),

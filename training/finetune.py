@@ -640,7 +640,7 @@ def export(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE) -> Path:
     return out
 
 
-def export_backbone(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE) -> Path:
+def export_backbone(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE, pw_dtype: str = "float16") -> Path:
     """yamnet.tflite with the run's fine-tuned layer 14: a drop-in backbone (same inputs, outputs and
     names: embeddings `Identity_1` fine-tuned, AudioSet scores computed from them) for a separate head."""
     from training.yamnet_tflite import export_layer14
@@ -648,8 +648,57 @@ def export_backbone(run: Path, out: Path, tflite: Path = DEFAULT_TFLITE) -> Path
     _, model = load_run(run)
     w, b = model.merged_pw(*layer14_pw(tflite))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(export_layer14(tflite, {"pw_weight": w[:, :, None, None], "pw_bias": b}))
+    out.write_bytes(export_layer14(tflite, {"pw_weight": w[:, :, None, None], "pw_bias": b}, pw_dtype))
     return out
+
+
+def pipeline_parity(model_id: str, run: Path, head: Path, emb_cache: Path, max_clips: int = 400,
+                    root: Path | None = None) -> dict:
+    """A registered fine-tuned-backbone model as the daemon runs it (waveform -> TFLite backbone ->
+    converted head) against the training-side reference (torch fine-tuned embeddings from the cache ->
+    float torch head), on the run's test clips (an even sample of at most max_clips), clip level."""
+    from convert.parity import HEAD_TARGETS, compare, machine
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+    from training.evaluate import clip_probs
+    from training.features import clip_windows, load_cache, pooled_windows
+    from training.heads import load_head
+    from training.loaders import default_corpora_root, load_set
+
+    root = Path(root or default_corpora_root()).resolve()
+    spec = json.loads((run / "head.json").read_text())
+    rel = [str(p) for p in np.load(run / "test_probs.npz")["paths"]]
+    rel = [rel[i] for i in np.linspace(0, len(rel) - 1, min(max_clips, len(rel))).astype(int)]
+    clips = {str(Path(c.path).resolve()): c for c in load_set(spec["corpora"], root)}
+    chosen = [clips[str((root / r).resolve())] for r in rel]
+    hspec, ref_model = load_head(head)
+    ref_model.eval()
+    caches = {}
+    ref_w, got_w, owner = [], [], []
+    daemon = load_model(ModelSettings(id=model_id))
+    for k, c in enumerate(chosen):
+        cc = caches.setdefault(c.corpus, load_cache(c.corpus, "base", emb_cache))
+        with torch.no_grad():
+            ref_w.append(ref_model(torch.from_numpy(pooled_windows(cc, c.path, hspec["pooling"]))).numpy())
+        got_w.append(np.array([[daemon.predict(w).probs[lab] for lab in hspec["labels"]]
+                               for w in clip_windows(c.path, "base")]))
+        owner += [k] * len(got_w[-1])
+    owner = np.array(owner)
+    ref = clip_probs(np.concatenate(ref_w), owner, len(chosen))
+    got = clip_probs(np.concatenate(got_w), owner, len(chosen))
+    y = np.array([list(hspec["labels"]).index(c.merged) for c in chosen])
+    from convert.parity import median_ms
+    from edge_ser.manifest import load_manifest
+
+    entry = load_manifest().get(model_id)
+    window = clip_windows(chosen[0].path, "base")[0]
+    return {"model": model_id, "data": f"{len(chosen)} test clips of {run.name} (clip level)",
+            "artifact": " + ".join(f.file for _, f in entry.files()), "quantization": entry.quantization,
+            "size_bytes": sum(int(f.size or 0) for _, f in entry.files()),
+            "reference": "torch: fine-tuned embeddings (cache) -> float head",
+            "parity": compare(ref, got, y, HEAD_TARGETS),
+            "latency_ms_median": {"predict_2s_window_1_thread": median_ms(lambda: daemon.predict(window))},
+            "machine": machine()}
 
 
 class TfliteWaveformModel:
@@ -781,6 +830,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--run", type=Path, required=True)
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--tflite", type=Path, default=DEFAULT_TFLITE)
+    b.add_argument("--pw-dtype", choices=["float16", "int8", "float32"], default="float16")
+    q = sub.add_parser("pipeline-parity", help="a registered fine-tuned-backbone model vs torch")
+    q.add_argument("--model-id", required=True)
+    q.add_argument("--run", type=Path, required=True, help="the fine-tune run of the backbone")
+    q.add_argument("--head", type=Path, required=True, help="the head folder trained on its embeddings")
+    q.add_argument("--emb-cache", type=Path, required=True, help="the `embed` output of the run")
+    q.add_argument("--max-clips", type=int, default=400)
     j = sub.add_parser("jobs", help="run a plan of train jobs, N processes at a time")
     j.add_argument("--plan", type=Path, default=REPO / "training" / "ft_plan.json")
     j.add_argument("--runs", type=Path, default=REPO / "runs" / "yamnet-ft")
@@ -811,8 +867,16 @@ def main(argv: list[str] | None = None) -> int:
         print(write_embeddings(args.run, args.out, args.corpora, args.cache))
         return 0
     if args.cmd == "export-backbone":
-        print(export_backbone(args.run, args.out, args.tflite))
+        print(export_backbone(args.run, args.out, args.tflite, args.pw_dtype))
         return 0
+    if args.cmd == "pipeline-parity":
+        from convert.parity import summary, write_report
+
+        report = pipeline_parity(args.model_id, args.run, args.head, args.emb_cache, args.max_clips)
+        report["command"] = "python -m training.finetune " + " ".join(argv)
+        jpath, _ = write_report(f"{args.model_id}-pipeline", report)
+        print(summary(args.model_id, report))
+        return 0 if report["parity"]["passed"] else 2
     if args.cmd == "cache":
         print(
             build_cache(
@@ -942,4 +1006,8 @@ def register(args: argparse.Namespace, path: Path, report: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
