@@ -55,7 +55,10 @@ def _table(recs: list[dict], protocol: str, classes: str, metric: str, cols, hea
         for c in cols:
             r = next((r for r in recs if r["model"] == mname and r["protocol"] == protocol
                       and r["classes"] == classes and r["corpus"] == c), None)
-            cells.append("" if r is None else (f"{r[metric]:.3f}" if metric == "uar" else _pct(r[metric])))
+            val = "" if r is None else (f"{r[metric]:.3f}" if metric == "uar" else _pct(r[metric]))
+            if r is not None and protocol != "cross_corpus" and r.get("train", r["corpus"]) != r["corpus"]:
+                val += "*"  # one model trained on a larger set, scored on this corpus's test clips
+            cells.append(val)
         lines.append(f"| {mname} | " + " | ".join(cells) + " |")
     return lines
 
@@ -83,6 +86,10 @@ def write_report(path: Path = RESULTS, md: Path = MARKDOWN) -> list[Path]:
                 "UAR over 5 classes", ""]
         t = _table(recs, proto, "merged", "accuracy", COLS + ("all+",), HEAD + ("All+",), {})
         out += t
+    out += ["", "\\* one model trained on the combined set (All+) and scored on that corpus's test clips; "
+            "unmarked: a model trained on that corpus (or set) alone. Fine-tuned rows (`yamnet-ft*`) are "
+            "fold 0 of the speaker-independent split for TESS and SAVEE (all leave-one-speaker-out folds "
+            "for the other models), see training/README.md."]
     out += ["", "## Cross-corpus (train on all other corpora of All+, test on the held-out one), merged "
             "classes, UAR over the four emotions (a neutral answer counts as wrong; chance 0.25)", ""]
     out += _table(recs, "cross_corpus", "merged", "uar", XCOLS, XCOLS,
