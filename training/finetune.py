@@ -304,9 +304,13 @@ class TopModel(nn.Module):
     def adapter_parameters(self) -> list[nn.Parameter]:
         return [self.down.weight, self.up.weight, self.db]
 
+    def activations(self, feats: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """[batch, 24, 1024] trunk features + frozen pre-activations -> layer 14's output, same shape."""
+        return torch.relu(pre + self.db + self.scale * self.up(self.down(feats)))
+
     def embed(self, feats: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        """[batch, 24, 1024] trunk features + frozen pre-activations -> [batch, 1024] embedding."""
-        return torch.relu(pre + self.db + self.scale * self.up(self.down(feats))).mean(dim=1)
+        """[batch, 24, 1024] -> [batch, 1024]: the window's embedding (mean over positions)."""
+        return self.activations(feats, pre).mean(dim=1)
 
     def forward(self, feats: torch.Tensor, pre: torch.Tensor):
         emb = self.dropout((self.embed(feats, pre) - self.emb_mean) / self.emb_std)
@@ -579,6 +583,7 @@ def write_embeddings(run: Path, out: Path, corpora: str = "all+", cache: Path = 
     out/yamnet/base/<corpus>/frames.npy [windows, 4, 1024] (one embedding per 0.96 s patch = the mean
     of its 6 positions, as YAMNet pools), speech.npy and index.csv copied from the frozen cache (same
     clips, same windows; the Speech score is the unmodified backbone's)."""
+    import csv
     import shutil
 
     from training.features import DEFAULT_CACHE as FROZEN_CACHE
@@ -593,8 +598,6 @@ def write_embeddings(run: Path, out: Path, corpora: str = "all+", cache: Path = 
         src, dst = corpus_dir(corpus, "base", frozen), corpus_dir(corpus, "base", out)
         if (dst / "index.csv").is_file():
             continue
-        import csv
-
         with (src / "index.csv").open(newline="") as fh:
             rows = [(r["path"], int(r["start"]), int(r["count"])) for r in csv.DictReader(fh)]
         total = sum(n for _, _, n in rows)
@@ -609,7 +612,7 @@ def write_embeddings(run: Path, out: Path, corpora: str = "all+", cache: Path = 
                                            shape=(total, 4, DIM))
         for s in range(0, total, chunk):
             feats, pre = base.rows(ft_rows[s : s + chunk])
-            act = torch.relu(pre + model.db + model.scale * model.up(model.down(feats)))
+            act = model.activations(feats, pre)
             frames[s : s + chunk] = act.reshape(-1, 4, POSITIONS // 4, DIM).mean(dim=2).numpy()
         frames.flush()
         del frames
@@ -657,7 +660,8 @@ def pipeline_parity(model_id: str, run: Path, head: Path, emb_cache: Path, max_c
     """A registered fine-tuned-backbone model as the daemon runs it (waveform -> TFLite backbone ->
     converted head) against the training-side reference (torch fine-tuned embeddings from the cache ->
     float torch head), on the run's test clips (an even sample of at most max_clips), clip level."""
-    from convert.parity import HEAD_TARGETS, compare, machine
+    from convert.parity import HEAD_TARGETS, compare, machine, median_ms
+    from edge_ser.manifest import load_manifest
     from edge_ser.model import load_model
     from edge_ser.settings import ModelSettings
     from training.evaluate import clip_probs
@@ -687,9 +691,6 @@ def pipeline_parity(model_id: str, run: Path, head: Path, emb_cache: Path, max_c
     ref = clip_probs(np.concatenate(ref_w), owner, len(chosen))
     got = clip_probs(np.concatenate(got_w), owner, len(chosen))
     y = np.array([list(hspec["labels"]).index(c.merged) for c in chosen])
-    from convert.parity import median_ms
-    from edge_ser.manifest import load_manifest
-
     entry = load_manifest().get(model_id)
     window = clip_windows(chosen[0].path, "base")[0]
     return {"model": model_id, "data": f"{len(chosen)} test clips of {run.name} (clip level)",
@@ -870,13 +871,7 @@ def main(argv: list[str] | None = None) -> int:
         print(export_backbone(args.run, args.out, args.tflite, args.pw_dtype))
         return 0
     if args.cmd == "pipeline-parity":
-        from convert.parity import summary, write_report
-
-        report = pipeline_parity(args.model_id, args.run, args.head, args.emb_cache, args.max_clips)
-        report["command"] = "python -m training.finetune " + " ".join(argv)
-        jpath, _ = write_report(f"{args.model_id}-pipeline", report)
-        print(summary(args.model_id, report))
-        return 0 if report["parity"]["passed"] else 2
+        return pipeline_parity_command(args, argv)
     if args.cmd == "cache":
         print(
             build_cache(
@@ -977,6 +972,18 @@ def export_command(args: argparse.Namespace, argv: list[str]) -> int:
         raise UserError(f"{args.model_id}: exported file misses the parity targets (see {jpath})")
     if args.register:
         register(args, path, jpath)
+    return 0
+
+
+def pipeline_parity_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from convert.parity import summary, write_report
+
+    report = pipeline_parity(args.model_id, args.run, args.head, args.emb_cache, args.max_clips)
+    report["command"] = "python -m training.finetune " + " ".join(argv)
+    jpath, _ = write_report(f"{args.model_id}-pipeline", report)
+    print(summary(args.model_id, report))
+    if not report["parity"]["passed"]:
+        raise UserError(f"{args.model_id}: the daemon's pipeline misses the parity targets (see {jpath})")
     return 0
 
 
