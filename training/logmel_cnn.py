@@ -1,0 +1,330 @@
+"""A compact CNN trained from scratch on the daemon's log-mel spectrogram (no pretrained backbone).
+
+    python -m training.logmel_cnn cache                      # log-mel of every 2 s window (resumable)
+    python -m training.logmel_cnn train --protocol speaker_independent --corpus all+ \
+        --out runs/logmel-cnn/si-all+                        # checkpoint per epoch; rerun resumes
+    python -m convert logmel-cnn runs/logmel-cnn/si-all+ --builder training.logmel_cnn:build_cnn
+
+The paper's VGG16/ResNet50V2 rows use image-pretrained CNNs whose weights are not available here;
+this is the practical replacement: about 0.16 M parameters, log-mel in (edge_ser.logmel: the
+frontend the daemon computes for `frontend: logmel` models, 198 frames x 64 bands per 2 s window),
+the four emotions + neutral out. Training sample = one 2 s window of a trimmed clip (the cache's
+windows, as the daemon sees them), harmonic-mean class balancing, SpecAugment (2 frequency and 2
+time masks), per-band standardisation by the training windows' statistics (stored in head.json,
+applied inside the converted file), Adam with the learning rate halved on a validation plateau,
+early stopping on clip-level validation UAR. Evaluation is clip level, as everywhere in training/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_ser.errors import UserError
+from training.loaders import MERGED_LABELS, Clip
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = REPO / "cache" / "logmel"
+CHUNK = 512
+
+
+class CompactCNN(nn.Module):
+    """Four conv-BN-ReLU blocks (max-pooled), mean+max pooling over time and frequency, dropout, dense."""
+
+    def __init__(self, n_labels: int, widths: tuple[int, ...] = (24, 48, 96, 128), dropout: float = 0.3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for k, w in enumerate(widths):
+            layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+            if k < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(2 * cin, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return self.out(self.drop(pooled))
+
+
+def build_cnn(spec: dict) -> nn.Module:
+    """Builder for `python -m convert logmel-cnn --builder training.logmel_cnn:build_cnn`."""
+    return CompactCNN(len(spec["labels"]), tuple(spec.get("widths", (24, 48, 96, 128))),
+                      float(spec.get("dropout", 0.3)))
+
+
+# ---------------------------------------------------------------------------------------- cache
+def build_cache(corpora: str = "all+", root: Path | None = None, cache: Path = DEFAULT_CACHE,
+                limit: int = 0) -> Path:
+    """logmel.npy float16 [windows, frames, 64] of every 2 s window of every clip + index.json."""
+    from tqdm import tqdm
+
+    from edge_ser.logmel import BANDS, log_mel, n_frames
+    from training.features import clip_windows
+    from training.loaders import default_corpora_root, load_set
+
+    root = Path(root or default_corpora_root()).resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    if (cache / "index.json").is_file():
+        return cache
+    clips = sorted(load_set(corpora.split(","), root), key=lambda c: (c.corpus, c.path))
+    if limit:  # tiny subsets for tests: the first `limit` clips of each (corpus, label)
+        seen: dict[tuple[str, str], int] = {}
+        keep = []
+        for c in clips:
+            seen[(c.corpus, c.label)] = seen.get((c.corpus, c.label), 0) + 1
+            if seen[(c.corpus, c.label)] <= limit:
+                keep.append(c)
+        clips = keep
+    n_chunks = math.ceil(len(clips) / CHUNK)
+    for k in tqdm(range(n_chunks), desc="log-mel", unit="chunk", file=sys.stderr):
+        path = cache / f"chunk_{k:04d}.npz"
+        if path.is_file():
+            continue
+        mels, counts = [], []
+        for c in clips[k * CHUNK : (k + 1) * CHUNK]:
+            wins = clip_windows(c.path, "base")
+            mels += [log_mel(w) for w in wins]
+            counts.append(len(wins))
+        np.savez(cache / "tmp.npz", mel=np.stack(mels).astype(np.float16), counts=np.array(counts))
+        (cache / "tmp.npz").rename(path)
+    counts = [np.load(cache / f"chunk_{k:04d}.npz")["counts"] for k in range(n_chunks)]
+    total = int(sum(c.sum() for c in counts))
+    out = np.lib.format.open_memmap(cache / "logmel.tmp.npy", mode="w+", dtype=np.float16,
+                                    shape=(total, n_frames(32000), BANDS))
+    row = 0
+    for k in range(n_chunks):
+        m = np.load(cache / f"chunk_{k:04d}.npz")["mel"]
+        out[row : row + len(m)] = m
+        row += len(m)
+    out.flush()
+    del out
+    (cache / "logmel.tmp.npy").rename(cache / "logmel.npy")
+    starts = np.concatenate([[0], np.cumsum(np.concatenate(counts))[:-1]])
+    index = {Path(c.path).resolve().relative_to(root).as_posix(): [int(s), int(n)]
+             for c, s, n in zip(clips, starts, np.concatenate(counts), strict=True)}
+    (cache / "index.json").write_text(json.dumps({"root": str(root), "clips": index}))
+    for k in range(n_chunks):
+        (cache / f"chunk_{k:04d}.npz").unlink()
+    return cache
+
+
+class Store:
+    """The packed cache: log-mel rows (memory-mapped) + clip path -> (first row, count)."""
+
+    def __init__(self, cache: Path, root: Path) -> None:
+        meta = json.loads((cache / "index.json").read_text())
+        self.mel = np.load(cache / "logmel.npy", mmap_mode="r")
+        self.index = {str((root / rel).resolve()): tuple(v) for rel, v in meta["clips"].items()}
+
+
+# ---------------------------------------------------------------------------------------- training
+def spec_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """2 frequency masks (<= 8 bands) and 2 time masks (<= 20 frames) per sample, filled with 0
+    (the standardised mean)."""
+    x = x.clone()
+    n, _, frames, bands = x.shape
+    for i in range(n):
+        for _ in range(2):
+            w = int(rng.integers(0, 9))
+            s = int(rng.integers(0, bands - w + 1))
+            x[i, :, :, s : s + w] = 0
+            w = int(rng.integers(0, 21))
+            s = int(rng.integers(0, frames - w + 1))
+            x[i, :, s : s + w, :] = 0
+    return x
+
+
+@torch.no_grad()
+def predict(model: nn.Module, store: Store, clips: list[Clip], mean: np.ndarray, std: np.ndarray,
+            batch: int = 256) -> np.ndarray:
+    """Clip-level probabilities: window softmax averaged per clip."""
+    from training.evaluate import clip_probs
+    from training.finetune import window_rows
+
+    model.eval()
+    rows, owner = window_rows(clips, store)
+    out = []
+    for s in range(0, len(rows), batch):
+        x = (np.asarray(store.mel[rows[s : s + batch]], np.float32) - mean) / std
+        out.append(torch.softmax(model(torch.from_numpy(x[:, None])), -1).numpy())
+    return clip_probs(np.concatenate(out), owner, len(clips))
+
+
+def train(args: argparse.Namespace) -> dict:
+    from training.evaluate import metrics
+    from training.finetune import harmonic_epoch, window_rows
+    from training.loaders import default_corpora_root, expand, load_set
+    from training.report import append_record
+    from training.splits import protocol_split
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(args.root or default_corpora_root()).resolve()
+    corpora = [c for c in expand(args.corpus.split(","), root) if c != args.heldout]
+    wanted = corpora + ([args.heldout] if args.heldout else [])
+    clips = load_set(wanted, root)
+    roles = protocol_split(args.protocol, wanted, clips, root, heldout=args.heldout)
+    store = Store(Path(args.cache), root)
+    part: dict[str, list[Clip]] = {"train": [], "val": [], "test": []}
+    for c in sorted(clips, key=lambda c: c.path):
+        if c.path in roles and c.path in store.index:
+            part[roles[c.path]].append(c)
+    if not all(part.values()):
+        raise UserError(f"empty split: { {k: len(v) for k, v in part.items()} }")
+    labels = list(MERGED_LABELS)
+    train_clips = part["train"]
+    ym = np.array([labels.index(c.merged) for c in train_clips])
+    rows, _ = window_rows(train_clips, store)
+    sample = np.sort(np.random.default_rng(0).choice(rows, size=min(4000, len(rows)), replace=False))
+    ref = np.asarray(store.mel[sample], np.float32)
+    mean, std = ref.mean(axis=(0, 1)), np.maximum(ref.std(axis=(0, 1)), 1e-3)
+    spec = {"arch": "logmel-cnn", "builder": "training.logmel_cnn:build_cnn", "widths": [24, 48, 96, 128],
+            "dropout": 0.3, "labels": labels, "input_shape": [1, 1, int(store.mel.shape[1]), 64],
+            "feature_mean": mean.tolist(), "feature_std": std.tolist(), "frontend": "logmel",
+            "window_s": 2.0, "protocol": args.protocol, "corpora": corpora, "heldout": args.heldout}
+    model = build_cnn(spec)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2)
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": []}
+    ckpt = out / "ckpt.pt"
+    if ckpt.is_file():  # resume
+        saved = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        state = saved["state"]
+    rng = np.random.default_rng([args.seed, state["epoch"]])
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    yv = np.array([labels.index(c.merged) for c in part["val"]])
+    log = open(out / "train.log", "a")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{time.strftime('%H:%M:%S')} {args.protocol} {corpora} heldout={args.heldout}: train "
+          f"{len(train_clips)} val {len(part['val'])} test {len(part['test'])} clips, {n_params} parameters",
+          file=log, flush=True)
+    while state["epoch"] < args.epochs and state["epoch"] - state["best_epoch"] < args.patience:
+        model.train()
+        t0 = time.time()
+        order = harmonic_epoch(ym, rng)
+        if args.max_steps:
+            order = order[: args.max_steps * args.batch]
+        losses = []
+        for s in range(0, len(order), args.batch):
+            idx = order[s : s + args.batch]
+            pick = []
+            for i in idx:  # a random window of the clip
+                first, n = store.index[train_clips[i].path]
+                pick.append(first + int(rng.integers(0, n)))
+            x = (np.asarray(store.mel[np.array(pick)], np.float32) - mean) / std
+            xb = spec_augment(torch.from_numpy(x[:, None]), rng)
+            loss = loss_fn(model(xb), torch.from_numpy(ym[idx]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        val = metrics(yv, predict(model, store, part["val"], mean, std).argmax(1), tuple(labels))
+        sched.step(val["uar"])
+        state["epoch"] += 1
+        state["history"].append({"epoch": state["epoch"], "loss": round(float(np.mean(losses)), 4),
+                                 "val_uar": round(val["uar"], 4), "seconds": round(time.time() - t0, 1)})
+        print(json.dumps(state["history"][-1]), file=log, flush=True)
+        if val["uar"] > state["best"]:
+            state["best"], state["best_epoch"] = val["uar"], state["epoch"]
+            torch.save(model.state_dict(), out / "head.pt")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "state": state}, ckpt)
+    model.load_state_dict(torch.load(out / "head.pt", weights_only=True))
+    pt = predict(model, store, part["test"], mean, std)
+    yt = np.array([labels.index(c.merged) for c in part["test"]])
+    m = metrics(yt, pt.argmax(1), tuple(labels))
+    command = "python -m training.logmel_cnn train " + " ".join(args.argv)
+    per_corpus = {}
+    for name in sorted({c.corpus for c in part["test"]}):
+        sel = np.array([k for k, c in enumerate(part["test"]) if c.corpus == name])
+        mc = metrics(yt[sel], pt[sel].argmax(1), tuple(labels))
+        per_corpus[name] = {k: mc.get(k) for k in ("accuracy", "macro_f1", "uar", "uar4", "n_test")}
+    members = expand(args.corpus.split(","), root)
+    rec = {"model": "logmel-cnn", "protocol": args.protocol,
+           "corpus": args.heldout if args.protocol == "cross_corpus" else
+           (args.corpus if len(members) > 1 else members[0]),
+           "classes": "merged", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+           "uar": m["uar4"] if args.protocol == "cross_corpus" else m["uar"], "n_test": m["n_test"],
+           "uar_all_classes": m["uar"], "uar4": m.get("uar4"), "per_class_recall": m["per_class_recall"],
+           "confusion": m["confusion"], "labels": labels, "train": args.corpus, "val_uar": state["best"],
+           "best_epoch": state["best_epoch"], "parameters": n_params, "per_corpus": per_corpus,
+           "command": command}
+    spec.update({"command": command, "data": ",".join(corpora), "split": f"{args.protocol} (training/splits)",
+                 "val": {"uar": state["best"]}, "test": {k: m[k] for k in ("accuracy", "macro_f1", "uar")},
+                 "license": "inherits the training corpora (TESS/RAVDESS/nEMO/TurEV-DB non-commercial, "
+                 "SAVEE research only; see shared/corpora/README.md)"})
+    (out / "head.json").write_text(json.dumps(spec, indent=1))
+    # eval rows for convert/ (INT8 calibration on training windows, parity on test windows)
+    from convert.eval_data import EVAL_NAME
+
+    trows = np.sort(np.random.default_rng(1).choice(rows, size=min(300, len(rows)), replace=False))
+    test_rows, owner = window_rows(part["test"], store)
+    keep = np.sort(np.random.default_rng(2).choice(len(test_rows), size=min(1000, len(test_rows)),
+                                                   replace=False))
+    np.savez_compressed(out / EVAL_NAME, train_x=np.asarray(store.mel[trows], np.float32)[:, None],
+                        test_x=np.asarray(store.mel[test_rows[keep]], np.float32)[:, None],
+                        test_y=yt[owner[keep]], labels=np.array(labels))
+    (out / "record.json").write_text(json.dumps(rec, indent=1))
+    if not args.no_record:
+        append_record(rec)
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m training.logmel_cnn", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache", help="log-mel of every 2 s window of every clip (resumable)")
+    c.add_argument("--corpora", default="all+")
+    c.add_argument("--root", type=Path, default=None)
+    c.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    c.add_argument("--limit", type=int, default=0, help="at most N clips per (corpus, label) (tests)")
+    t = sub.add_parser("train", help="one training run (resumes from its folder)")
+    t.add_argument("--protocol", choices=["paper", "speaker_independent", "cross_corpus"], required=True)
+    t.add_argument("--corpus", required=True)
+    t.add_argument("--heldout", default=None)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--root", type=Path, default=None)
+    t.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--patience", type=int, default=4)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (tests)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--no-record", action="store_true", help="do not add the result to accuracy.json")
+    args = ap.parse_args(argv)
+    if args.cmd == "cache":
+        print(build_cache(args.corpora, args.root, args.cache, args.limit))
+        return 0
+    args.argv = argv[1:]
+    rec = train(args)
+    keys = ("model", "protocol", "corpus", "accuracy", "macro_f1", "uar", "n_test")
+    print(json.dumps({k: rec[k] for k in keys}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
