@@ -175,8 +175,7 @@ def build_cache(
     max_per_corpus: int = 0,
 ) -> Path:
     """Compute (or resume) the trunk features of every clip; packs feats.npy + index.json at the end."""
-    from tqdm import tqdm
-
+    from training import window_cache
     from training.loaders import default_corpora_root, load_set
 
     root = Path(root or default_corpora_root()).resolve()
@@ -187,45 +186,12 @@ def build_cache(
     clips = sorted(load_set(corpora.split(","), root), key=lambda c: (c.corpus, c.path))
     if max_per_corpus:
         clips = budget_subset(clips, max_per_corpus)
-    if limit:  # tiny subsets for tests: the first `limit` clips of each (corpus, label)
-        seen: dict = defaultdict(int)
-        keep = []
-        for c in clips:
-            if seen[(c.corpus, c.label)] < limit:
-                seen[(c.corpus, c.label)] += 1
-                keep.append(c)
-        clips = keep
+    if limit:
+        clips = window_cache.first_per_label(clips, limit)
     torch.set_num_threads(1)  # the frontend is tiny; more threads only spin on a shared machine
     trunk = Trunk(tflite)
-    n_chunks = math.ceil(len(clips) / CHUNK)
-    for k in tqdm(range(n_chunks), desc=f"trunk features {variant}", unit="chunk"):
-        path = folder / f"chunk_{k:04d}.npz"
-        if path.is_file():
-            continue
-        part = clips[k * CHUNK : (k + 1) * CHUNK]
-        feats = [cache_clip(trunk, c, variant) for c in part]
-        np.savez(folder / "tmp.npz", feats=np.concatenate(feats), counts=np.array([len(f) for f in feats]))
-        (folder / "tmp.npz").rename(path)
-    # pack
-    counts = [np.load(folder / f"chunk_{k:04d}.npz")["counts"] for k in range(n_chunks)]
-    total = int(sum(c.sum() for c in counts))
-    out = np.lib.format.open_memmap(
-        folder / "feats.npy", mode="w+", dtype=np.float16, shape=(total, POSITIONS, DIM)
-    )
-    row = 0
-    for k in range(n_chunks):
-        f = np.load(folder / f"chunk_{k:04d}.npz")["feats"]
-        out[row : row + len(f)] = f
-        row += len(f)
-    out.flush()
-    starts = np.concatenate([[0], np.cumsum(np.concatenate(counts))[:-1]])
-    index = {
-        Path(c.path).resolve().relative_to(root).as_posix(): [int(s), int(n)]
-        for c, s, n in zip(clips, starts, np.concatenate(counts), strict=True)
-    }
-    (folder / "index.json").write_text(json.dumps({"root": str(root), "clips": index}))
-    for k in range(n_chunks):
-        (folder / f"chunk_{k:04d}.npz").unlink()
+    window_cache.build(folder, "feats", clips, root, lambda c: cache_clip(trunk, c, variant),
+                       (POSITIONS, DIM), f"trunk features {variant}", CHUNK)
     ensure_pre(folder, tflite)
     return folder
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -68,9 +67,8 @@ def build_cnn(spec: dict) -> nn.Module:
 def build_cache(corpora: str = "all+", root: Path | None = None, cache: Path = DEFAULT_CACHE,
                 limit: int = 0) -> Path:
     """logmel.npy float16 [windows, frames, 64] of every 2 s window of every clip + index.json."""
-    from tqdm import tqdm
-
     from edge_ser.logmel import BANDS, log_mel, n_frames
+    from training import window_cache
     from training.features import clip_windows
     from training.loaders import default_corpora_root, load_set
 
@@ -79,44 +77,11 @@ def build_cache(corpora: str = "all+", root: Path | None = None, cache: Path = D
     if (cache / "index.json").is_file():
         return cache
     clips = sorted(load_set(corpora.split(","), root), key=lambda c: (c.corpus, c.path))
-    if limit:  # tiny subsets for tests: the first `limit` clips of each (corpus, label)
-        seen: dict[tuple[str, str], int] = {}
-        keep = []
-        for c in clips:
-            seen[(c.corpus, c.label)] = seen.get((c.corpus, c.label), 0) + 1
-            if seen[(c.corpus, c.label)] <= limit:
-                keep.append(c)
-        clips = keep
-    n_chunks = math.ceil(len(clips) / CHUNK)
-    for k in tqdm(range(n_chunks), desc="log-mel", unit="chunk", file=sys.stderr):
-        path = cache / f"chunk_{k:04d}.npz"
-        if path.is_file():
-            continue
-        mels, counts = [], []
-        for c in clips[k * CHUNK : (k + 1) * CHUNK]:
-            wins = clip_windows(c.path, "base")
-            mels += [log_mel(w) for w in wins]
-            counts.append(len(wins))
-        np.savez(cache / "tmp.npz", mel=np.stack(mels).astype(np.float16), counts=np.array(counts))
-        (cache / "tmp.npz").rename(path)
-    counts = [np.load(cache / f"chunk_{k:04d}.npz")["counts"] for k in range(n_chunks)]
-    total = int(sum(c.sum() for c in counts))
-    out = np.lib.format.open_memmap(cache / "logmel.tmp.npy", mode="w+", dtype=np.float16,
-                                    shape=(total, n_frames(32000), BANDS))
-    row = 0
-    for k in range(n_chunks):
-        m = np.load(cache / f"chunk_{k:04d}.npz")["mel"]
-        out[row : row + len(m)] = m
-        row += len(m)
-    out.flush()
-    del out
-    (cache / "logmel.tmp.npy").rename(cache / "logmel.npy")
-    starts = np.concatenate([[0], np.cumsum(np.concatenate(counts))[:-1]])
-    index = {Path(c.path).resolve().relative_to(root).as_posix(): [int(s), int(n)]
-             for c, s, n in zip(clips, starts, np.concatenate(counts), strict=True)}
-    (cache / "index.json").write_text(json.dumps({"root": str(root), "clips": index}))
-    for k in range(n_chunks):
-        (cache / f"chunk_{k:04d}.npz").unlink()
+    if limit:
+        clips = window_cache.first_per_label(clips, limit)
+    window_cache.build(cache, "logmel", clips, root,
+                       lambda c: np.stack([log_mel(w) for w in clip_windows(c.path, "base")]),
+                       (n_frames(32000), BANDS), "log-mel", CHUNK)
     return cache
 
 
