@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         for lang, (wav, segments, meta) in streams.items():
             for snr in snrs:
                 path = noisy_file(lang, wav, segments, snr, args.seed)
-                for vad, smoothing in [(v, sm) for v in args.vad for sm in args.smoothing]:
+                # gate.vad yamnet needs the model's own speech score (YAMNet backbones only)
+                vads = [v for v in args.vad if v != "yamnet" or model.has_speech_score]
+                for vad, smoothing in [(v, sm) for v in vads for sm in args.smoothing]:
                     t0 = time.time()
                     msgs = run_pipeline(model, path, smoothing, vad)
                     refs = [reference(segments, int(round(m["window_start"] * RATE)),
