@@ -334,11 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         model = MemoModel(load_model(ModelSettings(id=mid, threads=args.threads)),
                           store=CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
         pooled: dict[tuple[Any, str, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+        # gate.vad yamnet needs the model's own speech score (YAMNet backbones only)
+        vads = [v for v in args.vad if v != "yamnet" or model.has_speech_score]
         for lang, (wav, segments, meta) in streams.items():
             for snr in snrs:
                 path = noisy_file(lang, wav, segments, snr, args.seed)
-                # gate.vad yamnet needs the model's own speech score (YAMNet backbones only)
-                vads = [v for v in args.vad if v != "yamnet" or model.has_speech_score]
                 for vad, smoothing in [(v, sm) for v in vads for sm in args.smoothing]:
                     t0 = time.time()
                     msgs = run_pipeline(model, path, smoothing, vad)
