@@ -354,6 +354,24 @@ def logmel_cnn(
     _finish(results, keep_anyway)
 
 
+@cli.command(name="whisper-encoder")
+@click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Whisper checkpoint folder (config.json + model.safetensors).")
+@click.option("--layers", default="all", show_default=True,
+              help="Hidden states the graph returns, e.g. 2 or 1,2 (0 = conv + positions), or all.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Output .onnx (FP32); with --int8 also <out stem>-int8.onnx.")
+@click.option("--int8", is_flag=True, help="Also write a dynamic INT8 (MatMul weights) copy.")
+def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool) -> None:
+    """A Whisper encoder -> ONNX graph: Whisper log-mel [1, 80, frames] in, chosen hidden states out."""
+    from .whisper_encoder import encoder_states, export_onnx, parse_layers, quantize_int8
+
+    model = encoder_states(checkpoint, parse_layers(layers, checkpoint))
+    click.echo(f"wrote {export_onnx(model, out)} (states {list(model.layers)})")
+    if int8:
+        click.echo(f"wrote {quantize_int8(out, out.with_name(out.stem + '-int8.onnx'))}")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

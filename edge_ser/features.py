@@ -34,3 +34,27 @@ def pool_frames(frames: np.ndarray, method: str = "mean") -> np.ndarray:
 def pooled_dim(dim: int, method: str) -> int:
     """Length of the vector `pool_frames` returns for `dim`-wide frames."""
     return dim if method == "mean" else 2 * dim
+
+
+def pool_states(states: np.ndarray, method: str = "mean") -> np.ndarray:
+    """Pool [n_states, n_frames, dim] hidden states state by state and concatenate them.
+
+    For backbones that return several layers' hidden states (the Whisper encoder graph): the head
+    sees [n_states * pooled_dim], states in the order the backbone returns them.
+    """
+    states = np.asarray(states, dtype=np.float32)
+    if states.ndim != 3:
+        raise ValueError(f"expected [n_states, n_frames, dim] hidden states, got shape {states.shape}")
+    return np.concatenate([pool_frames(s, method) for s in states])
+
+
+def parse_state_pooling(pooling: str) -> tuple[str, tuple[int, ...]]:
+    """Training's name for pooling chosen hidden states: "mean_std@1+2" -> ("mean_std", (1, 2))."""
+    method, _, states = pooling.partition("@")
+    try:
+        picked = tuple(int(k) for k in states.split("+"))
+    except ValueError:
+        picked = ()
+    if method not in ("mean", "mean_std") or not picked or min(picked) < 0:
+        raise ValueError(f"state pooling must look like mean_std@2 or mean@1+2, got {pooling!r}")
+    return method, picked

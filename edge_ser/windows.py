@@ -70,8 +70,9 @@ class Windower:
     def flush(self) -> Window | None:
         """At the end of a finite stream: one last window covering the samples no window has ended on.
 
-        A stream shorter than one window gives one zero-padded window, so a short clip still gets
-        classified; otherwise the last `window_samples` of the stream (overlapping the previous window).
+        A stream shorter than one window gives one zero-padded window with the audio in the middle
+        (as a live window around a short utterance looks), so a short clip still gets classified;
+        otherwise the last `window_samples` of the stream (overlapping the previous window).
         """
         if self._flushed:
             return None
@@ -81,9 +82,26 @@ class Windower:
             return None
         if self._received < self.window_samples:
             out = np.zeros(self.window_samples, dtype=np.float32)
-            out[: self._filled] = self._ring[-self._filled :]
+            off = (self.window_samples - self._filled) // 2
+            out[off : off + self._filled] = self._ring[-self._filled :]
             return Window(0, out, padded=True)
         if self._received - last_end < self.hop_samples // 2 and last_end >= self.window_samples:
             # Less than half a hop of new audio: the previous window already covers it well enough.
             return None
         return Window(self._received - self.window_samples, self._ring.copy())
+
+
+def cut_windows(samples: np.ndarray, window_samples: int, hop_samples: int) -> np.ndarray:
+    """Every window the daemon cuts from a finite stream (push, then flush): float32 [n, window].
+
+    Training cuts its clips with this function, so a head learns on exactly the windows that
+    `classify` and `listen --input` feed the model.
+    """
+    w = Windower(window_samples, hop_samples)
+    out = [x.samples for x in w.push(samples)]
+    tail = w.flush()
+    if tail is not None:
+        out.append(tail.samples)
+    if not out:
+        return np.zeros((0, int(window_samples)), dtype=np.float32)
+    return np.stack(out)

@@ -41,7 +41,7 @@ def test_flush_pads_a_short_stream_and_covers_a_long_tail() -> None:
     w = Windower(8, 4)
     assert list(w.push(np.ones(5, np.float32))) == []
     tail = w.flush()
-    assert tail.padded and tail.start == 0 and tail.samples.tolist() == [1] * 5 + [0] * 3
+    assert tail.padded and tail.start == 0 and tail.samples.tolist() == [0] + [1] * 5 + [0] * 2
     assert w.flush() is None
 
     w = Windower(8, 4)

@@ -23,15 +23,32 @@ def cli() -> None:
 @click.option("--variant", default="base", show_default=True, help="base, or augN for augmented copy N.")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Corpora root.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder.")
-@click.option("--threads", default=1, show_default=True, help="TFLite threads.")
-def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, threads: int) -> None:
-    """Compute (or resume) YAMNet frame embeddings of every clip, per 2 s window."""
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 4),
+              help="Backbone runtime threads.")
+@click.option("--encoder", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Extract Whisper hidden states with this encoder graph (every state, FP32; from "
+              "`python -m convert whisper-encoder --layers all`) instead of YAMNet embeddings.")
+@click.option("--backbone-name", default="whisper-tiny.en", show_default=True,
+              help="With --encoder: the cache's backbone name (its folder in the cache root).")
+def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, threads: int,
+            encoder: Path | None, backbone_name: str) -> None:
+    """Compute (or resume) backbone features of every clip, per 2 s window."""
     from training import features
 
-    model = features.Yamnet(num_threads=threads)
+    cache = cache or features.DEFAULT_CACHE
+    if encoder is not None:
+        from training.whisper_states import WhisperStates, mark_cache
+
+        model = WhisperStates(encoder, threads=threads)
+        mark_cache(cache, backbone_name, encoder)
+    else:
+        if features.backbone_of(cache) != "yamnet":
+            raise UserError(f"{cache} holds {features.backbone_of(cache)} features; give --encoder or "
+                            "another --cache")
+        model = features.Yamnet(num_threads=threads)
     for c in loaders.expand(corpora.split(","), root):
         clips = loaders.load_corpus(c, root)
-        out = features.extract(clips, c, variant, cache or features.DEFAULT_CACHE, model=model)
+        out = features.extract(clips, c, variant, cache, model=model)
         click.echo(f"{c}: {len(clips)} clips -> {out}")
 
 

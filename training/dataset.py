@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_ser.errors import UserError
-from edge_ser.features import pool_frames
+from edge_ser.features import parse_state_pooling, pool_frames
 from training import features as feat
 from training.loaders import MERGED_LABELS, Clip
 
@@ -44,8 +44,19 @@ def label_set(clips: list[Clip], classes: str) -> tuple[str, ...]:
 
 
 def _pool_all(frames: np.ndarray, pooling: str) -> np.ndarray:
-    """pool_frames over every window; vectorised for mean, the shared function otherwise."""
+    """pool_frames over every window; vectorised for mean, the shared function otherwise.
+
+    `method@k+j` reads a hidden-state cache (one mean_std row per state, see training.features):
+    the chosen states' rows concatenated, which is what edge_ser.features.pool_states gives the
+    daemon for a backbone that outputs those states; method mean keeps each row's first half.
+    """
     f = np.asarray(frames, dtype=np.float32)
+    if "@" in pooling:
+        method, states = parse_state_pooling(pooling)
+        rows = f[:, list(states), :]
+        if method == "mean":
+            rows = rows[..., : rows.shape[-1] // 2]
+        return rows.reshape(len(rows), -1)
     if pooling == "frames":
         return f
     if pooling == "mean":

@@ -10,7 +10,7 @@ import numpy as np
 from edge_ser.errors import UserError
 from training import loaders
 from training.dataset import Part, build_part, label_set
-from training.features import DEFAULT_CACHE
+from training.features import DEFAULT_CACHE, backbone_of
 from training.splits import SPLITS_DIR, protocol_split
 from training.train import Fitted, evaluate_part, fit, predict
 
@@ -77,7 +77,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
             f"val {val.n_clips}, test {test.n_clips}")
     if arch == "logreg":
         return _probe(train, val, test, labels, len(sets["train"]), seed)
-    fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log)
+    fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log,
+                 backbone=backbone_of(cache))
     from training.heads import build_head
 
     model = build_head(fitted.spec)

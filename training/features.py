@@ -1,15 +1,19 @@
-"""On-disk cache of YAMNet frame embeddings, per 2 s window of every clip.
+"""On-disk cache of backbone frame embeddings, per 2 s window of every clip.
 
 Layout: cache/<backbone>/<variant>/<corpus>/chunk_NNNN.npz while extracting (resumable: a finished
 chunk is never recomputed), then packed into frames.npy (float16 [windows, 4, 1024]),
 speech.npy (float16 [windows, 4], AudioSet Speech score per frame) and index.csv (path, first
 window, window count). Frames are kept unpooled so every pooling and the attentive head can be
 tried; pooling goes through edge_ser.features.pool_frames, the function the daemon uses.
+A Whisper cache (training.whisper_states) holds one row per hidden state instead of per frame:
+that state's frames already pooled by pool_frames(..., "mean_std"), since 100 frames x 5 states
+per window would not fit on disk; its root's backbone.json says so.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -74,8 +78,20 @@ class CorpusCache:
     """clip path -> (first window, window count)."""
 
 
+BACKBONE_FILE = "backbone.json"
+"""In a cache root: which backbone made its features ({"backbone": name, ...}); absent = YAMNet."""
+
+
+def backbone_of(cache: Path = DEFAULT_CACHE) -> str:
+    """Name of the backbone whose features a cache root holds (its folder name inside the root)."""
+    f = Path(cache) / BACKBONE_FILE
+    if not f.is_file():
+        return "yamnet"
+    return str(json.loads(f.read_text())["backbone"])
+
+
 def corpus_dir(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) -> Path:
-    return Path(cache) / "yamnet" / variant / corpus
+    return Path(cache) / backbone_of(cache) / variant / corpus
 
 
 def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE,

@@ -8,6 +8,7 @@ import soundfile as sf
 import soxr
 
 from edge_ser.errors import AudioError
+from edge_ser.windows import cut_windows
 
 SAMPLE_RATE = 16000
 WINDOW_S = 2.0
@@ -45,20 +46,9 @@ def trim_silence(wave: np.ndarray, top_db: float = 25.0, frame: int = 2048, hop:
 
 def windows(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, window_s: float = WINDOW_S,
             hop_s: float = HOP_S) -> np.ndarray:
-    """Cut a clip into the daemon's windows [n, window]; short clips are centred in silence.
+    """Cut a clip into the daemon's windows [n, window] with the daemon's own windower.
 
-    The last window is aligned to the clip's end so every sample is seen; a clip shorter than one
-    window becomes a single window with the speech in the middle (as a 2 s live window around a
-    short utterance would look after the RMS gate let it through).
+    A clip shorter than one window becomes a single window with the speech in the middle; a tail
+    of at least half a hop after the last full window gets a window aligned to the clip's end.
     """
-    win = int(round(window_s * sample_rate))
-    hop = int(round(hop_s * sample_rate))
-    if wave.size <= win:
-        out = np.zeros((1, win), dtype=np.float32)
-        off = (win - wave.size) // 2
-        out[0, off:off + wave.size] = wave
-        return out
-    starts = list(range(0, wave.size - win + 1, hop))
-    if starts[-1] != wave.size - win:
-        starts.append(wave.size - win)
-    return np.stack([wave[s:s + win] for s in starts]).astype(np.float32)
+    return cut_windows(wave, int(round(window_s * sample_rate)), int(round(hop_s * sample_rate)))

@@ -135,13 +135,14 @@ def fit_one(train: Part, val: Part, spec: dict, lr: float, seed: int = 0, max_ep
 
 
 def fit(train: Part, val: Part, labels: tuple[str, ...], arch: str = "mlp", grid: dict | None = None,
-        pooling: str = "mean", seed: int = 0, corpus_power: float = 0.0, log=print) -> Fitted:
+        pooling: str = "mean", seed: int = 0, corpus_power: float = 0.0, log=print,
+        backbone: str = "yamnet") -> Fitted:
     """Grid search on validation UAR; returns the best head."""
     torch.set_num_threads(1)
     grid = grid or DEFAULT_GRID[arch]
     mean, std = standardiser(train.x)
     base = {"arch": arch, "input_dim": int(train.x.shape[-1]), "labels": list(labels), "pooling": pooling,
-            "backbone": "yamnet", "feature_mean": mean.tolist(), "feature_std": std.tolist()}
+            "backbone": backbone, "feature_mean": mean.tolist(), "feature_std": std.tolist()}
     best: Fitted | None = None
     t0 = time.time()
     for hidden, dropout, lr in itertools.product(grid["hidden"], grid["dropout"], grid["lr"]):
