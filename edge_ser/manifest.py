@@ -23,8 +23,11 @@ from .features import POOLINGS
 from .labels import EMOTIONS, NEUTRAL
 
 MANIFEST_NAME = "manifest.yaml"
-FRONTENDS = ("waveform", "logmel")
-"""Input of a model's first file: raw 16 kHz samples, or the 64-band log-mel of edge_ser.logmel."""
+FRONTENDS = ("waveform", "logmel", "whisper_logmel")
+"""Input of a model's first file: raw 16 kHz samples, the 64-band log-mel of edge_ser.logmel, or the
+80-band Whisper log-mel of edge_ser.whisper_mel."""
+BACKBONE_FRONTENDS = ("waveform", "whisper_logmel")
+"""Frontends a backbone file can take (the log-mel CNN is a single-file model)."""
 QUANTIZATIONS = ("float32", "float16", "int8", "dynamic")
 ENV_MODELS = "EDGE_SER_MODELS"
 """Environment variable: extra model folders (os.pathsep-separated), searched after the config's."""
@@ -75,7 +78,8 @@ class ModelEntry:
     """The trained head, or the whole model when there is no backbone."""
 
     backbone: ModelFile | None = None
-    """Pretrained feature extractor giving [n_frames, dim] embeddings; null for end-to-end models."""
+    """Pretrained feature extractor giving [n_frames, dim] embeddings, or [n_states, n_frames, dim]
+    hidden states (each state pooled, then concatenated); null for end-to-end models."""
 
     description: str = ""
     """One line for `edge-ser models`."""
@@ -339,8 +343,8 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
         raise bad("head", "is missing")
     head = _parse_file(e["head"], f"{key}.head", where)
     backbone = _parse_file(e["backbone"], f"{key}.backbone", where) if e.get("backbone") else None
-    if backbone is not None and frontend != "waveform":
-        raise bad("frontend", "must be waveform when a backbone is given (the backbone takes samples)")
+    if backbone is not None and frontend not in BACKBONE_FRONTENDS:
+        raise bad("frontend", f"must be one of {', '.join(BACKBONE_FRONTENDS)} when a backbone is given")
     return ModelEntry(
         id=mid, labels=tuple(labels), head=head, backbone=backbone,
         description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,

@@ -14,11 +14,12 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .errors import ModelError
-from .features import pool_frames, pooled_dim
+from .features import pool_frames, pool_states, pooled_dim
 from .logmel import WINDOW as LOGMEL_MIN_SAMPLES
 from .logmel import log_mel
 from .manifest import ModelEntry, load_manifest, resolve_file, search_path
 from .settings import ModelSettings
+from .whisper_mel import whisper_log_mel
 
 YAMNET_MIN_SAMPLES = 15600
 """YAMNet's shortest input (one 0.96 s patch plus the STFT window); shorter windows are zero-padded."""
@@ -82,11 +83,10 @@ class EmotionModel:
         t0 = time.perf_counter()
         speech = None
         if self._backbone is not None:
-            out = self._backbone.run({self._bb_in: x})
-            frames = out[self._bb_out]
+            out = self._run_backbone(x)
             if self._bb_scores is not None:
                 speech = float(np.max(out[self._bb_scores][..., SPEECH_CLASS]))
-            features = pool_frames(frames.reshape(-1, frames.shape[-1]), self.entry.pooling)
+            features = self._pool(out[self._bb_out])
             if self._adapter is not None:
                 features = np.asarray(self._adapter(features), dtype=np.float32)
             probs = self._run_head(features[None, :])
@@ -103,6 +103,17 @@ class EmotionModel:
         save = getattr(self._adapter, "save", None)
         if save is not None:
             save()
+
+    def _run_backbone(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.entry.frontend == "whisper_logmel":
+            return self._backbone.run({self._bb_in: whisper_log_mel(x)[None]})
+        return self._backbone.run({self._bb_in: x})
+
+    def _pool(self, frames: np.ndarray) -> np.ndarray:
+        """[n_frames, dim] embeddings -> pool_frames; [n_states, n_frames, dim] -> pool_states."""
+        if frames.ndim == 3:
+            return pool_states(frames, self.entry.pooling)
+        return pool_frames(frames.reshape(-1, frames.shape[-1]), self.entry.pooling)
 
     def _run_head(self, x: np.ndarray) -> np.ndarray:
         p = np.asarray(self._head.run({self._head_in: x})[self._head_out], dtype=np.float64).reshape(-1)
@@ -157,9 +168,10 @@ def load_model(settings: ModelSettings) -> EmotionModel:
 def _check_dims(model: EmotionModel) -> None:
     """Run a silent window once: catches a head/backbone mismatch at start, not on the first speech."""
     entry = model.entry
-    out = model._backbone.run({model._bb_in: np.zeros(model.window_samples, np.float32)})
-    dim = out[model._bb_out].shape[-1]
-    want = pooled_dim(dim, entry.pooling)
+    out = model._run_backbone(np.zeros(model.window_samples, np.float32))
+    frames = out[model._bb_out]
+    dim = frames.shape[-1]
+    want = pooled_dim(dim, entry.pooling) * (frames.shape[0] if frames.ndim == 3 else 1)
     if entry.head.input_dim is not None and entry.head.input_dim != want:
         raise ModelError(f"model {entry.id}: head {entry.head.file} takes {entry.head.input_dim} features "
                          f"but the backbone gives {dim} per frame ({entry.pooling} pooling -> {want})")
