@@ -76,7 +76,7 @@ def _command() -> str:
               "comma-separated for several; for cross_corpus the training pool.")
 @click.option("--heldout", default=None, help="cross_corpus: the corpus left out (tested on).")
 @click.option("--classes", type=click.Choice(["original", "merged"]), default="merged", show_default=True)
-@click.option("--arch", type=click.Choice(["mlp", "linear", "attn", "logreg"]), default="mlp",
+@click.option("--arch", type=click.Choice(["mlp", "linear", "wsum", "attn", "logreg"]), default="mlp",
               show_default=True, help="logreg = the issue's probe (clip mean+max, sklearn), for reference.")
 @click.option("--pooling", default="mean", show_default=True, help="edge_ser pooling, or frames (attn).")
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
@@ -107,6 +107,38 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
         click.echo(f"  adaptation {how}: uar4 {m['uar4']:.3f} accuracy {m['accuracy']:.3f}")
     if not no_record:
         report.append_record(rec)
+
+
+@cli.command()
+@click.option("--corpus", default="all+", show_default=True, help="The set whose corpora take turns.")
+@click.option("--heldout", "heldouts", multiple=True,
+              help="Only these held-out corpora (repeatable; default: every corpus of the set).")
+@click.option("--arch", type=click.Choice(["mlp", "linear", "wsum"]), default="linear", show_default=True)
+@click.option("--pooling", default="mean", show_default=True,
+              help="edge_ser pooling, or method@states for a hidden-state cache (mean_std@2).")
+@click.option("--grid", type=click.Choice(["full", "small", "one"]), default="one", show_default=True)
+@click.option("--norm", type=click.Choice(["global", "corpus"]), default="global", show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
+@click.option("--name", required=True, help="Model name in the records.")
+def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: str, norm: str,
+         cache: Path | None, name: str) -> None:
+    """Leave-one-corpus-out: train on the other corpora, test on each one in turn, record every fold."""
+    from training import report, runner
+
+    members = heldouts or tuple(loaders.expand(corpus.split(","), None))
+    scores = {}
+    for held in members:
+        command = (f"python -m training run --protocol cross_corpus --corpus {corpus} --heldout {held} "
+                   f"--arch {arch} --pooling {pooling} --grid {grid} --norm {norm} --name {shlex.quote(name)}"
+                   + (f" --cache {cache}" if cache else ""))
+        rec, _ = runner.run_protocol("cross_corpus", corpus, held, "merged", arch, pooling, 0, grid, 0.0,
+                                     name, command, cache=cache, norm=norm)
+        report.append_record(rec)
+        scores[held] = rec["uar"]
+        click.echo(f"{name} held out {held}: UAR4 {rec['uar']:.3f}")
+    vals = list(scores.values())
+    click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
+               f"({len(vals)} held-out corpora)")
 
 
 @cli.command(name="report")

@@ -9,6 +9,9 @@ the exported form: raw pooled features in, softmax probabilities out, standardis
 Archs:
 - linear: input_dim -> n_labels.
 - mlp: the paper's MLP, input_dim -> hidden[0] -> ... -> n_labels, ReLU + dropout.
+- wsum: a learned softmax-weighted sum of hidden states (the SUPERB recipe), then an mlp (or a
+  linear layer when hidden is empty); its input is the states' pooled rows concatenated
+  (pooling "method@k+j+..."), so it exports like an mlp.
 - attn: attentive pooling over frames (input [batch, n_frames, frame_dim]; input_dim = frame_dim),
   then an mlp. Not exportable to the daemon's pooled `features` input; an experiment.
 """
@@ -22,8 +25,9 @@ import torch
 from torch import nn
 
 from edge_ser.errors import ModelError
+from edge_ser.features import parse_state_pooling
 
-ARCHS = ("linear", "mlp", "attn")
+ARCHS = ("linear", "mlp", "wsum", "attn")
 
 
 def _mlp(input_dim: int, hidden: list[int], dropout: float, n_out: int) -> nn.Sequential:
@@ -55,6 +59,23 @@ class MLPHead(nn.Module):
         return self.net(x)
 
 
+class WeightedStatesHead(nn.Module):
+    """[batch, n_states * dim] -> softmax(w)-weighted sum of the n_states rows -> mlp."""
+
+    def __init__(self, input_dim: int, n_labels: int, n_states: int, hidden: list[int],
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        if n_states < 1 or input_dim % n_states:
+            raise ModelError(f"wsum head: input_dim {input_dim} is not n_states {n_states} equal rows")
+        self.n_states, self.dim = n_states, input_dim // n_states
+        self.state_logits = nn.Parameter(torch.zeros(n_states))
+        self.net = _mlp(self.dim, hidden, dropout, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.state_logits, dim=0)
+        return self.net((x.reshape(-1, self.n_states, self.dim) * w[None, :, None]).sum(dim=1))
+
+
 class AttnHead(nn.Module):
     """Attention-weighted mean over frames (silent frames can get ~0 weight), then an MLP."""
 
@@ -80,6 +101,10 @@ def build_head(spec: dict) -> nn.Module:
         return LinearHead(d, n, float(spec.get("dropout", 0.0)))
     if arch == "mlp":
         return MLPHead(d, n, list(spec.get("hidden", [256])), float(spec.get("dropout", 0.3)))
+    if arch == "wsum":
+        _, states = parse_state_pooling(str(spec.get("pooling", "")))
+        return WeightedStatesHead(d, n, len(states), list(spec.get("hidden", [256])),
+                                  float(spec.get("dropout", 0.3)))
     if arch == "attn":
         return AttnHead(d, n, list(spec.get("hidden", [256])), float(spec.get("dropout", 0.3)),
                         int(spec.get("attn_dim", 128)))

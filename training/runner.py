@@ -18,9 +18,11 @@ GRIDS = {
     "full": None,  # train.DEFAULT_GRID
     "small": {"mlp": {"hidden": [[512, 128]], "dropout": [0.3, 0.5], "lr": [1e-3]},
               "linear": {"hidden": [[]], "dropout": [0.0], "lr": [1e-3]},
+              "wsum": {"hidden": [[256], []], "dropout": [0.3], "lr": [1e-3]},
               "attn": {"hidden": [[256]], "dropout": [0.3], "lr": [1e-3]}},
     "one": {"mlp": {"hidden": [[256]], "dropout": [0.5], "lr": [1e-3]},
             "linear": {"hidden": [[]], "dropout": [0.0], "lr": [1e-3]},
+            "wsum": {"hidden": [[256]], "dropout": [0.5], "lr": [1e-3]},
             "attn": {"hidden": [[256]], "dropout": [0.3], "lr": [1e-3]}},
 }
 
@@ -98,7 +100,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
            "head": {k: best.fitted.spec[k] for k in ("arch", "hidden", "dropout", "lr", "pooling")},
            "augment": augment, "corpus_power": corpus_power, "norm": norm, "per_corpus": per_corpus,
            "seconds": round(time.time() - t0, 1)}
-    if protocol == "cross_corpus" and results[0].fitted.spec["arch"] in ("mlp", "linear"):
+    if protocol == "cross_corpus" and results[0].fitted.spec["arch"] in ("mlp", "linear", "wsum"):
         from training.adapt_eval import evaluate_adaptation
 
         rec["adaptation"] = evaluate_adaptation(results[0].fitted.spec, results[0].fitted.state,
@@ -123,6 +125,6 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
         head.load_state_dict(r.fitted.state)
         save_head(save_to, spec, head)
         (Path(save_to) / "record.json").write_text(json.dumps(rec, indent=1) + "\n")
-        if spec["arch"] in ("mlp", "linear"):
+        if spec["arch"] in ("mlp", "linear", "wsum"):
             _save_eval(Path(save_to) / "eval.npz", r, labels)
     return rec, results

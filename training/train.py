@@ -20,6 +20,7 @@ from training.heads import build_head
 DEFAULT_GRID = {
     "mlp": {"hidden": [[256], [512, 128], [1024, 256]], "dropout": [0.3, 0.5], "lr": [1e-3, 3e-4]},
     "linear": {"hidden": [[]], "dropout": [0.0, 0.3], "lr": [1e-3, 3e-4]},
+    "wsum": {"hidden": [[256], [512, 128], []], "dropout": [0.3, 0.5], "lr": [1e-3]},
     "attn": {"hidden": [[256], [512, 128]], "dropout": [0.3, 0.5], "lr": [1e-3]},
 }
 
