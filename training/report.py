@@ -63,6 +63,33 @@ def _table(recs: list[dict], protocol: str, classes: str, metric: str, cols, hea
     return lines
 
 
+def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | None, float | None]]:
+    """(model, UAR4 per held-out corpus, mean, min) per candidate; mean/min only with all 8 folds.
+
+    Sorted by the LOCO mean (best first), the rule that picks the default; candidates with missing
+    folds come last, without a mean, so a partial one can never look better than it is.
+    """
+    rows = []
+    for name in sorted({r["model"] for r in recs if r["protocol"] == "cross_corpus"}):
+        folds = {r["corpus"]: r["uar"] for r in recs if r["protocol"] == "cross_corpus"
+                 and r["model"] == name and r["classes"] == "merged"}
+        full = all(c in folds for c in XCOLS)
+        vals = [folds[c] for c in XCOLS] if full else []
+        rows.append((name, folds, sum(vals) / len(vals) if full else None, min(vals) if full else None))
+    return sorted(rows, key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0]))
+
+
+def loco_table(recs: list[dict]) -> list[str]:
+    """Markdown: LOCO UAR4 per held-out corpus x candidate, with the mean and the worst corpus."""
+    lines = ["| model | " + " | ".join(XCOLS) + " | **mean** | min |", "|---|" + "---|" * (len(XCOLS) + 2)]
+    for name, folds, mean, worst in loco_rows(recs):
+        cells = [f"{folds[c]:.3f}" if c in folds else "" for c in XCOLS]
+        tail = (f"**{mean:.3f}** | {worst:.3f}" if mean is not None
+                else f"({len(folds)} of {len(XCOLS)} folds) | ")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {tail} |")
+    return lines
+
+
 def write_report(path: Path = RESULTS, md: Path = MARKDOWN) -> list[Path]:
     recs = load_records(path)
     nm = {n: ("not measured: weights unavailable",) + ("n/a",) * (len(COLS) - 1) for n in NOT_MEASURED}
@@ -94,6 +121,12 @@ def write_report(path: Path = RESULTS, md: Path = MARKDOWN) -> list[Path]:
             "classes, UAR over the four emotions (a neutral answer counts as wrong; chance 0.25)", ""]
     out += _table(recs, "cross_corpus", "merged", "uar", XCOLS, XCOLS,
                   {"issue probe (linear, YAMNet)": PROBE_XC})
+    out += ["", "## Leave-one-corpus-out (LOCO): the number that picks the default", "",
+            "Each cell: train on the other seven corpora (their speaker-independent train+test speakers; "
+            "validation = their validation speakers, never the held-out corpus), test on every clip of "
+            "the held-out corpus; UAR over the four emotions. The default maximises the mean; "
+            "speaker-independent validation only breaks ties.", ""]
+    out += loco_table(recs)
     shipped = [r for r in recs if r.get("shipped")]
     for r in shipped:
         out += ["", f"## Shipped model `{r['shipped']}` ({r['model']}, {r['protocol']}, trained on "
