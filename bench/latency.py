@@ -207,15 +207,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def record_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a record unique in latency.json: a model measured in an interleaved `run`
+    (bench.compare) sits beside its record of the sequential sweep instead of replacing it."""
+    return r.get("config", r["model"]), r["threads"], r.get("run")
+
+
+def sample_key(r: dict[str, Any]) -> str:
+    """Key of a record's per-window latencies in <stem>_windows.json: config|threads[|run]."""
+    return "|".join(str(k) for k in record_key(r) if k is not None)
+
+
 def write(records: list[dict[str, Any]], out: Path, merge: bool = False) -> None:
     """latency.json: a list of records (definitions in bench/README.md); <stem>_windows.json: the
     per-window latencies of each record, for the histograms."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    samples = {f"{r['config']}|{r['threads']}": r.pop("latencies_ms") for r in records}
+    samples = {sample_key(r): r.pop("latencies_ms") for r in records}
     windows = out.parent / (out.stem + "_windows.json")
     if merge and out.exists():
-        new = {(r["config"], r["threads"]) for r in records}
-        old = [r for r in json.loads(out.read_text()) if (r.get("config"), r["threads"]) not in new]
+        new = {record_key(r) for r in records}
+        old = [r for r in json.loads(out.read_text()) if record_key(r) not in new]
         old_samples = json.loads(windows.read_text()) if windows.exists() else {}
         samples = {**{k: v for k, v in old_samples.items() if k not in samples}, **samples}
         records = old + records
