@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,16 @@ def run_name(model_ids: list[str], threads: int) -> str:
     env = thread_env()
     return (f"interleaved in one process, {threads} thread(s): " + " vs ".join(model_ids)
             + (f", {env}" if env else ""))
+
+
+def canonical_command(model_ids: tuple[str, ...] | list[str], seconds: float, threads: int, rounds: int,
+                      repeat: int) -> str:
+    """The command line that reruns this measurement (what `bench all` runs), however it was invoked:
+    BLAS thread settings first, then every option that changes the result."""
+    env = thread_env()
+    opts = " ".join(f"--model {m}" for m in model_ids)
+    return ((f"{env} " if env else "") + f"python3 -m bench.compare {opts} --seconds {seconds:g} "
+            f"--threads {threads} --rounds {rounds} --repeat {repeat}")
 
 
 def interleaved(models: list[Any], seconds: float, threads: int, rounds: int, command: str
@@ -188,8 +197,7 @@ def main(model_ids: tuple[str, ...], seconds: float, threads: int, rounds: int, 
     from edge_ser.settings import ModelSettings
 
     logging.getLogger("edge_ser").setLevel(logging.WARNING)
-    env = thread_env()
-    command = (f"{env} " if env else "") + "python3 -m bench.compare " + " ".join(sys.argv[1:])
+    command = canonical_command(model_ids, seconds, threads, rounds, repeat)
     models = [load_model(ModelSettings(id=i, threads=threads)) for i in model_ids]
     records = interleaved(models, seconds, threads, rounds, command)
     for r in records:
