@@ -203,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"p95={rec['p95_ms']:8.2f} p99={rec['p99_ms']:8.2f} infer50={rec['infer_p50_ms']:8.2f} "
                   f"rss={rec['rss_mb']:6.1f} cpu={rec['cpu_pct']:5.1f}% load={rec['load_1min']} "
                   f"({time.time() - t0:.0f} s)", flush=True)
+    from edge_ser.benchmark import load_warning
+
+    loaded = [load_warning(r["load_1min"], r.get("cores")) for r in records]
+    if any(loaded):
+        print(f"{sum(map(bool, loaded))} of {len(records)} records measured under load; "
+              + next(w for w in loaded if w), file=sys.stderr)
     write(records, Path(args.out), merge=args.merge)
     return 0
 

@@ -24,7 +24,8 @@ Record = dict[str, Any]
 def loads_of(r: Record) -> list[float]:
     """Every 1-minute load average a record noted (latency: [before, after]; footprint: per run)."""
     if "silent" in r and "speech" in r:
-        return [r[k]["load_1min"] for k in ("silent", "speech") if r[k].get("load_1min") is not None]
+        return [r[k][f] for k in ("silent", "speech") for f in ("load_1min", "load_1min_after")
+                if r[k].get(f) is not None]
     v = r.get("load_1min")
     if v is None:
         return []

@@ -127,6 +127,20 @@ def test_load_limit_is_cores_minus_one_and_old_records_give_cores_in_their_machi
     assert benchmark.load_warning([0.2, 0.3], 2) is None
 
 
+def test_edge_ser_bench_says_when_it_ran_under_load(monkeypatch, capsys):
+    rec = _latency_record("fake", 5.0, [3.5, 4.0])
+    monkeypatch.setattr(benchmark, "run", lambda *a, **kw: [dict(rec)])
+    monkeypatch.setattr(benchmark.os, "cpu_count", lambda: 2)
+    benchmark.cli_bench(("fake",), 4.0, (1,), None, as_json=True)
+    out, err = capsys.readouterr()
+    assert "measured under load" in err and "3.50 / 4.00" in err
+    assert json.loads(out)["load_1min"] == [3.5, 4.0]  # stdout stays one JSON record per line
+    monkeypatch.setattr(benchmark, "run", lambda *a, **kw: [_latency_record("fake", 5.0, [0.1, 0.2])])
+    benchmark.cli_bench(("fake",), 4.0, (1,), None, as_json=False)
+    out, err = capsys.readouterr()
+    assert "under load" not in out + err and "load average before / after: 0.1 / 0.2" in out
+
+
 def test_a_new_model_in_the_results_gets_its_rows_without_code_changes():
     accuracy = [
         {"model": "whisper-enc+mlp", "protocol": "speaker_independent", "corpus": "all+", "classes": "merged",
