@@ -142,7 +142,12 @@ def all_cmd(dry_run: bool, force: bool, skip: tuple[str, ...]) -> None:
 
     Accuracy (bench/results/accuracy.json) comes from training/ and is not rerun here.
     """
-    steps = [s for s in plan(RESULTS) if s.name not in skip]
+    everything = plan(RESULTS)
+    unknown = set(skip) - {s.name for s in everything}
+    if unknown:
+        raise click.BadParameter(f"no step {', '.join(sorted(unknown))}; steps: "
+                                 + ", ".join(dict.fromkeys(s.name for s in everything)), param_hint="--skip")
+    steps = [s for s in everything if s.name not in skip]
     load, cores = load_now()
     busy = is_loaded(load, cores)
     verdict = f"1-minute load average {load:.2f}, {cores} cores: " + (

@@ -274,6 +274,8 @@ def test_bench_all_force_runs_the_steps_in_order(monkeypatch, no_subprocess):
     assert result.exit_code == 0, result.output
     modules = [argv[2] for argv, _ in no_subprocess]
     assert modules[0] == "bench.latency" and modules[-1] == "bench.tables" and "bench.soak" not in modules
+    bad = CliRunner().invoke(bench_cli.cli, ["all", "--dry-run", "--skip", "sok"])
+    assert bad.exit_code == 2 and "no step sok" in bad.output
     blas = [kw["env"].get("OPENBLAS_NUM_THREADS") for argv, kw in no_subprocess if argv[2] == "bench.compare"]
     assert sorted(map(str, blas)) == ["1", "None"]
 
