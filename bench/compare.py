@@ -1,26 +1,30 @@
 """Models side by side in one process, interleaved, and where each one's time per window goes.
 
     python3 -m bench.compare --model yamnet-mlp-allplus-int8 --model logmel-cnn-allplus-fp16 \\
-        --seconds 60 --threads 1 --rounds 5
+        --seconds 60 --threads 1 --rounds 10 --blas-threads default --blas-threads 1
 
 Latency: the models are loaded once into this process and `edge_ser.benchmark.bench_model` streams
-`--seconds` of synthetic speech through each of them per round; the order rotates every round, so
-on a shared machine load that comes and goes hits every model alike. The pooled windows of all rounds
-give one record per model, merged into bench/results/latency.json under the same `run` name (the
-sequential records of `bench.latency` are kept).
+`--seconds` of synthetic speech through each variant per round (a variant is a model with numpy's
+BLAS thread pool at its default size or limited with threadpoolctl, `--blas-threads`); the order
+rotates every round, so on a shared machine load that comes and goes hits every variant alike. The
+pooled windows of all rounds give one record per variant, merged into bench/results/latency.json under
+the run's name (the sequential records of `bench.latency` are kept).
 
-Breakdown: each stage of one 2 s window, timed one call at a time, stages and models interleaved,
-wall and process CPU time (numpy may use more than one thread): for a log-mel model the numpy
-frontend (`edge_ser.logmel.log_mel`) and the TFLite invoke on its spectrogram, for a backbone model
-the backbone invoke (YAMNet's frontend is inside its TFLite graph) and the head; then the whole
-`predict`. Written to bench/results/latency_breakdown.json, one record per model.
+Breakdown: each stage of one 2 s window, timed one call at a time, stages and variants interleaved,
+wall, process CPU and calling-thread CPU time: for a log-mel model the numpy frontend
+(`edge_ser.logmel.log_mel`) and the TFLite invoke on its spectrogram, for a backbone model the backbone
+invoke (YAMNet's frontend is inside its TFLite graph) and the head; then the whole `predict`. Written to
+bench/results/latency_breakdown.json, one record per variant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,40 +37,71 @@ THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Environment that sets numpy's BLAS thread pool; recorded because it changes the process CPU time."""
 
 
+@dataclass
+class Variant:
+    """A loaded model, run with numpy's BLAS pool at its default size (blas None) or limited to `blas`."""
+
+    model: Any
+    blas: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.model.id if self.blas is None else f"{self.model.id}, BLAS {self.blas} thread(s)"
+
+    @property
+    def blas_label(self) -> str | int:
+        return "default" if self.blas is None else self.blas
+
+    @contextlib.contextmanager
+    def limits(self) -> Iterator[None]:
+        """numpy's BLAS pool limited to `blas` threads inside the block (threadpoolctl), else untouched."""
+        if self.blas is None:
+            yield
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.blas, user_api="blas"):
+            yield
+
+
 def thread_env() -> str:
     """The BLAS thread settings of this process, as NAME=value words ("" when none is set)."""
     return " ".join(f"{k}={os.environ[k]}" for k in THREAD_ENV if k in os.environ)
 
 
-def run_name(model_ids: list[str], threads: int) -> str:
+def run_name(model_ids: list[str], threads: int, blas: list[str | int] | None = None) -> str:
     """Names one interleaved run in latency.json; the BLAS thread settings are part of it, because
     numpy's helper threads compete with the inference thread for the cores."""
     env = thread_env()
-    return (f"interleaved in one process, {threads} thread(s): " + " vs ".join(model_ids)
+    pools = "" if not blas or blas == ["default"] else "; numpy BLAS threads: " + ", ".join(map(str, blas))
+    return (f"interleaved in one process, {threads} thread(s): " + " vs ".join(model_ids) + pools
             + (f", {env}" if env else ""))
 
 
 def canonical_command(model_ids: tuple[str, ...] | list[str], seconds: float, threads: int, rounds: int,
-                      repeat: int) -> str:
+                      repeat: int, blas: list[str | int] | None = None) -> str:
     """The command line that reruns this measurement (what `bench all` runs), however it was invoked:
     BLAS thread settings first, then every option that changes the result."""
     env = thread_env()
     opts = " ".join(f"--model {m}" for m in model_ids)
+    pools = "".join(f" --blas-threads {b}" for b in blas or [] if blas != ["default"])
     return ((f"{env} " if env else "") + f"python3 -m bench.compare {opts} --seconds {seconds:g} "
-            f"--threads {threads} --rounds {rounds} --repeat {repeat}")
+            f"--threads {threads} --rounds {rounds} --repeat {repeat}{pools}")
 
 
-def interleaved(models: list[Any], seconds: float, threads: int, rounds: int, command: str
-                ) -> list[dict[str, Any]]:
-    """One pooled latency record per model over `rounds` rounds, the order rotating each round."""
+def interleaved(variants: list[Variant], seconds: float, threads: int, rounds: int, command: str,
+                run: str) -> list[dict[str, Any]]:
+    """One pooled latency record per variant over `rounds` rounds, the order rotating each round."""
     from edge_ser.benchmark import bench_model
 
-    per: dict[str, list[dict[str, Any]]] = {m.id: [] for m in models}
+    per: dict[str, list[dict[str, Any]]] = {v.id: [] for v in variants}
     for r in range(rounds):
-        order = models[r % len(models):] + models[:r % len(models)]
-        for m in order:
-            per[m.id].append(bench_model(m, seconds=seconds, threads=threads, command=command, warmup=1))
-    return [pool(rounds_of, run_name([m.id for m in models], threads)) for rounds_of in per.values()]
+        k = r % len(variants)
+        for v in variants[k:] + variants[:k]:
+            with v.limits():
+                rec = bench_model(v.model, seconds=seconds, threads=threads, command=command, warmup=1)
+            per[v.id].append(rec)
+    return [dict(pool(per[v.id], run), config=v.id, blas_threads=v.blas_label) for v in variants]
 
 
 def pool(rounds: list[dict[str, Any]], run: str) -> dict[str, Any]:
@@ -130,36 +165,37 @@ def stages(model: Any) -> dict[str, Any]:
     return out
 
 
-def breakdown(models: list[Any], threads: int, repeat: int, command: str) -> list[dict[str, Any]]:
-    """Median wall and process-CPU milliseconds per stage, calls interleaved across stages and models."""
+def breakdown(variants: list[Variant], threads: int, repeat: int, command: str) -> list[dict[str, Any]]:
+    """Median wall and mean CPU milliseconds per stage, calls interleaved across stages and variants."""
+    from edge_ser import __version__
     from edge_ser.benchmark import machine
 
-    calls = [(m.id, name, fn) for m in models for name, fn in stages(m).items()]
-    for _, _, fn in calls:  # warm-up: first calls allocate
-        fn()
-    wall: dict[tuple[str, str], list[float]] = {(i, n): [] for i, n, _ in calls}
-    cpu: dict[tuple[str, str], list[float]] = {(i, n): [] for i, n, _ in calls}
-    own: dict[tuple[str, str], list[float]] = {(i, n): [] for i, n, _ in calls}
+    calls = [(v, name, fn) for v in variants for name, fn in stages(v.model).items()]
+    for v, _, fn in calls:  # warm-up: first calls allocate
+        with v.limits():
+            fn()
+    wall: dict[tuple[str, str], list[float]] = {(v.id, n): [] for v, n, _ in calls}
+    cpu: dict[tuple[str, str], list[float]] = {(v.id, n): [] for v, n, _ in calls}
+    own: dict[tuple[str, str], list[float]] = {(v.id, n): [] for v, n, _ in calls}
     load0 = os.getloadavg()[0]
     for _ in range(repeat):
-        for mid, name, fn in calls:
-            c0, o0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
-            fn()
-            wall[(mid, name)].append(1000 * (time.perf_counter() - t0))
-            cpu[(mid, name)].append(1000 * (time.process_time() - c0))
-            own[(mid, name)].append(1000 * (time.thread_time() - o0))
+        for v, name, fn in calls:
+            with v.limits():
+                c0, o0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
+                fn()
+                wall[(v.id, name)].append(1000 * (time.perf_counter() - t0))
+                cpu[(v.id, name)].append(1000 * (time.process_time() - c0))
+                own[(v.id, name)].append(1000 * (time.thread_time() - o0))
     load1 = os.getloadavg()[0]
-    from edge_ser import __version__
-
     records = []
-    for m in models:
-        names = [n for i, n, _ in calls if i == m.id]
+    for v in variants:
+        names = [n for w, n, _ in calls if w is v]
         records.append({
-            "model": m.id, "threads": threads,
-            "stages": [{"stage": n, "wall_ms_p50": round(float(np.median(wall[(m.id, n)])), 3),
-                        "cpu_ms_mean": round(float(np.mean(cpu[(m.id, n)])), 3),
-                        "thread_cpu_ms_mean": round(float(np.mean(own[(m.id, n)])), 3)} for n in names],
-            "calls_per_stage": repeat, "window_s": m.window_samples / 16000,
+            "model": v.model.id, "blas_threads": v.blas_label, "threads": threads,
+            "stages": [{"stage": n, "wall_ms_p50": round(float(np.median(wall[(v.id, n)])), 3),
+                        "cpu_ms_mean": round(float(np.mean(cpu[(v.id, n)])), 3),
+                        "thread_cpu_ms_mean": round(float(np.mean(own[(v.id, n)])), 3)} for n in names],
+            "calls_per_stage": repeat, "window_s": v.model.window_samples / 16000,
             "machine": machine(), "cores": os.cpu_count(), "command": command, "version": __version__,
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "load_1min": [round(load0, 2), round(load1, 2)],
@@ -168,27 +204,40 @@ def breakdown(models: list[Any], threads: int, repeat: int, command: str) -> lis
     return records
 
 
-def merge_latency(records: list[dict[str, Any]], out: Path) -> None:
-    """Replace the records of the same (config, threads, run) in latency.json and its window samples."""
-    from bench.latency import write
+def breakdown_key(b: dict[str, Any]) -> tuple[str, str, str]:
+    return b["model"], str(b.get("blas_threads", "default")), json.dumps(b.get("env", {}), sort_keys=True)
 
-    write(records, out, merge=True)
+
+def parse_blas(values: tuple[str, ...]) -> list[int | None]:
+    """--blas-threads values -> None (numpy's default pool) or a thread count, in the given order."""
+    out: list[int | None] = []
+    for v in values or ("default",):
+        if v == "default":
+            out.append(None)
+        elif v.isdigit() and int(v) >= 1:
+            out.append(int(v))
+        else:
+            raise click.BadParameter(f"{v!r}: expected 'default' or a thread count >= 1",
+                                     param_hint="--blas-threads")
+    return out
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_ids", multiple=True, required=True, metavar="ID",
               help="Manifest model id (repeat it: every model runs in the same process).")
 @click.option("--seconds", type=float, default=60.0, show_default=True,
-              help="Seconds of synthetic speech per model and round.")
+              help="Seconds of synthetic speech per variant and round.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
 @click.option("--rounds", type=int, default=5, show_default=True, help="Rounds (order rotates).")
 @click.option("--repeat", type=int, default=200, show_default=True, help="Calls per stage in the breakdown.")
+@click.option("--blas-threads", "blas", multiple=True, metavar="N|default",
+              help="numpy BLAS pool size of a variant of every model (repeatable; default: numpy's own).")
 @click.option("--out", type=click.Path(dir_okay=False), default=str(RESULTS / "latency.json"),
               show_default=True)
 @click.option("--breakdown-out", type=click.Path(dir_okay=False),
               default=str(RESULTS / "latency_breakdown.json"), show_default=True)
-def main(model_ids: tuple[str, ...], seconds: float, threads: int, rounds: int, repeat: int, out: str,
-         breakdown_out: str) -> None:
+def main(model_ids: tuple[str, ...], seconds: float, threads: int, rounds: int, repeat: int,
+         blas: tuple[str, ...], out: str, breakdown_out: str) -> None:
     """Latency of models in one process, interleaved, and the time of each stage of a window."""
     import logging
 
@@ -197,29 +246,36 @@ def main(model_ids: tuple[str, ...], seconds: float, threads: int, rounds: int, 
     from edge_ser.settings import ModelSettings
 
     logging.getLogger("edge_ser").setLevel(logging.WARNING)
-    command = canonical_command(model_ids, seconds, threads, rounds, repeat)
+    pools = parse_blas(blas)
+    labels: list[str | int] = ["default" if b is None else b for b in pools]
+    command = canonical_command(model_ids, seconds, threads, rounds, repeat, labels)
     models = [load_model(ModelSettings(id=i, threads=threads)) for i in model_ids]
-    records = interleaved(models, seconds, threads, rounds, command)
+    variants = [Variant(m, b) for b in pools for m in models]
+    run = run_name(list(model_ids), threads, labels)
+    records = interleaved(variants, seconds, threads, rounds, command, run)
     for r in records:
-        click.echo(f"{r['model']:28s} n={r['n_windows']:5d} p50={r['p50_ms']:7.2f} p95={r['p95_ms']:7.2f} "
+        click.echo(f"{r['config']:48s} n={r['n_windows']:5d} p50={r['p50_ms']:7.2f} p95={r['p95_ms']:7.2f} "
                    f"CPU/window={r['cpu_ms_per_window']:6.1f} ms rounds p50={r['round_p50_ms']} "
                    f"load={r['load_1min']}")
-    costs = breakdown(models, threads, repeat, command)
+    costs = breakdown(variants, threads, repeat, command)
     for b in costs:
         for s in b["stages"]:
-            click.echo(f"{b['model']:28s} {s['stage']:45s} wall p50 {s['wall_ms_p50']:7.3f} ms  "
-                       f"CPU {s['cpu_ms_mean']:7.3f} ms (calling thread {s['thread_cpu_ms_mean']:7.3f})")
+            click.echo(f"{b['model']:28s} BLAS {b['blas_threads']!s:8s} {s['stage']:45s} wall p50 "
+                       f"{s['wall_ms_p50']:7.3f} ms  CPU {s['cpu_ms_mean']:7.3f} ms "
+                       f"(calling thread {s['thread_cpu_ms_mean']:7.3f})")
     for loads in [r["load_1min"] for r in records] + [b["load_1min"] for b in costs]:
         warning = load_warning(loads, os.cpu_count())
         if warning:
             click.echo(warning, err=True)
             break
-    merge_latency(records, Path(out))
+    from bench.latency import write
+
+    write(records, Path(out), merge=True)
     bo = Path(breakdown_out)
     old = json.loads(bo.read_text()) if bo.exists() else []
-    new = {(c["model"], json.dumps(c["env"], sort_keys=True)) for c in costs}
-    kept = [b for b in old if (b["model"], json.dumps(b.get("env", {}), sort_keys=True)) not in new]
-    bo.write_text("[\n" + ",\n".join(json.dumps(b) for b in kept + costs) + "\n]\n")
+    new = {breakdown_key(c) for c in costs}
+    bo.write_text("[\n" + ",\n".join(json.dumps(b) for b in [b for b in old if breakdown_key(b) not in new]
+                                       + costs) + "\n]\n")
     click.echo(f"wrote {bo}")
 
 

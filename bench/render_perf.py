@@ -152,14 +152,14 @@ def pairs_table(records: list[Record]) -> str:
     out: list[str] = []
     for name, recs in groups.items():
         out += [f"**{name}** (`{recs[0]['command']}`). {provenance(recs)}", "",
-                "| model | windows | p50 ms | p95 ms | p99 ms | p50 of each round, ms | CPU ms/window "
+                "| variant | windows | p50 ms | p95 ms | p99 ms | p50 of each round, ms | CPU ms/window "
                 "| peak RSS MB (all models) | load |", "|---|---|---|---|---|---|---|---|---|"]
         for r in recs:
             rounds = r.get("round_p50_ms") or []
             span = f"{min(rounds):.1f}-{max(rounds):.1f}" if rounds else ""
-            out.append(f"| {r['model']} | {r['n_windows']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                       f"| {r['p99_ms']:.1f} | {span} | {r['cpu_ms_per_window']:.1f} | {r['rss_mb']:.0f} "
-                       f"| {load_cell(r)} |")
+            out.append(f"| {r.get('config', r['model'])} | {r['n_windows']} | {r['p50_ms']:.1f} "
+                       f"| {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {span} | {r['cpu_ms_per_window']:.1f} "
+                       f"| {r['rss_mb']:.0f} | {load_cell(r)} |")
         out += footnote(recs) + [""]
     return "\n".join(out).rstrip()
 
@@ -172,7 +172,9 @@ def breakdown_table(records: list[Record]) -> str:
             "| model | BLAS threads | stage | wall p50 ms | process CPU ms | calling-thread CPU ms | load |",
             "|---|---|---|---|---|---|---|"]
     for r in records:
-        env = " ".join(f"{k}={v}" for k, v in (r.get("env") or {}).items()) or "numpy default"
+        env = " ".join([f"{k}={v}" for k, v in (r.get("env") or {}).items()]
+                       + ([] if r.get("blas_threads", "default") == "default" else [str(r["blas_threads"])])
+                       ) or "numpy default"
         for s in r["stages"]:
             rows.append(f"| {r['model']} | {env} | {s['stage']} | {s['wall_ms_p50']:.2f} "
                         f"| {s['cpu_ms_mean']:.2f} | {s.get('thread_cpu_ms_mean', float('nan')):.2f} "

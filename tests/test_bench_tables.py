@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import FakeModel
@@ -183,13 +184,17 @@ def test_footprint_targets_say_met_or_not_per_model():
 # -- bench.compare and the latency file --------------------------------------------------------------
 
 def test_interleaved_run_pools_every_round_and_merges_beside_the_sweep(tmp_path):
-    models = [FakeModel(model_id="fake-a"), FakeModel(model_id="fake-b", delay_s=0.002)]
-    recs = compare.interleaved(models, seconds=4, threads=1, rounds=2, command="c")
-    assert [r["model"] for r in recs] == ["fake-a", "fake-b"]
+    a, b = FakeModel(model_id="fake-a"), FakeModel(model_id="fake-b", delay_s=0.002)
+    variants = [compare.Variant(a), compare.Variant(b), compare.Variant(a, blas=1)]
+    run = compare.run_name(["fake-a", "fake-b"], 1, ["default", 1])
+    recs = compare.interleaved(variants, seconds=4, threads=1, rounds=3, command="c", run=run)
+    assert [r["config"] for r in recs] == ["fake-a", "fake-b", "fake-a, BLAS 1 thread(s)"]
+    assert [r["blas_threads"] for r in recs] == ["default", "default", 1]
     for r in recs:
-        assert r["rounds"] == 2 and len(r["round_p50_ms"]) == 2
-        assert r["n_windows"] == 6 == len(r["latencies_ms"])  # 3 windows of 4 s per round
-        assert r["run"] == "interleaved in one process, 1 thread(s): fake-a vs fake-b"
+        assert r["rounds"] == 3 and len(r["round_p50_ms"]) == 3
+        assert r["n_windows"] == 9 == len(r["latencies_ms"])  # 3 windows of 4 s per round
+        assert r["run"] == ("interleaved in one process, 1 thread(s): fake-a vs fake-b; "
+                            "numpy BLAS threads: default, 1")
         assert set(benchmark.RECORD_KEYS) <= set(r)
     assert recs[1]["p50_ms"] > recs[0]["p50_ms"]  # the 2 ms model is slower in the same run
     out = tmp_path / "lat.json"
@@ -198,18 +203,44 @@ def test_interleaved_run_pools_every_round_and_merges_beside_the_sweep(tmp_path)
     latency.write(recs, out, merge=True)
     latency.write([dict(recs[0], latencies_ms=[2.0])], out, merge=True)  # the same run again replaces it
     kept = json.loads(out.read_text())
-    assert [(r["model"], r.get("run") is not None) for r in kept] == [
-        ("fake-a", False), ("fake-b", True), ("fake-a", True)]
+    assert [(r["config"], r.get("run") is not None) for r in kept] == [
+        ("fake-a", False), ("fake-b", True), ("fake-a, BLAS 1 thread(s)", True), ("fake-a", True)]
     samples = json.loads((tmp_path / "lat_windows.json").read_text())
-    assert set(samples) == {"fake-a|1", f"fake-a|1|{recs[0]['run']}", f"fake-b|1|{recs[1]['run']}"}
+    assert len(samples) == 4 and samples[f"fake-a|1|{run}"] == [2.0] and samples["fake-a|1"] == [1.0]
+
+
+def test_a_blas_variant_limits_numpys_pool_only_inside_its_block():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy has no BLAS thread pool here")
+    with compare.Variant(FakeModel(), blas=1).limits():
+        assert set(blas_threads()) == {1}
+    with compare.Variant(FakeModel()).limits():
+        assert blas_threads() == before
+    assert blas_threads() == before
+
+
+def test_blas_threads_option_values():
+    assert compare.parse_blas(()) == [None]
+    assert compare.parse_blas(("default", "1", "2")) == [None, 1, 2]
+    for bad in ("0", "two"):
+        with pytest.raises(click.BadParameter):
+            compare.parse_blas((bad,))
 
 
 def test_compare_command_line_is_canonical_and_names_blas_threads(monkeypatch):
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    for k in compare.THREAD_ENV:
+        monkeypatch.delenv(k, raising=False)
     assert compare.canonical_command(["a", "b"], 60.0, 1, 10, 200) == (
         "python3 -m bench.compare --model a --model b --seconds 60 --threads 1 --rounds 10 --repeat 200")
+    assert compare.canonical_command(["a"], 5.0, 1, 1, 3, ["default", 1]).endswith(
+        "--repeat 3 --blas-threads default --blas-threads 1")
+    assert compare.run_name(["a", "b"], 1, ["default"]) == "interleaved in one process, 1 thread(s): a vs b"
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     assert compare.canonical_command(["a"], 5.0, 1, 1, 3).startswith("OPENBLAS_NUM_THREADS=1 python3 -m")
     assert compare.run_name(["a", "b"], 1).endswith(", OPENBLAS_NUM_THREADS=1")
