@@ -64,9 +64,10 @@ def provenance(records: list[Record]) -> str:
         return ""
     loads = [v for r in records for v in loads_of(r)]
     dates = [str(r.get("date_utc") or r.get("date") or "")[:10] for r in records]
+    lo, hi = (f"{min(loads):.1f}", f"{max(loads):.1f}") if loads else ("", "")
     parts = [_span([str(r.get("machine", "?")) for r in records]),
              _span([d for d in dates if d]) if any(dates) else "date not recorded",
-             f"1-minute load {min(loads):.1f}-{max(loads):.1f}" if loads else "load not recorded"]
+             (f"1-minute load {lo if lo == hi else f'{lo} to {hi}'}" if loads else "load not recorded")]
     versions = {str(r["version"]) for r in records if r.get("version")}
     if versions:
         parts.append("edge-ser " + ", ".join(sorted(versions)))
