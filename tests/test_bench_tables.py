@@ -316,3 +316,11 @@ def test_bench_subcommands_hand_their_arguments_to_the_scripts(monkeypatch):
     monkeypatch.setattr(latency, "main", lambda argv: got.append(argv) or 0)
     result = CliRunner().invoke(bench_cli.cli, ["latency", "--configs", "yamnet-dev", "--seconds", "5"])
     assert result.exit_code == 0 and got == [["--configs", "yamnet-dev", "--seconds", "5"]]
+
+
+def test_provenance_names_machine_dates_load_range_and_version():
+    recs = [_latency_record("a", 5.0, [9.1, 9.5]), _latency_record("b", 5.0, [10.2, 9.8], version="0.2.0")]
+    line = render_perf.provenance(recs)
+    assert "Test CPU, 2 cores" in line and "2026-12-06" in line
+    assert "1-minute load 9.1 to 10.2" in line and "edge-ser 0.1.0, 0.2.0" in line
+    assert "1-minute load 9.1;" in render_perf.provenance([_latency_record("a", 5.0, [9.1, 9.1])])
