@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     command = "python3 -m bench.footprint " + " ".join(sys.argv[1:] if argv is None else argv)
 
-    from edge_ser.benchmark import machine
+    from edge_ser import __version__
+    from edge_ser.benchmark import load_warning, machine
     from edge_ser.manifest import load_manifest
 
     files = audio_files(args.seconds)
@@ -130,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         plan.append((ids[0], config))
     records = []
     for model, config in plan:
-        rec: dict[str, Any] = {"model": model, "machine": machine(), "command": command}
+        rec: dict[str, Any] = {"model": model, "machine": machine(), "cores": os.cpu_count(),
+                               "command": command, "version": __version__,
+                               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         for kind, wav in files.items():
             load = os.getloadavg()[0]
             r = measure(model, wav, config, args.settle)
-            rec[kind] = {**r, "load_1min": round(load, 2)}
+            rec[kind] = {**r, "load_1min": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2)}
+            warning = load_warning([load, rec[kind]["load_1min_after"]], os.cpu_count())
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
             print(f"{model:28s} {kind:6s} peak RSS {r['peak_rss_mb']:7.1f} MB  CPU {r['cpu_pct']}% "
                   f"({r['published']} published, {r['inferred']} inferred, load {load:.2f})", flush=True)
         rec["peak_rss_mb"] = max(rec["silent"]["peak_rss_mb"], rec["speech"]["peak_rss_mb"])

@@ -203,19 +203,36 @@ def main(argv: list[str] | None = None) -> int:
                   f"p95={rec['p95_ms']:8.2f} p99={rec['p99_ms']:8.2f} infer50={rec['infer_p50_ms']:8.2f} "
                   f"rss={rec['rss_mb']:6.1f} cpu={rec['cpu_pct']:5.1f}% load={rec['load_1min']} "
                   f"({time.time() - t0:.0f} s)", flush=True)
+    from edge_ser.benchmark import load_warning
+
+    loaded = [load_warning(r["load_1min"], r.get("cores")) for r in records]
+    if any(loaded):
+        print(f"{sum(map(bool, loaded))} of {len(records)} records measured under load; "
+              + next(w for w in loaded if w), file=sys.stderr)
     write(records, Path(args.out), merge=args.merge)
     return 0
+
+
+def record_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a record unique in latency.json: a model measured in an interleaved `run`
+    (bench.compare) sits beside its record of the sequential sweep instead of replacing it."""
+    return r.get("config", r["model"]), r["threads"], r.get("run")
+
+
+def sample_key(r: dict[str, Any]) -> str:
+    """Key of a record's per-window latencies in <stem>_windows.json: config|threads[|run]."""
+    return "|".join(str(k) for k in record_key(r) if k is not None)
 
 
 def write(records: list[dict[str, Any]], out: Path, merge: bool = False) -> None:
     """latency.json: a list of records (definitions in bench/README.md); <stem>_windows.json: the
     per-window latencies of each record, for the histograms."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    samples = {f"{r['config']}|{r['threads']}": r.pop("latencies_ms") for r in records}
+    samples = {sample_key(r): r.pop("latencies_ms") for r in records}
     windows = out.parent / (out.stem + "_windows.json")
     if merge and out.exists():
-        new = {(r["config"], r["threads"]) for r in records}
-        old = [r for r in json.loads(out.read_text()) if (r.get("config"), r["threads"]) not in new]
+        new = {record_key(r) for r in records}
+        old = [r for r in json.loads(out.read_text()) if record_key(r) not in new]
         old_samples = json.loads(windows.read_text()) if windows.exists() else {}
         samples = {**{k: v for k, v in old_samples.items() if k not in samples}, **samples}
         records = old + records

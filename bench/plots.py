@@ -28,6 +28,8 @@ def latency_histograms(results: Path) -> list[Path]:
     """One PNG per model family (YAMNet path, HuBERT): per-window latency histograms, log x axis."""
     plt = _plt()
     samples = json.loads((results / "latency_windows.json").read_text())
+    # config|threads only: the sequential sweep (config|threads|run keys are bench.compare's runs)
+    samples = {k: v for k, v in samples.items() if k.count("|") == 1}
     families = {"yamnet": {k: v for k, v in samples.items() if not k.startswith("hubert")},
                 "hubert": {k: v for k, v in samples.items() if k.startswith("hubert")}}
     written = []

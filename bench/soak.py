@@ -171,6 +171,12 @@ def wait_until(cond: Any, timeout_s: float, step: float = 0.1) -> bool:
     return bool(cond())
 
 
+def _version() -> str:
+    from edge_ser import __version__
+
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--audio-s", type=float, default=3600.0, help="seconds of audio (default one hour)")
@@ -216,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {}
     runner = threading.Thread(target=lambda: result.update(pipeline.run(source)), name="soak-pipeline")
 
+    load_before = os.getloadavg()[0]
     rss_start = rss_mb()
     samples: list[tuple[float, float]] = []  # (audio seconds, RSS MB)
     bounces: list[dict[str, float]] = []
@@ -283,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
                    f"{platform.python_version()}",
+        "cores": os.cpu_count(),
+        "version": _version(),
+        "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "model": model.id,
         "audio_file": str(audio.relative_to(REPO)),
         "audio_s": stats["audio_s"],
@@ -311,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = json.dumps(report, indent=2)
     print(text)
+    from edge_ser.benchmark import load_warning
+
+    warning = load_warning(report["load_1min"], os.cpu_count())
+    if warning:
+        print(warning, file=sys.stderr)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")

@@ -288,6 +288,13 @@ def default_models() -> list[str]:
     return [mid for mid in load_manifest().models if "random" not in mid]
 
 
+def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of `path` whose model is not in `new`, then `new`: one model rerun, the others kept."""
+    rerun = {r["model"] for r in new}
+    old = json.loads(path.read_text()) if path.is_file() else []
+    return [r for r in old if r["model"] not in rerun] + new
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", help="manifest ids (default: every manifest model)")
@@ -300,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "stream.json"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the records of --out (and its confusions) of the models not run now")
     args = ap.parse_args(argv)
     command = "python3 -m bench.stream_eval " + " ".join(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
@@ -375,9 +384,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "matrix": confusion(refs, preds)})
         model.save()
     out = Path(args.out)
+    conf_path = out.parent / (out.stem + "_confusion.json")
+    if args.merge:
+        records, confusions = merged(out, records), merged(conf_path, confusions)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
-    (out.parent / (out.stem + "_confusion.json")).write_text(json.dumps(confusions) + "\n")
+    conf_path.write_text(json.dumps(confusions) + "\n")
     print(f"wrote {out} ({len(records)} records)")
     return 0
 

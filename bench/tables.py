@@ -1,111 +1,167 @@
-"""Markdown tables of the committed results, for bench/README.md and the top-level README.
+"""Rewrite the marked regions of the documentation from the committed results in bench/results.
 
-    python3 -m bench.tables          # prints the latency, footprint and stream tables
+    python3 -m bench.tables            # rewrite every region of README.md, bench/README.md, bench/ACCURACY.md
+    python3 -m bench.tables --check    # exit 1 and name the regions that differ (nothing written)
+    python3 -m bench.tables --print latency-full    # one region's Markdown on stdout
+
+A region is the text between `<!-- bench.tables:NAME -->` and `<!-- /bench.tables:NAME -->`
+(bench/regions.py); GENERATORS names what each NAME holds. Pure file generation: nothing is measured.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections import defaultdict
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import click
+
+from bench import regions, render_perf, render_quality
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+DOCS = ("README.md", "bench/README.md", "bench/ACCURACY.md")
+"""Files whose regions are generated, relative to the repository root."""
 
 
-def _load(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text()) if path.exists() else []
+class Results:
+    """The committed results of one folder, each file parsed on first use (absent file = no records)."""
+
+    def __init__(self, folder: Path = RESULTS, manifest: Path | None = None):
+        self.folder = Path(folder)
+        self._manifest = manifest
+
+    def _json(self, name: str, empty: Any) -> Any:
+        path = self.folder / name
+        return json.loads(path.read_text()) if path.is_file() else empty
+
+    @cached_property
+    def latency(self) -> list[dict[str, Any]]:
+        return self._json("latency.json", [])
+
+    @cached_property
+    def breakdown(self) -> list[dict[str, Any]]:
+        return self._json("latency_breakdown.json", [])
+
+    @cached_property
+    def footprint(self) -> list[dict[str, Any]]:
+        return self._json("footprint.json", [])
+
+    @cached_property
+    def stream(self) -> list[dict[str, Any]]:
+        return self._json("stream.json", [])
+
+    @cached_property
+    def soak(self) -> dict[str, Any]:
+        return self._json("soak.json", {})
+
+    @cached_property
+    def accuracy(self) -> list[dict[str, Any]]:
+        return self._json("accuracy.json", [])
+
+    @cached_property
+    def manifest(self) -> Any:
+        from edge_ser.manifest import load_manifest
+
+        return load_manifest(self._manifest)
+
+    @property
+    def default(self) -> str | None:
+        return self.manifest.default
 
 
-def latency_table(records: list[dict[str, Any]]) -> str:
-    rows = ["| configuration | model | runtime | precision | threads | windows | p50 ms | p95 ms | p99 ms "
-            "| infer p50 ms | CPU ms/window | RTF | CPU % | RSS MB | load |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in records:
-        cpu_ms = r.get("cpu_ms_per_window", float("nan"))
-        rows.append(f"| {r.get('config', r['model'])} | {r['model']} | {r['backend']} | {r['precision']} "
-                    f"| {r['threads']} | {r['n_windows']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                    f"| {r['p99_ms']:.1f} | {r['infer_p50_ms']:.1f} | {cpu_ms:.0f} "
-                    f"| {r['rtf']:.3f} | {r['cpu_pct']:.1f} "
-                    f"| {r['rss_mb']:.0f} | {r['load_1min'][0]:.1f} |")
-    return "\n".join(rows)
+def _accuracy_report(res: Results) -> str:
+    from training.report import report_body
+
+    return report_body(res.accuracy)
 
 
-def speedups(records: list[dict[str, Any]]) -> str:
-    """HuBERT: p50 of each runtime vs the PyTorch float pipeline at the same thread count."""
-    by = {(r.get("config"), r["threads"]): r for r in records}
-    lines = []
-    for t in sorted({r["threads"] for r in records}):
-        base = by.get(("hubert-torch-pipeline", t))
-        if not base:
-            continue
-        parts = []
-        for c in ("hubert-torch", "hubert-onnx-fp32", "hubert-onnx-int8"):
-            if (c, t) in by:
-                r = by[(c, t)]
-                cpu = ""
-                if "cpu_ms_per_window" in r and "cpu_ms_per_window" in base:
-                    cpu = f" (CPU time {base['cpu_ms_per_window'] / r['cpu_ms_per_window']:.2f}x)"
-                parts.append(f"{c} {base['p50_ms'] / r['p50_ms']:.2f}x{cpu}")
-        lines.append(f"- {t} thread(s), p50 speed-up over hubert-torch-pipeline: " + ", ".join(parts))
-    return "\n".join(lines)
+GENERATORS: dict[str, Callable[[Results], str]] = {
+    "models": lambda r: render_perf.models_table(r.manifest, r.latency),
+    "latency": lambda r: render_perf.latency_table(r.latency, r.default, full=False),
+    "latency-full": lambda r: render_perf.latency_table(r.latency, r.default, full=True),
+    "hubert-speedup": lambda r: render_perf.speedups(r.latency),
+    "latency-pairs": lambda r: render_perf.pairs_table(r.latency),
+    "breakdown": lambda r: render_perf.breakdown_table(r.breakdown),
+    "footprint": lambda r: render_perf.footprint_table(r.footprint, full=False),
+    "footprint-full": lambda r: render_perf.footprint_table(r.footprint, full=True),
+    "footprint-targets": lambda r: render_perf.footprint_targets(r.footprint),
+    "soak": lambda r: render_perf.soak_summary(r.soak),
+    "accuracy": lambda r: render_quality.si_table(r.accuracy, r.default),
+    "recall": lambda r: render_quality.default_recall(r.accuracy, r.default),
+    "stream": lambda r: render_quality.stream_summary(r.stream, r.default),
+    "stream-full": lambda r: render_quality.stream_tables(r.stream),
+    "accuracy-report": _accuracy_report,
+}
+"""Region name -> its Markdown, from the results."""
 
 
-def footprint_table(records: list[dict[str, Any]]) -> str:
-    rows = ["| model | peak RSS MB (silent / speech) | CPU % silent room | CPU % non-stop speech | load |",
-            "|---|---|---|---|---|"]
-    for r in records:
-        s, p = r["silent"], r["speech"]
-        rows.append(f"| {r['model']} | {s['peak_rss_mb']:.0f} / {p['peak_rss_mb']:.0f} | {s['cpu_pct']} "
-                    f"| {p['cpu_pct']} | {s['load_1min']:.1f} / {p['load_1min']:.1f} |")
-    return "\n".join(rows)
+def generate(name: str, res: Results) -> str:
+    if name not in GENERATORS:
+        known = ", ".join(sorted(GENERATORS))
+        raise regions.RegionError(f"no generator for region {name!r} (known: {known})")
+    return GENERATORS[name](res)
 
 
-def stream_tables(records: list[dict[str, Any]]) -> str:
-    """Per model: rows language x smoothing, columns SNR, cells wF1 / UAR."""
+def render(text: str, res: Results) -> str:
+    """`text` with every region regenerated."""
+    return regions.fill(text, lambda name: generate(name, res))
+
+
+def stale(root: Path = REPO, res: Results | None = None, docs: tuple[str, ...] = DOCS) -> list[str]:
+    """"file: region" for every region whose text differs from what the results generate."""
+    res = res or Results()
     out = []
-    snrs = sorted({r["snr_db"] for r in records}, key=lambda s: -1e9 if s is None else -s)
-    by_model: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        by_model[(r["model"], r.get("vad", "none"))].append(r)
-    for (model, vad), recs in by_model.items():
-        cell = {(r["language"], r["smoothing"], r["snr_db"]): r for r in recs}
-        split = next((r.get("model_training_split") for r in recs if r.get("model_training_split")), None)
-        out.append(f"**{model}**, gate.vad: {vad}" + (f" (trained on: {split})" if split else ""))
-        out.append("")
-        head = " | ".join("clean" if s is None else f"{s:g} dB" for s in snrs)
-        out.append(f"| language | smoothing | windows | {head} |")
-        out.append("|---|---|---|" + "---|" * len(snrs))
-        langs = list(dict.fromkeys(r["language"] for r in recs))
-        smooth = list(dict.fromkeys(r["smoothing"] for r in recs))
-        for lang in langs:
-            for sm in smooth:
-                cells = [cell.get((lang, sm, s)) for s in snrs]
-                n = next((c["n_windows"] for c in cells if c), 0)
-                vals = " | ".join(f"{c['weighted_f1']:.1f} / {c['uar']:.1f}" if c else "" for c in cells)
-                out.append(f"| {lang} | {sm} | {n} | {vals} |")
-        out.append("")
-    return "\n".join(out)
+    for doc in docs:
+        text = (root / doc).read_text()
+        now, want = regions.bodies(text), regions.bodies(render(text, res))
+        out += [f"{doc}: {name}" for (name, a), (_, b) in zip(now, want, strict=True) if a != b]
+    return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    res = Path(args.results)
-    lat = _load(res / "latency.json")
-    if lat:
-        print(latency_table(lat), "", speedups(lat), "", sep="\n")
-    fp = _load(res / "footprint.json")
-    if fp:
-        print(footprint_table(fp), "", sep="\n")
-    st = _load(res / "stream.json")
-    if st:
-        print("cells: weighted F1 % / UAR %", "", stream_tables(st), sep="\n")
-    return 0
+def rewrite(root: Path = REPO, res: Results | None = None, docs: tuple[str, ...] = DOCS) -> list[str]:
+    """Regenerate every region of `docs` in place; the files that changed."""
+    res = res or Results()
+    changed = []
+    for doc in docs:
+        path = root / doc
+        old = path.read_text()
+        new = render(old, res)
+        if new != old:
+            path.write_text(new)
+            changed.append(doc)
+    return changed
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 naming every region that is out of date.")
+@click.option("--print", "print_name", metavar="REGION", help="Print one region's Markdown and exit.")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
+              show_default=True, help="Folder of the result JSON files.")
+def main(check: bool, print_name: str | None, results: Path) -> None:
+    """Regenerate the marked regions of the documentation from bench/results."""
+    res = Results(results)
+    try:
+        if print_name:
+            click.echo(generate(print_name, res))
+            return
+        if check:
+            bad = stale(REPO, res)
+            for line in bad:
+                click.echo(f"out of date: {line}", err=True)
+            if bad:
+                click.echo("run: python -m bench tables", err=True)
+                sys.exit(1)
+            click.echo(f"all regions of {', '.join(DOCS)} match bench/results")
+            return
+        changed = rewrite(REPO, res)
+    except regions.RegionError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo("rewrote " + (", ".join(changed) if changed else "nothing (already up to date)"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

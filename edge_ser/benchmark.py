@@ -32,8 +32,44 @@ LOOP_S = 20.0
 """Seconds of synthetic speech generated once and looped through a benchmark (a multiple of the hop)."""
 
 RECORD_KEYS = ("model", "backend", "precision", "threads", "p50_ms", "p95_ms", "p99_ms", "infer_p50_ms",
-               "rss_mb", "cpu_pct", "machine", "command")
-"""Keys every latency record has (issue 6); records may carry more (n_windows, rtf, load)."""
+               "rss_mb", "cpu_pct", "machine", "cores", "command", "version", "date_utc", "load_1min")
+"""Keys every latency record has; records may carry more (n_windows, rtf)."""
+
+
+def load_limit(cores: int | None) -> float:
+    """1-minute load average above which other processes compete with a benchmark for the CPU.
+
+    A benchmark keeps one core busy itself, so more than cores - 1 runnable processes means it
+    waited for a core some of the time; one core counts as one so a 1-core machine is not always loaded.
+    """
+    return float(max((cores or 1) - 1, 1))
+
+
+def cores_of(record: dict[str, Any]) -> int | None:
+    """Core count of a record: its `cores` field, else the "N cores" / "N cpu" of its `machine` line."""
+    if record.get("cores"):
+        return int(record["cores"])
+    import re
+
+    m = re.search(r"(\d+) (?:cores|cpu)", str(record.get("machine", "")))
+    return int(m.group(1)) if m else None
+
+
+def is_loaded(loads: Any, cores: int | None) -> bool:
+    """True when any of the 1-minute load averages (a number or a [before, after] list) exceeded
+    load_limit(cores): the run shared the CPU and its latencies are pessimistic."""
+    values = loads if isinstance(loads, (list, tuple)) else [loads]
+    return any(v is not None and float(v) > load_limit(cores) for v in values)
+
+
+def load_warning(loads: Any, cores: int | None) -> str | None:
+    """One line saying that a run was measured under load, or None when it was not."""
+    if not is_loaded(loads, cores):
+        return None
+    values = loads if isinstance(loads, (list, tuple)) else [loads]
+    shown = " / ".join(f"{float(v):.2f}" for v in values if v is not None)
+    return (f"warning: measured under load: 1-minute load average {shown} > {load_limit(cores):g} "
+            f"({cores} cores - 1); other processes competed for the CPU, latencies are pessimistic")
 
 
 def speechlike(seconds: float, seed: int = 0, rate: int = RATE) -> np.ndarray:
@@ -223,7 +259,9 @@ def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None 
         # comparison when the machine is shared (wall-clock latency then includes waiting for a core)
         "cpu_ms_per_window": round(1000.0 * cpu_s / n, 1),
         "machine": machine(),
+        "cores": os.cpu_count(),
         "command": command,
+        "version": _version(),
         "n_windows": n,
         "mean_ms": round(float(np.mean(lat)), 2),
         "rtf": round(float(np.mean(lat)) / 1000.0 / settings.window.hop_s, 4),
@@ -233,6 +271,12 @@ def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None 
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "latencies_ms": [round(x, 3) for x in lat],
     }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _backend_of(entry: Any) -> str:
@@ -299,11 +343,15 @@ def cli_bench(model_ids: tuple[str, ...], seconds: float, threads: tuple[int, ..
                   settings=settings, command=command)
     for r in records:
         r.pop("latencies_ms", None)
+    loads = [records[0]["load_1min"][0], records[-1]["load_1min"][1]]
+    warning = load_warning(loads, os.cpu_count())
+    if warning:  # stderr, so that --json output stays one record per line
+        click.echo(warning, err=True)
     if as_json:
         for r in records:
             click.echo(json.dumps(r))
         return
-    click.echo(f"machine: {machine()}; load average before: {records[0]['load_1min'][0]}")
+    click.echo(f"machine: {machine()}; 1-minute load average before / after: {loads[0]} / {loads[1]}")
     click.echo("latency = last sample of a 2 s window -> result message published (ms); "
                "RTF = mean latency / hop; CPU % = process CPU per second of continuous speech")
     click.echo(format_table(records))
