@@ -294,3 +294,21 @@ def test_every_window_gets_a_level_even_when_silence_publishes_no_result(fake_mo
     for m in sink.messages:  # a result and its level share ts and window_start: the page joins them
         assert levels[m["ts"], m["window_start"]]["gated"] == m["gated"]
         assert levels[m["ts"], m["window_start"]]["rms"] == pytest.approx(m["rms"], abs=1e-4)
+
+
+def test_every_page_file_ships_as_package_data():
+    """The live page and the vendored uPlot (with its licence) are in the wheel's package-data globs."""
+    import fnmatch
+
+    import tomllib
+
+    from tests.conftest import REPO
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    web = REPO / "edge_ser" / "web"
+    files = [p.relative_to(web).as_posix() for p in web.rglob("*") if p.is_file() and p.suffix != ".py"
+             and "__pycache__" not in p.parts]
+    shipped = {"index.html", "live.js", "live.css", "vendor/uplot/LICENSE", "vendor/uplot/uPlot.iife.min.js"}
+    assert shipped <= set(files)
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs["edge_ser.web"])]
+    assert not missing, f"add to pyproject package-data: {missing}"
