@@ -1,4 +1,4 @@
-"""The `edge-ser` command: listen, classify, devices, models.
+"""The `edge-ser` command: listen, classify, devices, models, bench, report.
 
 Every UserError (bad config, file, device, model, broker) ends as one line on stderr and exit code 2.
 """
@@ -369,6 +369,21 @@ def bench(model_ids: tuple[str, ...], seconds: float, threads: tuple[int, ...], 
 
     command = " ".join(["edge-ser", *sys.argv[1:]])
     cli_bench(model_ids, seconds, threads, config_path, as_json, command=command)
+
+
+@cli.command()
+@click.argument("results", metavar="RESULTS.jsonl")
+@click.option("--out", "out_path", required=True, metavar="FILE.html|FILE.png",
+              help="Self-contained HTML (works offline), or PNG when matplotlib is installed.")
+def report(results: str, out_path: str) -> None:
+    """Timeline and label histogram of a recorded result log.
+
+    RESULTS.jsonl: `edge-ser listen` stdout, `classify --json` output or `mosquitto_sub -v` lines.
+    """
+    from .report import write_report
+
+    n = write_report(results, out_path)
+    click.echo(f"{out_path}: {n} windows")
 
 
 # -- entry point ------------------------------------------------------------------------------------

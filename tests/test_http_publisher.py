@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from conftest import SPEECH, assert_user_error, run_cli
 
 from edge_ser.config import load_settings
 from edge_ser.errors import ConfigError, UserError
@@ -16,7 +17,6 @@ from edge_ser.pipeline import Pipeline
 from edge_ser.publish.http import TOKEN_ENV, HttpPublisher, check_http, is_loopback, parse_http_addr
 from edge_ser.publish.sse import Broadcaster, ClientQueue, frame
 from edge_ser.settings import HttpSettings, Settings
-from tests.conftest import SPEECH, assert_user_error, run_cli
 
 TOKEN = "s3cret-token-for-tests_0123"
 
@@ -301,8 +301,7 @@ def test_every_page_file_ships_as_package_data():
     import fnmatch
 
     import tomllib
-
-    from tests.conftest import REPO
+    from conftest import REPO
 
     globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     web = REPO / "edge_ser" / "web"

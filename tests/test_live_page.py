@@ -14,11 +14,12 @@ import time
 from dataclasses import replace
 
 import pytest
+from conftest import REPO, SPEECH, cli_env, run_cli
 
 from bench.cdp import Chromium, available
 from edge_ser.publish.http import HttpPublisher
+from edge_ser.report import write_report
 from edge_ser.settings import HttpSettings, Settings
-from tests.conftest import REPO, SPEECH, cli_env
 
 pytestmark = pytest.mark.skipif(not available(),
                                 reason="needs the chromium binary (scripts/test installs it)")
@@ -118,4 +119,20 @@ def test_live_page_shows_disconnected_when_the_server_vanishes(browser):
     finally:
         if not closed:
             pub.close()
+    assert not unexpected(browser.problems), browser.problems
+
+
+def test_report_draws_every_window_offline(browser, tmp_path):
+    """`edge-ser report` HTML opened from disk: the inlined uPlot draws every result, no errors."""
+    proc = run_cli("listen", "--input", str(SPEECH))
+    assert proc.returncode == 0, proc.stderr
+    log, page = tmp_path / "results.jsonl", tmp_path / "report.html"
+    log.write_text(proc.stdout)
+    assert write_report(log, page) == 10
+    browser.open(page.as_uri())
+    windows = browser.wait_for("document.getElementById('probs').dataset.windows !== '0' && "
+                               "document.getElementById('probs').dataset.windows", timeout=10)
+    assert windows == "10"
+    assert browser.evaluate("document.querySelectorAll('canvas').length") == 2
+    browser.evaluate("1")
     assert not unexpected(browser.problems), browser.problems
