@@ -9,6 +9,11 @@ window is inferred and published: the most events per second), each in a fresh p
 the start to the end (a plain SSE reader: the daemon's work per client does not depend on who reads;
 the page's files are fetched once, as a browser does). peak_rss_mb and cpu_pct are measured as in
 bench.footprint (os.wait4 maximum RSS; CPU time over wall time after --settle seconds).
+
+On a busy machine a few tenths of a percent of CPU are within the run-to-run noise of those runs, so
+the cost is also measured directly: `us_per_window_*` is this process's CPU time (time.process_time,
+all threads) for publishing one window (its level event and its result) through a real
+HttpPublisher, with no client and with one client in another process reading /events.
 """
 
 from __future__ import annotations
@@ -131,6 +136,52 @@ def measure(wav: Path, mode: str, settle: float) -> dict[str, Any]:
     return rec
 
 
+READER = """
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=60) as r:
+    for _ in r:
+        pass
+"""
+
+
+def per_window_cost(windows: int) -> dict[str, float]:
+    """CPU microseconds per window published by HttpPublisher: no client, one client."""
+    from dataclasses import replace
+
+    from edge_ser.publish.http import HttpPublisher
+    from edge_ser.settings import HttpSettings, Settings
+
+    message = {"ts": "2026-12-06T10:00:00.000Z", "site": "kitchen", "window_start": 0.0, "window_s": 2.0,
+               "label": "sadness", "confidence": 0.7532,
+               "probs": {"anger_disgust": 0.092, "fear_surprise": 0.0566, "happiness": 0.0171,
+                         "sadness": 0.7532, "neutral": 0.0811},
+               "rms": 0.0211, "gated": False, "model": "yamnet-mlp-allplus-int8", "latency_ms": 6.12}
+    level = {"ts": message["ts"], "window_start": 0.0, "rms": 0.0211, "gated": False, "reason": None,
+             "threshold": 0.01}
+    out = {}
+    for mode in ("idle", "client"):
+        settings = replace(Settings(), http=HttpSettings(port=0, queue_size=4096, history=300))
+        pub = HttpPublisher(settings, None)
+        reader = None
+        if mode == "client":
+            reader = subprocess.Popen([sys.executable, "-c", READER, f"http://127.0.0.1:{pub.port}/events"])
+            while pub.stats()["clients"] < 1:
+                time.sleep(0.01)
+        c0 = time.process_time()
+        for i in range(windows):
+            pub.publish_level({**level, "window_start": float(i)})
+            pub.publish({**message, "window_start": float(i)})
+            if i % 50 == 49:
+                time.sleep(0.005)  # a burst, then room for the client: it never lags behind
+        dropped = pub.stats()["dropped"]
+        pub.close()
+        if reader is not None:
+            reader.wait(timeout=60)  # it reached the end: every event was written
+        out[f"us_per_window_{mode}"] = round(1e6 * (time.process_time() - c0) / windows, 1)
+        out[f"dropped_{mode}"] = dropped
+    return out
+
+
 @click.command()
 @click.option("--seconds", type=click.FloatRange(15, 3600), default=40.0, show_default=True,
               help="Audio per run, paced in real time.")
@@ -138,10 +189,15 @@ def measure(wav: Path, mode: str, settle: float) -> dict[str, Any]:
               help="Seconds excluded from the CPU share.")
 @click.option("--repeats", type=click.IntRange(1, 10), default=2, show_default=True,
               help="Runs per mode (the table shows the mean).")
+@click.option("--windows", type=click.IntRange(100, 100000), default=5000, show_default=True,
+              help="Windows published for the per-window CPU cost.")
 @click.option("--out", default=str(RESULTS / "http_overhead.json"), show_default=True, help="Result file.")
-def main(seconds: float, settle: float, repeats: int, out: str) -> None:
+def main(seconds: float, settle: float, repeats: int, windows: int, out: str) -> None:
     """Page weight and the daemon's extra RSS/CPU with the live page on, with one client vs none."""
     from edge_ser.benchmark import machine
+
+    cost = per_window_cost(windows)
+    click.echo(f"per window: {cost}")
 
     wav = audio_files(seconds)["speech"]
     runs = []
@@ -162,6 +218,7 @@ def main(seconds: float, settle: float, repeats: int, out: str) -> None:
         "page_bytes": client["page_bytes"], "page_gzip_bytes": client["page_gzip_bytes"],
         "page_total_bytes": sum(client["page_bytes"].values()),
         "stream_bytes_per_result": round(client["stream_bytes"] / max(client["client_results"], 1)),
+        **cost,
         **{f"{key}_{mode}": mean(mode, key) for mode in ("off", "idle", "client")
            for key in ("peak_rss_mb", "cpu_pct")},
     }

@@ -209,6 +209,17 @@ def test_http_address_a_bare_port_binds_loopback(addr, want):
     assert parse_http_addr(addr) == want
 
 
+def test_a_bare_port_on_the_command_line_binds_loopback_whatever_the_config_says(tmp_path):
+    from edge_ser.cli import listen_overrides
+
+    config = tmp_path / "c.yaml"
+    config.write_text("http:\n  host: 0.0.0.0\n  port: 9000\n")
+    assert load_settings(config).http.host == "0.0.0.0"
+    http = load_settings(config, listen_overrides(http_addr="8080")).http
+    assert (http.host, http.port) == ("127.0.0.1", 8080)
+    assert Settings().http.port is None  # off by default: no listening socket
+
+
 @pytest.mark.parametrize("addr", ["0", "65536", "web", "host:", ":8080", "::1:80", "[::1]"])
 def test_bad_http_address_is_a_user_error(addr):
     with pytest.raises(UserError, match="--http"):
