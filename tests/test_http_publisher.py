@@ -111,15 +111,16 @@ def test_events_carry_the_result_json_levels_and_a_goodbye():
 def test_a_browser_that_stops_reading_never_blocks_publish():
     pub = make_publisher(queue_size=8, history=0)
     try:
-        stuck = socket.create_connection(("127.0.0.1", pub.port))
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small TCP window
+        stuck.connect(("127.0.0.1", pub.port))
         stuck.sendall(f"GET /events HTTP/1.0\r\nHost: 127.0.0.1:{pub.port}\r\n\r\n".encode())
         deadline = time.monotonic() + 5
         while pub.stats()["clients"] < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         t0 = time.perf_counter()
-        for i in range(3000):  # ~3 MB: far more than the socket buffers hold
-            pub.publish(message(i, pad=1000))
+        for i in range(3000):  # ~12 MB: far more than the socket buffers hold
+            pub.publish(message(i, pad=4000))
         elapsed = time.perf_counter() - t0
         assert elapsed < 2.0, elapsed
         assert pub.stats()["dropped"] > 2000
