@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import SPEECH, assert_user_error, run_cli
+from conftest import SPEECH, assert_user_error, cli_env, run_cli
 
 from edge_ser.config import load_settings
 from edge_ser.errors import ConfigError, UserError
@@ -259,6 +259,15 @@ def test_listen_refuses_an_open_port_without_a_token():
     proc = run_cli("listen", "--input", str(SPEECH), "--http", f"0.0.0.0:{free_port()}", timeout=60)
     assert_user_error(proc, "http.host 0.0.0.0", "token")
     assert proc.stdout == ""
+
+
+def test_listen_beyond_loopback_with_a_token_says_so_and_never_logs_the_token():
+    proc = run_cli("listen", "--input", str(SPEECH), "--http", f"0.0.0.0:{free_port()}", timeout=60,
+                   env=cli_env(**{TOKEN_ENV: TOKEN}))
+    assert proc.returncode == 0, proc.stderr
+    assert "for the network: every request needs the token" in proc.stderr
+    assert TOKEN not in proc.stderr and TOKEN not in proc.stdout
+    assert len(proc.stdout.splitlines()) == 10
 
 
 def test_listen_refuses_a_port_in_use():
