@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import socket
+import socketserver
 import threading
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -65,6 +66,13 @@ class LiveServer(ThreadingHTTPServer):
         self.bound_host = address[0]
         self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, LiveHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would look up the host's name (socket.getfqdn): a DNS query that can
+        # stall the daemon's start for seconds on a machine without a reachable name server.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = self.server_address[1]
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
