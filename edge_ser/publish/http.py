@@ -135,8 +135,9 @@ class HttpPublisher:
         if token is None:
             log.info("live page on http://%s:%d/ (this machine only)", url_host, self.port)
         else:
-            log.warning("live page on http://%s:%d/ for the network: every request needs the token; open "
+            log.warning("live page on http://%s:%d/%s: every request needs the token; open "
                         "http://%s:%d/?token=<the token> once", url_host, self.port,
+                        "" if is_loopback(s.host) else " for the network",
                         "<this machine>" if s.host in ("0.0.0.0", "::") else url_host, self.port)
 
     def publish(self, message: dict[str, Any]) -> None:
