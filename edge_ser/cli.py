@@ -1,4 +1,4 @@
-"""The `edge-ser` command: listen, classify, devices, models.
+"""The `edge-ser` command: listen, classify, devices, models, bench, report.
 
 Every UserError (bad config, file, device, model, broker) ends as one line on stderr and exit code 2.
 """
@@ -53,19 +53,27 @@ def cli() -> None:
 @click.option("--site", metavar="NAME", help="Site name (MQTT topic and message field).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level (logs go to stderr).")
+@click.option("--http", "http_addr", metavar="[HOST:]PORT",
+              help="Serve the live page at / and the result stream at /events (a bare port: 127.0.0.1 only).")
 def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, to_stdout: bool | None,
            model_id: str | None, input_path: str | None, realtime: bool | None, site: str | None,
-           log_level: str | None) -> None:
+           log_level: str | None, http_addr: str | None) -> None:
     """Classify live audio and publish one JSON message per 2 s window.
 
     Stops cleanly on SIGINT/SIGTERM (publishing `offline` over MQTT); SIGHUP re-reads --config.
     """
     overrides = listen_overrides(device=device, mqtt_addr=mqtt_addr, to_stdout=to_stdout, model_id=model_id,
-                                 input_path=input_path, realtime=realtime, site=site, log_level=log_level)
+                                 input_path=input_path, realtime=realtime, site=site, log_level=log_level,
+                                 http_addr=http_addr)
     settings = load_settings(config_path, overrides)
     if realtime and not settings.audio.input:
         raise UserError("--realtime only applies to --input FILE")
     setup_logging(settings.output.log_level)
+    http_token = None
+    if settings.http.port is not None:
+        from .publish.http import check_http
+
+        http_token = check_http(settings.http)  # an open port is refused before anything starts
 
     from .gate import Gate
     from .model import load_model
@@ -81,7 +89,7 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
     source = open_source(settings)
     publishers: list[Any] = []
     try:
-        publishers = make_publishers(settings)
+        publishers = make_publishers(settings, http_token)
         pipeline = Pipeline(
             settings, model, publishers,
             reloader=(lambda: load_settings(config_path, overrides)) if config_path else None,
@@ -91,6 +99,7 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
             pipeline.stop()
         if len(publishers) == 1 and hasattr(publishers[0], "on_closed"):
             publishers[0].on_closed = pipeline.stop  # `edge-ser listen | head`: nobody left to tell
+        wire_live_page(publishers, pipeline)
 
         def on_stop(signum: int) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)
@@ -132,6 +141,10 @@ def listen_overrides(**flags: Any) -> dict[str, Any]:
         out["site"] = flags["site"]
     if flags.get("log_level"):
         out["output.log_level"] = flags["log_level"].upper()
+    if flags.get("http_addr"):
+        from .publish.http import parse_http_addr
+
+        out["http.host"], out["http.port"] = parse_http_addr(flags["http_addr"])
     return out
 
 
@@ -176,8 +189,9 @@ def open_source(settings: Settings) -> Any:
     return MicSource(audio)
 
 
-def make_publishers(settings: Settings) -> list[Any]:
-    """MQTT when a broker is set; stdout when asked, or when there is no broker."""
+def make_publishers(settings: Settings, http_token: str | None = None) -> list[Any]:
+    """MQTT when a broker is set; stdout when asked, or when there is no broker; the live page when
+    http.port is set (`http_token` from publish.http.check_http)."""
     publishers: list[Any] = []
     if settings.mqtt.host:
         from .publish.mqtt import MqttPublisher
@@ -188,7 +202,29 @@ def make_publishers(settings: Settings) -> list[Any]:
         from .publish.stdout import StdoutPublisher
 
         publishers.append(StdoutPublisher())
+    if settings.http.port is not None:
+        from .publish.http import HttpPublisher
+
+        publishers.append(HttpPublisher(settings, http_token))
     return publishers
+
+
+def wire_live_page(publishers: list[Any], pipeline: Any) -> None:
+    """Give the live page the pipeline's counters and the broker state (its stats have no such flag)."""
+    from .publish.http import HttpPublisher
+
+    pages = [p for p in publishers if isinstance(p, HttpPublisher)]
+    if not pages:
+        return
+    mqtt = next((p for p in publishers if hasattr(p, "connected")), None)
+
+    def counters() -> dict[str, Any]:
+        stats = pipeline.stats()
+        stats["broker"] = "none" if mqtt is None else ("connected" if mqtt.connected else "disconnected")
+        return stats
+
+    for page in pages:
+        page.stats_source = counters
 
 
 # -- classify ---------------------------------------------------------------------------------------
@@ -333,6 +369,21 @@ def bench(model_ids: tuple[str, ...], seconds: float, threads: tuple[int, ...], 
 
     command = " ".join(["edge-ser", *sys.argv[1:]])
     cli_bench(model_ids, seconds, threads, config_path, as_json, command=command)
+
+
+@cli.command()
+@click.argument("results", metavar="RESULTS.jsonl")
+@click.option("--out", "out_path", required=True, metavar="FILE.html|FILE.png",
+              help="Self-contained HTML (works offline), or PNG when matplotlib is installed.")
+def report(results: str, out_path: str) -> None:
+    """Timeline and label histogram of a recorded result log.
+
+    RESULTS.jsonl: `edge-ser listen` stdout, `classify --json` output or `mosquitto_sub -v` lines.
+    """
+    from .report import write_report
+
+    n = write_report(results, out_path)
+    click.echo(f"{out_path}: {n} windows")
 
 
 # -- entry point ------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "mqtt.port": (1, 65535),
     "mqtt.expire_after_s": (0, 10**9),
     "output.stats_interval_s": (0, 10**9),
+    "http.port": (1, 65535),
+    "http.max_clients": (1, 16),
+    "http.queue_size": (8, 4096),
+    "http.history": (0, 3600),
 }
 """Numeric keys with an inclusive allowed range."""
 

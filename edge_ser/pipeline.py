@@ -97,6 +97,7 @@ class Pipeline:
         self.settings = settings
         self.model = model
         self.publishers = list(publishers)
+        self._level_sinks = [p for p in self.publishers if hasattr(p, "publish_level")]
         self.stop_event = threading.Event()
         self.counters = Counters()
         self._reloader = reloader
@@ -247,6 +248,8 @@ class Pipeline:
             self.counters.inferred += 1
             self.counters.infer_ms.append(float(prediction.infer_ms))
             reason = gate.after_inference(prediction)
+        if self._level_sinks:
+            self._publish_level(item, level, reason)
         if reason is not None:
             self.counters.gated += 1
             self._smoother.reset()
@@ -290,6 +293,20 @@ class Pipeline:
         except (OSError, RuntimeError) as e:
             self.counters.errors += 1
             log.warning("cannot record a window into %s: %s", folder, e)
+
+    def _publish_level(self, item: _Pending, level: float, reason: str | None) -> None:
+        """Every window's RMS and gate decision, for publishers that show levels (the live page): with
+        gate.neutral_once most silent windows have no result message, but a level meter needs them."""
+        start = (item.offset + item.window.start) / MODEL_RATE
+        info = {"ts": utc_iso(item.wall), "window_start": round(start, 3),
+                "rms": float(f"{level:.3g}"), "gated": reason is not None, "reason": reason,
+                "threshold": self.settings.gate.rms_threshold}
+        for sink in self._level_sinks:
+            try:
+                sink.publish_level(info)
+            except Exception:  # noqa: BLE001 - a publisher must not take the pipeline down
+                self.counters.errors += 1
+                log.exception("publisher %s failed on a level", type(sink).__name__)
 
     def _publish(self, message: dict[str, Any]) -> None:
         self.counters.published += 1
@@ -370,11 +387,11 @@ class Pipeline:
         except Exception:  # noqa: BLE001
             log.exception("config reload failed, keeping the running config")
             return
-        for section in ("audio", "mqtt"):
+        for section in ("audio", "mqtt", "http"):
             if getattr(new, section) != getattr(old, section):
                 log.warning("config reload: changes under %s: need a restart; they are ignored until then",
                             section)
-        new = replace(new, audio=old.audio, mqtt=old.mqtt)
+        new = replace(new, audio=old.audio, mqtt=old.mqtt, http=old.http)
         if new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s:
             self._offset += self._windower.received
             self._windower = self._make_windower(new)

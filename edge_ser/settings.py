@@ -177,6 +177,29 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The live page (/) and its event stream (/events) served by the daemon; off while `port` is null."""
+
+    port: int | None = None
+    """TCP port of the live page; null = no HTTP server (the default: no listening socket)."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; anything beyond loopback needs a token (EDGE_SER_HTTP_TOKEN or token_file)."""
+
+    token_file: str | None = None
+    """File holding the access token (first line, 16+ URL-safe characters); EDGE_SER_HTTP_TOKEN wins."""
+
+    max_clients: int = 4
+    """Browsers streaming /events at once (1-16); one more is answered 503."""
+
+    queue_size: int = 64
+    """Events buffered per browser (8-4096); a slow browser loses its oldest events, counted."""
+
+    history: int = 300
+    """Windows replayed to a browser when it connects, so its timeline starts filled (0-3600)."""
+
+
+@dataclass(frozen=True)
 class OutputSettings:
     """Local output and bookkeeping."""
 
@@ -217,3 +240,6 @@ class Settings:
 
     output: OutputSettings = field(default_factory=OutputSettings)
     """Output."""
+
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Live page."""
