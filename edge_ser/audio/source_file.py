@@ -45,6 +45,11 @@ class FileSource:
                 raise AudioError(f"cannot decode {self.path}: {e}") from None
             if len(block) == 0:
                 return
+            if not np.isfinite(block).all():
+                # A float file holding NaN/Inf is broken, not sound: no level or label means anything.
+                at = (self.frames_read + int(np.argmin(np.isfinite(block).all(axis=1)))) / self.rate
+                raise AudioError(f"audio file has non-finite samples (NaN or infinity) at {at:.2f} s: "
+                                 f"{self.path}")
             self.frames_read += len(block)
             if self.realtime:
                 # Pace on the total read so far, so sleep jitter does not accumulate into drift.

@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .. import __version__
 from ..errors import ConfigError, UserError
+from ..message import encode
 from ..settings import MqttSettings
 from . import ha
 
@@ -380,7 +381,13 @@ class MqttPublisher:
 
     def publish(self, message: dict[str, Any]) -> None:
         """Queue one result; returns at once. When the queue is full the oldest result is dropped."""
-        payload = json.dumps(message, separators=(",", ":"), default=_jsonable).encode("utf-8")
+        try:
+            payload = encode(message, separators=(",", ":"), default=_jsonable).encode("utf-8")
+        except ValueError as e:  # a non-finite number: not JSON, so it never reaches the broker
+            log.error("result not published: %s", e)
+            with self._cond:
+                self._dropped += 1
+            return
         with self._cond:
             if self._closing:
                 self._dropped += 1
