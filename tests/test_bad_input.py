@@ -228,6 +228,9 @@ AUDIO_CASES = {
     "zero channels": (lambda d: odd_header_wav(d / "nochan.wav", channels=0), ["nochan.wav"]),
     "zero sample rate": (lambda d: odd_header_wav(d / "norate.wav", rate=0), ["norate.wav"]),
     "folder": (lambda d: d, [""]),
+    "1 Hz rate": (lambda d: odd_header_wav(d / "onehz.wav", rate=1), ["1 Hz", "4000-384000", "onehz.wav"]),
+    "3 MHz rate": (lambda d: odd_header_wav(d / "fast.wav", rate=3_000_000), ["3000000 Hz", "fast.wav"]),
+    "1000 channels": (lambda d: odd_header_wav(d / "wide.wav", channels=1000), ["1000 channels", "wide.wav"]),
     "NaN samples": (lambda d: float_wav(d / "nan.wav", np.nan), ["non-finite", "1.00 s", "nan.wav"]),
     "infinite samples": (lambda d: float_wav(d / "inf.wav", -np.inf, 0.0), ["non-finite", "inf.wav"]),
 }
@@ -240,7 +243,8 @@ def test_bad_audio_file_listen(tmp_path: Path, case: str) -> None:
     assert_user_error(run_cli("listen", "--input", str(path)), *fragments)
 
 
-@pytest.mark.parametrize("case", ["huge header", "zero channels", "NaN samples"])  # more: test_cli.py
+# The rest of AUDIO_CASES through classify: tests/test_cli.py.
+@pytest.mark.parametrize("case", ["huge header", "zero channels", "NaN samples", "1 Hz rate"])
 def test_bad_audio_file_classify(tmp_path: Path, case: str) -> None:
     make, fragments = AUDIO_CASES[case]
     path = make(tmp_path)

@@ -84,3 +84,51 @@ def test_encoder_refuses_nan_and_publisher_goes_on() -> None:
     pub.publish({"rms": 0.5})
     assert stream.getvalue() == '{"rms": 0.5}\n'
     assert pub.stats() == {"published": 1, "failed": 1}
+
+
+# -- absurd headers, work per byte ------------------------------------------------------------------
+
+def test_one_hertz_header_is_refused_at_once(tmp_path) -> None:
+    # 7 KB of samples under a header that claims 1 Hz used to become 3599 windows (37 s, 270 MB).
+    from test_bad_input import odd_header_wav
+
+    path = odd_header_wav(tmp_path / "onehz.wav", rate=1)
+    with pytest.raises(AudioError, match="1 Hz is outside"):
+        FileSource(path)
+
+
+@pytest.mark.parametrize("rate, ok", [(3999, False), (4000, True), (384000, True), (384001, False)])
+def test_rate_limits(tmp_path, rate: int, ok: bool) -> None:
+    path = tmp_path / "r.wav"
+    sf.write(path, np.zeros(rate // 10, np.float32), rate)
+    if ok:
+        assert FileSource(path).rate == rate
+    else:
+        with pytest.raises(AudioError, match=f"{rate} Hz"):
+            FileSource(path)
+
+
+def test_channel_limit(tmp_path) -> None:
+    sf.write(tmp_path / "64.wav", np.zeros((160, 64), np.float32), 16000)
+    sf.write(tmp_path / "65.wav", np.zeros((160, 65), np.float32), 16000)
+    assert FileSource(tmp_path / "64.wav").channels == 64
+    with pytest.raises(AudioError, match="65 channels"):
+        FileSource(tmp_path / "65.wav")
+
+
+def test_header_claiming_more_audio_than_its_size_allows(tmp_path, monkeypatch) -> None:
+    # Ten minutes of digital silence is ~190 B/s in FLAC, above the limit; a stricter limit refuses it.
+    from edge_ser.audio import source_file
+
+    path = tmp_path / "silence.flac"
+    sf.write(path, np.zeros((48000 * 600, 1), np.float32), 48000)
+    assert FileSource(path).frames == 48000 * 600
+    monkeypatch.setattr(source_file, "MIN_BYTES_PER_S", path.stat().st_size / 300)
+    with pytest.raises(AudioError, match=r"claims 600 s of audio in \d+ bytes \(at most 300 s"):
+        FileSource(path)
+
+
+def test_blocks_of_a_wide_fast_file_stay_small(tmp_path) -> None:
+    sf.write(tmp_path / "wide.wav", np.zeros((384000, 64), np.float32), 384000, subtype="PCM_16")
+    src = FileSource(tmp_path / "wide.wav", block_s=1.0)
+    assert max(b.size for b in src.blocks()) <= 1 << 20

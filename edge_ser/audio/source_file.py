@@ -18,6 +18,25 @@ from ..errors import AudioError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".oga", ".mp3", ".aiff", ".aif")
 """File endings `classify` picks up when given a folder."""
 
+MIN_RATE = 4000
+"""Lowest sample rate accepted. Below it the header is not a recording: speech needs more than 2 kHz
+of bandwidth, and every sample would be stretched into many 16 kHz samples (a 7 KB file at 1 Hz
+became an hour of windows)."""
+MAX_RATE = 384000
+"""Highest sample rate accepted (the highest rate audio interfaces record at)."""
+MAX_CHANNELS = 64
+"""Most channels accepted (a large microphone array; more is a broken or hostile header)."""
+FREE_S = 60.0
+"""Seconds of audio any file may decode to, whatever its size."""
+MIN_BYTES_PER_S = 25.0
+"""Beyond FREE_S, a file must hold at least this many bytes per second of audio it decodes to. Real
+recordings need hundreds (Opus at 6 kbit/s: 750) and digital silence in FLAC about 50-200; only a
+forged header or a compression bomb gets below it. This bounds the work a file can cause by its size."""
+MAX_BLOCK_SAMPLES = 1 << 20
+"""Most samples (frames x channels) read at once, so a wide, fast file cannot make a huge block."""
+UNKNOWN_FRAMES = 1 << 62
+"""libsndfile's frame count for a stream whose length its header does not state."""
+
 
 class FileSource:
     """Reads an audio file as a sequence of float32 [n, channels] blocks at its own rate."""
@@ -33,10 +52,12 @@ class FileSource:
         self.channels = int(self._file.channels)
         self.frames = int(self._file.frames)
         self.frames_read = 0
+        self.max_frames = int(max_seconds(Path(self.path).stat().st_size) * self.rate)
+        """Frames this file may decode to (checked while reading too: a header can understate)."""
 
     def blocks(self, stop: threading.Event | None = None) -> Iterator[np.ndarray]:
         """Yield blocks until the end of the file (or until `stop` is set)."""
-        n = max(1, int(round(self.block_s * self.rate)))
+        n = max(1, min(int(round(self.block_s * self.rate)), MAX_BLOCK_SAMPLES // self.channels))
         start = time.monotonic()
         while stop is None or not stop.is_set():
             try:
@@ -51,6 +72,9 @@ class FileSource:
                 raise AudioError(f"audio file has non-finite samples (NaN or infinity) at {at:.2f} s: "
                                  f"{self.path}")
             self.frames_read += len(block)
+            if self.frames_read > self.max_frames:
+                raise AudioError(f"audio file decodes to more than {self.max_frames / self.rate:.0f} s of "
+                                 f"audio, more than its size allows: {self.path}")
             if self.realtime:
                 # Pace on the total read so far, so sleep jitter does not accumulate into drift.
                 ahead = self.frames_read / self.rate - (time.monotonic() - start)
@@ -90,10 +114,32 @@ def _open(path: str) -> sf.SoundFile:
     if f.samplerate <= 0 or f.channels <= 0:
         f.close()
         raise AudioError(f"audio file has an invalid format ({f.samplerate} Hz, {f.channels} ch): {path}")
+    problem = _out_of_limits(f, p.stat().st_size)
+    if problem:
+        f.close()
+        raise AudioError(f"audio file {problem}: {path}")
     if _truncated(f):
         f.close()
         raise AudioError(f"audio file is truncated (its header promises more data than it holds): {path}")
     return f
+
+
+def max_seconds(size_bytes: int) -> float:
+    """Seconds of audio a file of this size may decode to."""
+    return max(FREE_S, size_bytes / MIN_BYTES_PER_S)
+
+
+def _out_of_limits(f: sf.SoundFile, size_bytes: int) -> str | None:
+    """Why the header's rate, channels or length is refused, or None."""
+    if not MIN_RATE <= f.samplerate <= MAX_RATE:
+        return f"sample rate {f.samplerate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz"
+    if f.channels > MAX_CHANNELS:
+        return f"has {f.channels} channels (at most {MAX_CHANNELS})"
+    seconds = f.frames / f.samplerate
+    if f.frames < UNKNOWN_FRAMES and seconds > max_seconds(size_bytes):
+        return (f"header claims {seconds:.0f} s of audio in {size_bytes} bytes "
+                f"(at most {max_seconds(size_bytes):.0f} s for that size)")
+    return None
 
 
 def _truncated(f: sf.SoundFile) -> bool:
