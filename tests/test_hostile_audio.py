@@ -132,3 +132,89 @@ def test_blocks_of_a_wide_fast_file_stay_small(tmp_path) -> None:
     sf.write(tmp_path / "wide.wav", np.zeros((384000, 64), np.float32), 384000, subtype="PCM_16")
     src = FileSource(tmp_path / "wide.wav", block_s=1.0)
     assert max(b.size for b in src.blocks()) <= 1 << 20
+
+
+# -- damage in the middle ---------------------------------------------------------------------------
+
+def chirp(seconds: float, rate: int = RATE) -> np.ndarray:
+    """A rising tone: every position of the file sounds different, so a wrong resync point shows."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * (200 + 20 * t) * t)).astype(np.float32)
+
+
+def damaged(tmp_path, name: str, x: np.ndarray, at: float = 0.5, nbytes: int = 1500, **kw) -> str:
+    path = tmp_path / name
+    sf.write(path, x, RATE, **kw)
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * at)
+    data[i : i + nbytes] = np.random.default_rng(0).bytes(nbytes)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_flac_with_a_corrupt_frame_keeps_the_rest(tmp_path) -> None:
+    x = chirp(20)
+    src = FileSource(damaged(tmp_path, "bad.flac", x), block_s=0.5)
+    got = np.concatenate(list(src.blocks()))[:, 0]
+    (start, end), = src.damage()["damaged"]
+    assert 8 < start < end < 12 and end - start < 2
+    assert len(got) + src.damage()["lost_s"] * RATE == pytest.approx(len(x), abs=2 * RATE / 100)
+    a, b = src._reader.spans[0]
+    # Before the damage: the recording exactly (no zeros of the corrupt frame); after it: the
+    # recording from where it resumed, so the skip is accounted for precisely.
+    np.testing.assert_allclose(got[:a], x[:a], atol=1e-4)
+    np.testing.assert_allclose(got[a : a + 4000], x[b : b + 4000], atol=1e-4)
+    assert "could not decode 10." in src.warnings[0] and "\n" not in src.warnings[0]
+
+
+def test_ogg_with_a_corrupt_page_is_reported_as_shortened(tmp_path) -> None:
+    src = FileSource(damaged(tmp_path, "bad.ogg", chirp(20), nbytes=200, format="OGG", subtype="VORBIS"))
+    got = sum(len(b) for b in src.blocks())
+    lost = src.damage()["lost_s"]
+    # One Ogg page (about 4 KB: some 5 s of this 1 KB/s chirp) is skipped, and nothing else.
+    assert 0 < lost < 8 and lost == round((src.frames - got) / RATE, 2)
+    assert "did not come out" in src.warnings[0]
+
+
+def test_undamaged_files_have_no_warning(tmp_path) -> None:
+    for name, kw in [("a.flac", {}), ("a.ogg", {"format": "OGG", "subtype": "VORBIS"}), ("a.wav", {})]:
+        sf.write(tmp_path / name, chirp(5), RATE, **kw)
+        src = FileSource(tmp_path / name)
+        assert sum(len(b) for b in src.blocks()) == src.frames
+        assert src.warnings == [] and src.damage() == {}
+
+
+def test_nothing_decodable_is_an_error(tmp_path) -> None:
+    path = tmp_path / "dead.flac"
+    sf.write(path, chirp(5), RATE)
+    data = bytearray(path.read_bytes())
+    data[200:] = np.random.default_rng(1).bytes(len(data) - 200)  # keep the header, ruin every frame
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match="cannot decode any audio"):
+        list(FileSource(path).blocks())
+
+
+def test_flac_without_a_stated_length_reads_whole(tmp_path) -> None:
+    # A streaming encoder leaves STREAMINFO's total-samples field 0; pysoundfile's read() fails on it.
+    path = tmp_path / "stream.flac"
+    sf.write(path, chirp(5), RATE)
+    data = bytearray(path.read_bytes())
+    data[8 + 13] &= 0xF0
+    data[8 + 14 : 8 + 18] = bytes(4)
+    path.write_bytes(bytes(data))
+    src = FileSource(path)
+    assert src.frames >= 1 << 62
+    assert sum(len(b) for b in src.blocks()) == 5 * RATE and src.warnings == []
+
+
+def test_classify_reports_damage_in_the_file_line_and_on_stderr(tmp_path) -> None:
+    from conftest import run_cli
+
+    path = damaged(tmp_path, "bad.flac", chirp(20))
+    proc = run_cli("classify", "--json", path)
+    assert proc.returncode == 0, proc.stderr
+    *windows, summary = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(windows) >= 17
+    assert summary["damaged"][0][0] > 8 and 0 < summary["lost_s"] < 2
+    assert "damaged file" in summary["warning"]
+    assert proc.stderr.splitlines() == [f"edge-ser: warning: {path}: {summary['warning']}"]

@@ -1,6 +1,7 @@
 """Audio file source: any format libsndfile reads (wav, flac, ogg/opus, mp3), any rate and channels.
 
-Streams block by block, so a file of any length uses constant memory.
+Streams block by block, so a file of any length uses constant memory. Damage in the middle of a file
+is skipped and reported in `warnings` (reader.py); a file of which nothing decodes is an error.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import AudioError
+from .reader import UNKNOWN_FRAMES, BlockReader
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".oga", ".mp3", ".aiff", ".aif")
 """File endings `classify` picks up when given a folder."""
@@ -34,8 +36,8 @@ recordings need hundreds (Opus at 6 kbit/s: 750) and digital silence in FLAC abo
 forged header or a compression bomb gets below it. This bounds the work a file can cause by its size."""
 MAX_BLOCK_SAMPLES = 1 << 20
 """Most samples (frames x channels) read at once, so a wide, fast file cannot make a huge block."""
-UNKNOWN_FRAMES = 1 << 62
-"""libsndfile's frame count for a stream whose length its header does not state."""
+MAX_SPANS_LISTED = 5
+"""Damaged spans named one by one in a warning (the rest are counted)."""
 
 
 class FileSource:
@@ -47,11 +49,13 @@ class FileSource:
         self.realtime = realtime
         self.live = realtime
         """A paced file behaves like a microphone: the pipeline drops windows instead of waiting."""
-        self._file = _open(self.path)
-        self.rate = int(self._file.samplerate)
-        self.channels = int(self._file.channels)
-        self.frames = int(self._file.frames)
+        self._reader = BlockReader(self.path, _open)
+        self.rate = self._reader.rate
+        self.channels = self._reader.channels
+        self.frames = self._reader.frames
         self.frames_read = 0
+        self.warnings: list[str] = []
+        """What a listener of this file should know once it has been read (damage), one line each."""
         self.max_frames = int(max_seconds(Path(self.path).stat().st_size) * self.rate)
         """Frames this file may decode to (checked while reading too: a header can understate)."""
 
@@ -61,10 +65,11 @@ class FileSource:
         start = time.monotonic()
         while stop is None or not stop.is_set():
             try:
-                block = self._file.read(n, dtype="float32", always_2d=True)
+                block = self._reader.read(n)
             except (sf.LibsndfileError, RuntimeError) as e:
                 raise AudioError(f"cannot decode {self.path}: {e}") from None
             if len(block) == 0:
+                self._finish()
                 return
             if not np.isfinite(block).all():
                 # A float file holding NaN/Inf is broken, not sound: no level or label means anything.
@@ -83,12 +88,54 @@ class FileSource:
                     ahead = self.frames_read / self.rate - (time.monotonic() - start)
             yield block
 
+    def _finish(self) -> None:
+        reader = self._reader
+        if reader.decoded == 0:
+            raise AudioError(f"cannot decode any audio from {self.path} (the file is damaged)")
+        warning = damage_warning(self.damage(), self.frames_read / self.rate)
+        if warning:
+            self.warnings.append(warning)
+
+    def damage(self) -> dict[str, object]:
+        """What did not decode: located spans in seconds ([start, end], end None: to the end) and the
+        total seconds lost (including a stream that came out shorter than its header states)."""
+        reader, rate = self._reader, self.rate
+        spans = [[round(a / rate, 2), None if b is None else round(b / rate, 2)] for a, b in reader.spans]
+        lost = reader.shortfall + sum(b - a for a, b in reader.spans if b is not None)
+        out: dict[str, object] = {}
+        if spans:
+            out["damaged"] = spans
+        if lost:
+            out["lost_s"] = round(lost / rate, 2)
+        return out
+
     def stats(self) -> dict[str, int]:
         """A file never overruns; kept for the same stats shape as the microphone."""
         return {"overruns": 0, "reopens": 0}
 
     def close(self) -> None:
-        self._file.close()
+        self._reader.close()
+
+
+def damage_warning(damage: dict[str, object], decoded_s: float) -> str | None:
+    """One line saying what of a file did not decode, or None."""
+    spans = damage.get("damaged") or []
+    lost = damage.get("lost_s")
+    if not spans and not lost:
+        return None
+    parts = []
+    if spans:
+        named = [f"{a:.2f}-{b:.2f} s" if b is not None else f"{a:.2f} s to the end"
+                 for a, b in spans[:MAX_SPANS_LISTED]]
+        more = len(spans) - MAX_SPANS_LISTED
+        rest = f" and {more} more span(s)" if more > 0 else ""
+        parts.append(f"could not decode {', '.join(named)}{rest} "
+                     "(skipped: later windows start that much earlier)")
+    located = sum(b - a for a, b in spans if b is not None)
+    if lost and lost - located >= 0.01:
+        parts.append(f"{lost - located:.2f} s of the audio its header states did not come out "
+                     "(a damaged stream, place unknown)")
+    return f"damaged file: {'; '.join(parts)}; classified the {decoded_s:.2f} s that did"
 
 
 def _open(path: str) -> sf.SoundFile:
