@@ -218,3 +218,53 @@ def test_classify_reports_damage_in_the_file_line_and_on_stderr(tmp_path) -> Non
     assert summary["damaged"][0][0] > 8 and 0 < summary["lost_s"] < 2
     assert "damaged file" in summary["warning"]
     assert proc.stderr.splitlines() == [f"edge-ser: warning: {path}: {summary['warning']}"]
+
+
+# -- decoded signals that are no recording ------------------------------------------------------------
+
+def garbage_wav(path, seconds: float = 11.0):
+    """A valid 16-bit PCM WAV header over random bytes."""
+    body = np.random.default_rng(2).bytes(int(seconds * RATE) * 2)
+    sf.write(path, np.frombuffer(body, "<i2"), RATE, subtype="PCM_16")
+    return path
+
+
+def checked(x: np.ndarray, block: int = RATE) -> str | None:
+    from edge_ser.audio.signal_check import SignalCheck
+
+    check = SignalCheck()
+    for i in range(0, len(x), block):
+        check.update(x[i : i + block])
+    return check.verdict()
+
+
+def test_signals_that_are_no_recording_are_named() -> None:
+    rng = np.random.default_rng(0)
+    assert "white noise" in checked(rng.uniform(-1, 1, 5 * RATE))
+    assert "constant level (+0.500)" in checked(np.full(5 * RATE, 0.5))
+    assert "constant level (-1.000)" in checked(np.full(5 * RATE, -1.0))
+    assert "full scale (clipped)" in checked(np.sign(tone(5, 0.1)))
+
+
+def test_recordings_are_not_flagged() -> None:
+    from conftest import SPEECH
+
+    rng = np.random.default_rng(0)
+    x, _ = sf.read(SPEECH, dtype="float32")
+    assert checked(x) is None
+    assert checked(tone(5, 0.5)) is None
+    assert checked(np.zeros(5 * RATE)) is None
+    assert checked(rng.normal(0, 0.05, 5 * RATE)) is None  # a quiet hiss is a recording of a room
+    assert checked(x + 0.02) is None  # speech over a DC offset of a cheap microphone
+
+
+def test_classify_warns_about_a_garbage_body(tmp_path) -> None:
+    from conftest import run_cli
+
+    path = garbage_wav(tmp_path / "garbage.wav")
+    proc = run_cli("classify", "--json", str(path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["windows"] >= 10
+    assert "white noise" in summary["warning"] and "labels mean nothing" in summary["warning"]
+    assert proc.stderr.splitlines() == [f"edge-ser: warning: {path}: {summary['warning']}"]

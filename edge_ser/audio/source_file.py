@@ -16,6 +16,8 @@ import soundfile as sf
 
 from ..errors import AudioError
 from .reader import UNKNOWN_FRAMES, BlockReader
+from .resample import to_mono
+from .signal_check import SignalCheck
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".oga", ".mp3", ".aiff", ".aif")
 """File endings `classify` picks up when given a folder."""
@@ -55,7 +57,9 @@ class FileSource:
         self.frames = self._reader.frames
         self.frames_read = 0
         self.warnings: list[str] = []
-        """What a listener of this file should know once it has been read (damage), one line each."""
+        """What a listener of this file should know once it has been read (damage, a signal that is
+        no recording), one line each."""
+        self._check = SignalCheck()
         self.max_frames = int(max_seconds(Path(self.path).stat().st_size) * self.rate)
         """Frames this file may decode to (checked while reading too: a header can understate)."""
 
@@ -77,6 +81,7 @@ class FileSource:
                 raise AudioError(f"audio file has non-finite samples (NaN or infinity) at {at:.2f} s: "
                                  f"{self.path}")
             self.frames_read += len(block)
+            self._check.update(to_mono(block))
             if self.frames_read > self.max_frames:
                 raise AudioError(f"audio file decodes to more than {self.max_frames / self.rate:.0f} s of "
                                  f"audio, more than its size allows: {self.path}")
@@ -95,6 +100,9 @@ class FileSource:
         warning = damage_warning(self.damage(), self.frames_read / self.rate)
         if warning:
             self.warnings.append(warning)
+        verdict = self._check.verdict()
+        if verdict:
+            self.warnings.append(f"does not look like a recording: {verdict}; its labels mean nothing")
 
     def damage(self) -> dict[str, object]:
         """What did not decode: located spans in seconds ([start, end], end None: to the end) and the
