@@ -244,6 +244,7 @@ def test_signals_that_are_no_recording_are_named() -> None:
     assert "constant level (+0.500)" in checked(np.full(5 * RATE, 0.5))
     assert "constant level (-1.000)" in checked(np.full(5 * RATE, -1.0))
     assert "full scale (clipped)" in checked(np.sign(tone(5, 0.1)))
+    assert "far beyond full scale" in checked(tone(5, 0.1) * np.float32(1e30))
 
 
 def test_recordings_are_not_flagged() -> None:
@@ -256,6 +257,7 @@ def test_recordings_are_not_flagged() -> None:
     assert checked(np.zeros(5 * RATE)) is None
     assert checked(rng.normal(0, 0.05, 5 * RATE)) is None  # a quiet hiss is a recording of a room
     assert checked(x + 0.02) is None  # speech over a DC offset of a cheap microphone
+    assert checked(tone(5, 1.5)) is None  # a float file may go a little past full scale
 
 
 def test_classify_warns_about_a_garbage_body(tmp_path) -> None:

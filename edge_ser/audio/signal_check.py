@@ -28,6 +28,8 @@ DC_LEVEL = 0.01
 """A mean level above this (the RMS gate's threshold) whose variation around it is under DC_RATIO of
 it is a constant level, not sound."""
 DC_RATIO = 0.1
+MAX_PEAK = 16.0
+"""Float samples may pass full scale a little (headroom), but 24 dB over it is no recording."""
 
 
 class SignalCheck:
@@ -38,6 +40,7 @@ class SignalCheck:
         self._sum = 0.0
         self._sumsq = 0.0
         self._clipped = 0
+        self._peak = 0.0
         self._power = np.zeros(SEGMENT // 2 + 1)
         self._segments = 0
 
@@ -48,7 +51,10 @@ class SignalCheck:
         self.n += x.size
         self._sum += float(x.sum())
         self._sumsq += float(np.dot(x, x))
-        self._clipped += int(np.count_nonzero(np.abs(x) >= FULL_SCALE))
+        magnitude = np.abs(x)
+        # Exactly at full scale, where a clipped integer signal sits; float samples past it are headroom.
+        self._clipped += int(np.count_nonzero((magnitude >= FULL_SCALE) & (magnitude <= 1.0)))
+        self._peak = max(self._peak, float(magnitude.max()))
         starts = np.arange(0, x.size - SEGMENT + 1, SEGMENT)
         if len(starts) > SEGMENTS_PER_BLOCK:
             starts = starts[np.linspace(0, len(starts) - 1, SEGMENTS_PER_BLOCK).astype(int)]
@@ -71,6 +77,8 @@ class SignalCheck:
         """Why the stream does not look like a recording, or None when it does (or is too short)."""
         if self.n == 0:
             return None
+        if self._peak > MAX_PEAK:
+            return f"samples reach {self._peak:.3g}, far beyond full scale (1.0)"
         mean = self._sum / self.n
         rms = float(np.sqrt(self._sumsq / self.n))
         spread = float(np.sqrt(max(0.0, rms * rms - mean * mean)))
