@@ -270,3 +270,31 @@ def test_classify_warns_about_a_garbage_body(tmp_path) -> None:
     assert summary["windows"] >= 10
     assert "white noise" in summary["warning"] and "labels mean nothing" in summary["warning"]
     assert proc.stderr.splitlines() == [f"edge-ser: warning: {path}: {summary['warning']}"]
+
+
+def test_decoder_chatter_on_stderr_is_captured_and_log_records_pass(capfd) -> None:
+    import os
+
+    from edge_ser.audio.reader import decoder_stderr_to_log
+
+    with decoder_stderr_to_log() as notes:
+        os.write(2, b"Note: Trying to resync...\n")
+        os.write(2, b"2026-12-06 22:00:00,000 WARNING edge_ser.pipeline: from another thread\n")
+    assert notes == ["Note: Trying to resync..."]
+    assert capfd.readouterr().err == "2026-12-06 22:00:00,000 WARNING edge_ser.pipeline: from another thread\n"
+
+
+def test_damaged_mp3_is_one_warning_not_decoder_noise(tmp_path) -> None:
+    # libmpg123 prints its own lines ("[src/libmpg123/...] error: ...", "Note: ...") for a damaged
+    # stream, straight to stderr; they become one warning of ours.
+    from conftest import run_cli
+    from hostile_files import base_file, mutate
+
+    rng = np.random.default_rng(4)
+    path = tmp_path / "bad.mp3"
+    path.write_bytes(mutate(base_file("mp3", 3.0), patches=[(rng.random() * 0.9, rng.bytes(1000))]))
+    proc = run_cli("classify", "--json", str(path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert "decoder skipped damaged data" in summary["warning"]
+    assert proc.stderr.splitlines() == [f"edge-ser: warning: {path}: {summary['warning']}"]

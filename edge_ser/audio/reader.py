@@ -9,10 +9,18 @@ shorter than its header says).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_FRAMES = 1 << 62
 """At or above this, libsndfile's frame count means the header does not state the length."""
@@ -23,18 +31,62 @@ RESYNC_MAX_STEP_S = 10.0
 MAX_RESYNC_TRIES = 400
 """Reopen-and-seek tries per file (bounds the work a file full of damage can cause)."""
 
+MAX_NOTES = 100
+"""Decoder lines kept per file (their count and the first one are reported)."""
+
 STATED_LENGTH_FORMATS = ("WAV", "WAVEX", "RF64", "AIFF", "FLAC", "OGG", "CAF", "W64")
 """Containers whose header states the exact length (MP3's frame count is only an estimate)."""
 
 
-def readf(f: sf.SoundFile, n: int) -> tuple[np.ndarray, int]:
+_stderr_lock = threading.Lock()
+_LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d ")
+"""The start of a line of the daemon's own log format (cli.setup_logging)."""
+
+
+@contextlib.contextmanager
+def decoder_stderr_to_log() -> Iterator[list[str]]:
+    """Lines a C decoder prints on stderr by itself during the block become DEBUG log records.
+
+    libmpg123 (MP3 inside libsndfile) writes notes about a damaged stream ("[src/libmpg123/...]",
+    "Note: ...", "Warning: Xing stream size off ...") straight to file descriptor 2, which would break
+    the one-line contract of a refused file. Log records another thread writes meanwhile (they start
+    with their timestamp) are passed on unchanged, only later. Yields the list that gets the
+    decoder's lines when the block ends.
+    """
+    notes: list[str] = []
+    with _stderr_lock, tempfile.TemporaryFile() as capture:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep clean
+            yield notes
+            return
+        try:
+            os.dup2(capture.fileno(), 2)
+            yield notes
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if _LOG_RECORD.match(line):
+                    os.write(2, line.encode())
+                elif line.strip():
+                    notes.append(line.strip())
+                    log.debug("decoder: %s", line.strip())
+
+
+def readf(f: sf.SoundFile, n: int, notes: list[str] | None = None) -> tuple[np.ndarray, int]:
     """Up to n frames as float32 [got, channels], and libsndfile's error code (0: none).
 
     pysoundfile's read() is not used here: it seeks after every read, which fails on a FLAC stream
     whose header states no length, and it throws away the frames decoded before an error.
+    What an MP3 decoder prints about the stream meanwhile is appended to `notes`.
     """
     out = np.empty((n, f.channels), dtype=np.float32)
-    got = int(sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", out.ctypes.data), n))
+    with decoder_stderr_to_log() if f.format == "MP3" else contextlib.nullcontext([]) as printed:
+        got = int(sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", out.ctypes.data), n))
+    if notes is not None:
+        notes += printed
     return out[: max(0, got)], int(sf._snd.sf_error(f._file))
 
 
@@ -48,13 +100,23 @@ def _trim_zeros(block: np.ndarray) -> np.ndarray:
     return block[: nonzero[-1] + 1] if len(nonzero) else block[:0]
 
 
+def _quietly(opener: Callable[[str], sf.SoundFile]) -> Callable[[str], sf.SoundFile]:
+    """The opener, with decoder chatter on stderr logged instead (opening probes every format)."""
+
+    def open_quietly(path: str) -> sf.SoundFile:
+        with decoder_stderr_to_log():
+            return opener(path)
+
+    return open_quietly
+
+
 class BlockReader:
     """Blocks of a file in order, skipping what does not decode; positions are file frames."""
 
     def __init__(self, path: str, opener: Callable[[str], sf.SoundFile]) -> None:
         self.path = path
-        self._opener = opener
-        self.file = opener(path)
+        self._opener = _quietly(opener)
+        self.file = self._opener(path)
         self.rate = int(self.file.samplerate)
         self.channels = int(self.file.channels)
         self.frames = int(self.file.frames)
@@ -65,6 +127,8 @@ class BlockReader:
         self.spans: list[tuple[int, int | None]] = []
         """Frame ranges [start, end) skipped because they did not decode (end None: to the end)."""
         self.shortfall = 0
+        self.decoder_notes: list[str] = []
+        """Lines the decoder printed about damage it skipped by itself (libmpg123 resynchronising)."""
         """Frames the header states that never came out, at no known place (a silently shortened stream)."""
         self._ended = False
         self._failed = False
@@ -77,7 +141,8 @@ class BlockReader:
         """The next up to n frames; an empty block at the end."""
         if self._ended:
             return np.zeros((0, self.channels), np.float32)
-        block, error = readf(self.file, n)
+        block, error = readf(self.file, n, self.decoder_notes)
+        del self.decoder_notes[MAX_NOTES:]
         # libsndfile flags the error on the call that hits it (with the frames decoded before it) and
         # returns nothing, without an error, from then on.
         failed, self._failed = self._failed or bool(error), bool(error) and len(block) > 0

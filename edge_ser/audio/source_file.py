@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import AudioError
-from .reader import UNKNOWN_FRAMES, BlockReader
+from .reader import MAX_NOTES, UNKNOWN_FRAMES, BlockReader
 from .resample import to_mono
 from .signal_check import SignalCheck
 
@@ -100,6 +100,12 @@ class FileSource:
         warning = damage_warning(self.damage(), self.frames_read / self.rate)
         if warning:
             self.warnings.append(warning)
+        notes = reader.decoder_notes
+        if notes and not warning:
+            more = f"{len(notes)}+" if len(notes) >= MAX_NOTES else str(len(notes))
+            self.warnings.append(f"damaged file: the decoder skipped damaged data by itself ({more} "
+                                 f"message(s), first: {notes[0][:120]}); classified the "
+                                 f"{self.frames_read / self.rate:.2f} s that decoded")
         verdict = self._check.verdict()
         if verdict:
             self.warnings.append(f"does not look like a recording: {verdict}; its labels mean nothing")
@@ -158,6 +164,8 @@ def _open(path: str) -> sf.SoundFile:
         f = sf.SoundFile(path)
     except sf.LibsndfileError as e:
         reason = str(getattr(e, "error_string", "") or e).strip()
+        if "does not exist" in reason:  # libsndfile's words for some damaged MP3s; the file is there
+            reason = "not a format it recognises, or damaged at the start"
         raise AudioError(
             f"cannot read audio file {path}: {reason} (supported: wav, flac, ogg/opus, mp3)"
         ) from None
