@@ -167,6 +167,22 @@ def test_flac_with_a_corrupt_frame_keeps_the_rest(tmp_path) -> None:
     assert "could not decode 10." in src.warnings[0] and "\n" not in src.warnings[0]
 
 
+def test_flac_damaged_in_two_places_keeps_everything_between(tmp_path) -> None:
+    x = chirp(20)
+    path = damaged(tmp_path, "bad.flac", x, at=0.3)
+    data = bytearray(open(path, "rb").read())
+    data[int(0.7 * len(data)) : int(0.7 * len(data)) + 1500] = np.random.default_rng(1).bytes(1500)
+    open(path, "wb").write(bytes(data))
+    src = FileSource(path, block_s=0.5)
+    got = np.concatenate(list(src.blocks()))[:, 0]
+    (a1, b1), (a2, b2) = src._reader.spans
+    assert 0 < a1 < b1 < a2 < b2 < len(x)
+    np.testing.assert_allclose(got[a1 : a1 + a2 - b1], x[b1:a2], atol=1e-4)  # all of the middle part
+    np.testing.assert_allclose(got[-4000:], x[-4000:], atol=1e-4)
+    assert len(got) == len(x) - (b1 - a1) - (b2 - a2)
+    assert src.warnings[0].count(" s") >= 2 and "could not decode" in src.warnings[0]
+
+
 def test_ogg_with_a_corrupt_page_is_reported_as_shortened(tmp_path) -> None:
     src = FileSource(damaged(tmp_path, "bad.ogg", chirp(20), nbytes=200, format="OGG", subtype="VORBIS"))
     got = sum(len(b) for b in src.blocks())
@@ -277,11 +293,12 @@ def test_decoder_chatter_on_stderr_is_captured_and_log_records_pass(capfd) -> No
 
     from edge_ser.audio.reader import decoder_stderr_to_log
 
+    record = "2026-12-06 22:00:00,000 WARNING edge_ser.pipeline: from another thread\n"
     with decoder_stderr_to_log() as notes:
         os.write(2, b"Note: Trying to resync...\n")
-        os.write(2, b"2026-12-06 22:00:00,000 WARNING edge_ser.pipeline: from another thread\n")
+        os.write(2, record.encode())
     assert notes == ["Note: Trying to resync..."]
-    assert capfd.readouterr().err == "2026-12-06 22:00:00,000 WARNING edge_ser.pipeline: from another thread\n"
+    assert capfd.readouterr().err == record
 
 
 def test_damaged_mp3_is_one_warning_not_decoder_noise(tmp_path) -> None:

@@ -127,9 +127,9 @@ class BlockReader:
         self.spans: list[tuple[int, int | None]] = []
         """Frame ranges [start, end) skipped because they did not decode (end None: to the end)."""
         self.shortfall = 0
+        """Frames the header states that never came out, at no known place (a silently shortened stream)."""
         self.decoder_notes: list[str] = []
         """Lines the decoder printed about damage it skipped by itself (libmpg123 resynchronising)."""
-        """Frames the header states that never came out, at no known place (a silently shortened stream)."""
         self._ended = False
         self._failed = False
 
@@ -172,14 +172,17 @@ class BlockReader:
                 break
             try:
                 f.seek(target)
-                block, _ = readf(f, n)
+                block, error = readf(f, n, self.decoder_notes)
             except (sf.LibsndfileError, RuntimeError):
-                block = np.zeros((0, self.channels), np.float32)
+                block, error = np.zeros((0, self.channels), np.float32), 1
+            if error:  # more damage right after: what came before it counts, the rest is a new span
+                block = _trim_zeros(block)
             if len(block) == 0:
                 f.close()
                 continue
             self.file.close()
             self.file = f
+            self._failed = bool(error)
             self.spans.append((start, target))
             self.position = target
             return block
