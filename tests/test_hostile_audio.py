@@ -315,3 +315,19 @@ def test_damaged_mp3_is_one_warning_not_decoder_noise(tmp_path) -> None:
     summary = json.loads(proc.stdout.splitlines()[-1])
     assert "decoder skipped damaged data" in summary["warning"]
     assert proc.stderr.splitlines() == [f"edge-ser: warning: {path}: {summary['warning']}"]
+
+
+def test_mqtt_never_sends_nan(tmp_path) -> None:
+    from mosquitto import Mosquitto
+    from test_mqtt import PREFIX, mqtt_settings, result
+
+    from edge_ser.publish.mqtt import MqttPublisher
+
+    bad = {**result(0), "rms": float("nan")}
+    with Mosquitto(tmp_path) as broker, broker.subscriber(f"{PREFIX}/emotion") as sub, \
+            MqttPublisher(mqtt_settings(broker), "kitchen") as pub:
+        pub.publish(bad)
+        pub.publish(result(1))
+        got = [json.loads(m.payload) for m in sub.wait_for(f"{PREFIX}/emotion")]
+        assert pub.stats()["dropped"] == 1
+    assert [m["window_start"] for m in got] == [result(1)["window_start"]]

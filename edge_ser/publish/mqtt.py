@@ -400,8 +400,8 @@ class MqttPublisher:
         """Send a stats message if connected (QoS 0; stats are periodic, so a lost one is not queued)."""
         if not self._connected or self._closing:
             return
-        payload = json.dumps(stats, separators=(",", ":"), default=_jsonable)
         try:
+            payload = encode(stats, separators=(",", ":"), default=_jsonable)
             self._client.publish(self.topics.stats, payload, qos=0, retain=False)
         except Exception as e:
             log.debug("MQTT stats not sent: %s", e)
