@@ -5,7 +5,6 @@ Every UserError (bad config, file, device, model, broker) ends as one line on st
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -19,7 +18,7 @@ from . import __version__, notify
 from .config import load_settings
 from .errors import AudioError, UserError
 from .labels import NEUTRAL
-from .message import silence_probs
+from .message import encode, silence_probs
 from .settings import Settings
 
 log = logging.getLogger("edge_ser")
@@ -110,6 +109,8 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: pipeline.request_reload())
         pipeline.run(source)
+        for warning in getattr(source, "warnings", []):
+            log.warning("%s: %s", settings.audio.input, warning)
     finally:
         source.close()
         for publisher in publishers:
@@ -285,10 +286,20 @@ def classify(paths: tuple[str, ...], as_json: bool, config_path: str | None, mod
             failed += 1
             continue
         summary = file_summary(path, collector.messages, model)
+        summary.update(source.damage())
+        if source.warnings:
+            summary["warning"] = "; ".join(source.warnings)
+        try:
+            lines = [encode({"path": path, **m}) for m in collector.messages] + [encode(summary)]
+        except ValueError as e:  # a non-finite number slipped through: print nothing rather than non-JSON
+            click.echo(f"edge-ser: error: {path}: a result is not valid JSON ({e})", err=True)
+            failed += 1
+            continue
+        for warning in source.warnings:
+            click.echo(f"edge-ser: warning: {path}: {warning}", err=True)
         if as_json:
-            for m in collector.messages:
-                click.echo(json.dumps({"path": path, **m}))
-            click.echo(json.dumps(summary))
+            for line in lines:
+                click.echo(line)
         else:
             click.echo(f"{path}\t{summary['label']}\t{summary['confidence']:.2f}\t"
                        f"{summary['speech_windows']}/{summary['windows']} speech windows")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -54,3 +55,12 @@ def result_message(
         "model": model,
         "latency_ms": round(float(latency_ms), 2),
     }
+
+
+def encode(message: dict[str, Any], separators: tuple[str, str] = (", ", ": "), default: Any = None) -> str:
+    """JSON text of a message or stats record.
+
+    NaN and Infinity are refused (ValueError): they are not JSON, and JSON.parse or any strict parser
+    rejects the whole line. Callers drop such a record and count it instead of sending it.
+    """
+    return json.dumps(message, separators=separators, allow_nan=False, default=default)

@@ -41,7 +41,15 @@ WORKER_STUCK_S = 20.0
 (systemd/edge-ser.service has WatchdogSec=30): a hung model gets the daemon restarted."""
 
 DROP_LOG_EVERY_S = 10.0
-"""At most one log line per this many seconds about dropped windows."""
+"""At most one log line per this many seconds about dropped windows (and about source faults)."""
+
+FAULT_MARGIN_S = 0.05
+"""A window within this distance of non-finite source samples is gated too: the resampler's filter
+spreads the zeros that replaced them (and its own ringing) a few milliseconds either side."""
+
+MAX_FAULT_SPANS = 256
+"""Fault spans remembered for the windows still pending (bounded: a source that keeps failing cannot
+grow memory)."""
 
 
 @dataclass
@@ -62,6 +70,8 @@ class Counters:
     """Silent windows not published because their silence stretch already had its `neutral`."""
     errors: int = 0
     """Windows lost to an inference or publisher error (logged)."""
+    source_faults: int = 0
+    """Source blocks with non-finite samples (NaN/Inf): zeroed, and the windows over them gated."""
     audio_s: float = 0.0
     """Seconds of 16 kHz audio read from the source."""
     infer_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
@@ -112,6 +122,11 @@ class Pipeline:
         self._started = time.monotonic()
         self._last_stats = self._started
         self._last_drop_log = 0.0
+        self._last_fault_log = -DROP_LOG_EVERY_S
+        self._source_s = 0.0
+        """Seconds of source audio read so far (the time base of fault spans, across rate changes)."""
+        self._faults: deque[tuple[float, float]] = deque(maxlen=MAX_FAULT_SPANS)
+        self._faults_lock = threading.Lock()
         self._source: Any = None
         self._live = True
         self._stop_deadline = 0.0
@@ -176,12 +191,47 @@ class Pipeline:
             if source.rate != resampler.in_rate:
                 # The device was reopened at another rate (e.g. a different mic was plugged in).
                 resampler = MonoResampler(source.rate)
+            block = self._finite(block, source.rate)
             self._feed(resampler.process(block), source.live)
         if not self.stop_event.is_set():
             self._feed(resampler.flush(), source.live)
             tail = self._windower.flush()
             if tail is not None:
                 self._enqueue(tail, source.live)
+
+    def _finite(self, block: np.ndarray, rate: int) -> np.ndarray:
+        """The block with non-finite samples zeroed; their span is remembered so its windows are gated.
+
+        NaN or Inf is no sound but a fault of the source (a broken driver or float stream): passed on,
+        it would stick in the resampler's filter state and give NaN levels and invented labels.
+        """
+        block_start = self._source_s
+        self._source_s += len(block) / rate
+        finite = np.isfinite(block)
+        if finite.all():
+            return block
+        self.counters.source_faults += 1
+        bad = np.flatnonzero(~finite.reshape(len(block), -1).all(axis=1))
+        start, end = block_start + bad[0] / rate, block_start + (bad[-1] + 1) / rate
+        with self._faults_lock:
+            if self._faults and self._faults[-1][1] >= start - FAULT_MARGIN_S:
+                self._faults[-1] = (self._faults[-1][0], end)
+            else:
+                self._faults.append((start, end))
+        now = time.monotonic()
+        if now - self._last_fault_log >= DROP_LOG_EVERY_S:
+            log.warning("audio source delivered non-finite samples (NaN/Inf) at %.2f s: a source fault; "
+                        "the windows over them are gated (%d faulty block(s) so far)",
+                        start, self.counters.source_faults)
+            self._last_fault_log = now
+        return np.where(finite, block, np.float32(0.0)).astype(np.float32)
+
+    def _faulty(self, start_s: float, end_s: float) -> bool:
+        """Whether [start_s, end_s) of the source overlaps a fault span; forgets spans before it."""
+        with self._faults_lock:
+            while self._faults and self._faults[0][1] + FAULT_MARGIN_S <= start_s:
+                self._faults.popleft()
+            return any(a - FAULT_MARGIN_S < end_s and b + FAULT_MARGIN_S > start_s for a, b in self._faults)
 
     def _feed(self, samples: np.ndarray, live: bool) -> None:
         self.counters.audio_s += len(samples) / MODEL_RATE
@@ -241,7 +291,11 @@ class Pipeline:
         level = rms(samples)
         model, gate = self.model, self._gate
         self.counters.windows += 1
-        reason = gate.before_inference(samples, level)
+        start_s = (item.offset + item.window.start) / MODEL_RATE
+        if self._faulty(start_s, start_s + len(samples) / MODEL_RATE):
+            reason: str | None = "fault"
+        else:
+            reason = gate.before_inference(samples, level)
         prediction = None
         if reason is None:
             prediction = model.predict(samples)
@@ -334,6 +388,7 @@ class Pipeline:
             "published": c.published,
             "neutral_suppressed": c.neutral_suppressed,
             "errors": c.errors,
+            "source_faults": c.source_faults,
             "pending": len(self._pending),
             "infer_ms_p50": _median(c.infer_ms),
             "latency_ms_p50": _median(c.latency_ms),

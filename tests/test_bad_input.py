@@ -207,6 +207,14 @@ def odd_header_wav(path: Path, rate: int = 16000, channels: int = 1) -> Path:
     return path
 
 
+def float_wav(path: Path, value: float, at_s: float = 1.0) -> Path:
+    """A float WAV of 3 s of tone with one non-finite sample (a broken float export or source)."""
+    x = (0.1 * np.sin(np.arange(48000) * 0.1)).astype(np.float32)
+    x[int(at_s * 16000)] = value
+    sf.write(path, x, 16000, subtype="FLOAT")
+    return path
+
+
 AUDIO_CASES = {
     "zero-length": (lambda d: FIXTURES / "empty.wav", ["empty.wav"]),
     "truncated": (lambda d: FIXTURES / "truncated.wav", ["truncated.wav"]),
@@ -220,6 +228,11 @@ AUDIO_CASES = {
     "zero channels": (lambda d: odd_header_wav(d / "nochan.wav", channels=0), ["nochan.wav"]),
     "zero sample rate": (lambda d: odd_header_wav(d / "norate.wav", rate=0), ["norate.wav"]),
     "folder": (lambda d: d, [""]),
+    "1 Hz rate": (lambda d: odd_header_wav(d / "onehz.wav", rate=1), ["1 Hz", "4000-384000", "onehz.wav"]),
+    "3 MHz rate": (lambda d: odd_header_wav(d / "fast.wav", rate=3_000_000), ["3000000 Hz", "fast.wav"]),
+    "1000 channels": (lambda d: odd_header_wav(d / "wide.wav", channels=1000), ["1000 channels", "wide.wav"]),
+    "NaN samples": (lambda d: float_wav(d / "nan.wav", np.nan), ["non-finite", "1.00 s", "nan.wav"]),
+    "infinite samples": (lambda d: float_wav(d / "inf.wav", -np.inf, 0.0), ["non-finite", "inf.wav"]),
 }
 
 
@@ -230,11 +243,14 @@ def test_bad_audio_file_listen(tmp_path: Path, case: str) -> None:
     assert_user_error(run_cli("listen", "--input", str(path)), *fragments)
 
 
-@pytest.mark.parametrize("case", ["huge header", "zero channels"])  # the rest: tests/test_cli.py
+# The rest of AUDIO_CASES through classify: tests/test_cli.py.
+@pytest.mark.parametrize("case", ["huge header", "zero channels", "NaN samples", "1 Hz rate"])
 def test_bad_audio_file_classify(tmp_path: Path, case: str) -> None:
     make, fragments = AUDIO_CASES[case]
     path = make(tmp_path)
-    assert_user_error(run_cli("classify", str(path)), *fragments)
+    proc = run_cli("classify", "--json", str(path))
+    assert_user_error(proc, *fragments)
+    assert proc.stdout == "", "a refused file gets no result lines"
 
 
 def test_odd_rate_and_channel_count_file_is_resampled(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .. import __version__
 from ..errors import ConfigError, UserError
+from ..message import encode
 from ..settings import MqttSettings
 from . import ha
 
@@ -380,7 +381,13 @@ class MqttPublisher:
 
     def publish(self, message: dict[str, Any]) -> None:
         """Queue one result; returns at once. When the queue is full the oldest result is dropped."""
-        payload = json.dumps(message, separators=(",", ":"), default=_jsonable).encode("utf-8")
+        try:
+            payload = encode(message, separators=(",", ":"), default=_jsonable).encode("utf-8")
+        except ValueError as e:  # a non-finite number: not JSON, so it never reaches the broker
+            log.error("result not published: %s", e)
+            with self._cond:
+                self._dropped += 1
+            return
         with self._cond:
             if self._closing:
                 self._dropped += 1
@@ -393,8 +400,8 @@ class MqttPublisher:
         """Send a stats message if connected (QoS 0; stats are periodic, so a lost one is not queued)."""
         if not self._connected or self._closing:
             return
-        payload = json.dumps(stats, separators=(",", ":"), default=_jsonable)
         try:
+            payload = encode(stats, separators=(",", ":"), default=_jsonable)
             self._client.publish(self.topics.stats, payload, qos=0, retain=False)
         except Exception as e:
             log.debug("MQTT stats not sent: %s", e)

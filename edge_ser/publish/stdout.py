@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from ..message import encode
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,13 @@ class StdoutPublisher:
             self._failed += 1
             return
         try:
-            self._stream.write(json.dumps(message, separators=(", ", ": ")) + "\n")
+            line = encode(message)
+        except ValueError as e:  # a non-finite number: not JSON, so it is not printed
+            self._failed += 1
+            log.error("result not printed: %s", e)
+            return
+        try:
+            self._stream.write(line + "\n")
             self._stream.flush()
             self._published += 1
         except (BrokenPipeError, ValueError):
