@@ -3,7 +3,9 @@ the paper's numbers, with the command of every number)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,12 +35,20 @@ def load_records(path: Path = RESULTS) -> list[dict]:
 
 
 def append_record(rec: dict, path: Path = RESULTS) -> None:
-    """Insert or replace (same model, protocol, corpus, classes) a record."""
-    recs = [r for r in load_records(path) if tuple(r[k] for k in KEY) != tuple(rec[k] for k in KEY)]
-    recs.append(rec)
-    recs.sort(key=lambda r: tuple(str(r[k]) for k in KEY))
+    """Insert or replace (same model, protocol, corpus, classes) a record.
+
+    Runs of several candidates write the same file from parallel processes: the read-modify-write
+    happens under an exclusive lock, and the file is replaced atomically.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(recs, indent=1) + "\n")
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        recs = [r for r in load_records(path) if tuple(r[k] for k in KEY) != tuple(rec[k] for k in KEY)]
+        recs.append(rec)
+        recs.sort(key=lambda r: tuple(str(r[k]) for k in KEY))
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(recs, indent=1) + "\n")
+        tmp.replace(path)
 
 
 def _pct(v: float | None) -> str:
