@@ -20,7 +20,7 @@ from .config import load_settings
 from .errors import AudioError, UserError
 from .labels import NEUTRAL
 from .message import silence_probs
-from .settings import Settings
+from .settings import PASSWORD_ENV, Settings
 
 log = logging.getLogger("edge_ser")
 
@@ -138,6 +138,10 @@ def listen_overrides(**flags: Any) -> dict[str, Any]:
 def parse_host_port(addr: str) -> tuple[str, int | None]:
     """HOST, HOST:PORT, [IPv6] or [IPv6]:PORT."""
     addr = addr.strip()
+    if "@" in addr:
+        # USER:PASSWORD@HOST: never echo it (the command line is visible in ps and in logs anyway)
+        raise UserError("--mqtt takes HOST[:PORT] without credentials; set mqtt.username in the config "
+                        f"and the password in ${PASSWORD_ENV} or mqtt.password_file")
     host, port = addr, None
     if addr.startswith("["):
         end = addr.find("]")

@@ -21,11 +21,14 @@ import yaml
 from .errors import ModelError
 from .features import POOLINGS
 from .labels import EMOTIONS, NEUTRAL
+from .yamlfile import read_yaml
 
 MANIFEST_NAME = "manifest.yaml"
 FRONTENDS = ("waveform", "logmel")
 """Input of a model's first file: raw 16 kHz samples, or the 64-band log-mel of edge_ser.logmel."""
 QUANTIZATIONS = ("float32", "float16", "int8", "dynamic")
+MAX_MANIFEST_BYTES = 1 << 20
+"""Largest manifest read (the shipped one, with ten models, is 16 KB)."""
 ENV_MODELS = "EDGE_SER_MODELS"
 """Environment variable: extra model folders (os.pathsep-separated), searched after the config's."""
 
@@ -283,14 +286,7 @@ _ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "
 def load_manifest(path: str | Path | None = None) -> Manifest:
     """Read and validate a manifest; null = the package's models/manifest.yaml."""
     p = Path(path).expanduser() if path is not None else package_models_dir() / MANIFEST_NAME
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelError(f"cannot read model manifest {p}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ModelError(f"model manifest {p} is not valid YAML"
-                         + (f" (line {mark.line + 1})" if mark else "")) from None
+    data = read_yaml(p, "model manifest", max_bytes=MAX_MANIFEST_BYTES, error=ModelError)
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise ModelError(f"model manifest {p} must be a mapping with a `models:` mapping")
     if data.get("version", 1) != 1:

@@ -364,6 +364,9 @@ class Pipeline:
                 model = self._model_loader(new.model)
             gate = Gate(new.gate, model)
             smoother = Smoother(new.smoothing)
+            # Built here, inside the error handling: a window the Windower refuses keeps the old one.
+            resized = new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s
+            windower = self._make_windower(new) if resized else self._windower
         except UserError as e:
             log.error("config reload failed, keeping the running config: %s", e)
             return
@@ -375,9 +378,9 @@ class Pipeline:
                 log.warning("config reload: changes under %s: need a restart; they are ignored until then",
                             section)
         new = replace(new, audio=old.audio, mqtt=old.mqtt)
-        if new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s:
+        if resized:
             self._offset += self._windower.received
-            self._windower = self._make_windower(new)
+            self._windower = windower
         self.model, self._gate, self._smoother, self.settings = model, gate, smoother, new
         logging.getLogger().setLevel(new.output.log_level)
         log.info("config reloaded")

@@ -30,13 +30,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .. import __version__
 from ..errors import ConfigError, UserError
-from ..settings import MqttSettings
+from ..settings import PASSWORD_ENV, MqttSettings
 from . import ha
 
 log = logging.getLogger("edge_ser.mqtt")
-
-PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
-"""Environment variable holding the broker password (wins over mqtt.password_file)."""
 
 MAX_INFLIGHT = 20
 """Results handed to paho but not yet acknowledged; bounds paho's internal queue."""
