@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -205,14 +206,23 @@ def _cached_sha256(path: Path) -> str:
     return _verified[key]
 
 
+def inside(name: str, folder: Path) -> Path | None:
+    """`folder / name` when it stays inside `folder` with `..` resolved by name, else None.
+
+    An absolute name is inside a folder only when it lies under it. Symbolic links placed in a
+    folder are followed: whoever can create them there could as well put the file there.
+    """
+    base = os.path.normpath(os.path.abspath(folder))
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(name)))
+    return Path(path) if path.startswith(base.rstrip(os.sep) + os.sep) else None
+
+
 def find_file(ref: ModelFile, dirs: Sequence[Path]) -> Path | None:
-    """First existing file for `ref` along `dirs` (no checksum check)."""
-    p = Path(ref.file).expanduser()
-    if p.is_absolute():
-        return p if p.is_file() else None
+    """First existing file for `ref` along `dirs` (no checksum check); names never leave `dirs`."""
     for d in dirs:
-        if (d / p).is_file():
-            return d / p
+        path = inside(ref.file, d)
+        if path is not None and path.is_file():
+            return path
     return None
 
 
@@ -238,6 +248,9 @@ def _from(ref: ModelFile) -> str:
 
 def resolve_file(ref: ModelFile, dirs: Sequence[Path], download: bool = False) -> Path:
     """Find `ref` along `dirs` and check its sha256; download it only when `download` is true."""
+    if not any(inside(ref.file, d) for d in dirs):
+        raise ModelError(f"model file {ref.file} is outside the model search path "
+                         f"({', '.join(str(d) for d in dirs)}); manifest file names must stay inside it")
     path = find_file(ref, dirs)
     if path is None:
         if download and ref.url:
@@ -255,11 +268,18 @@ def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
     """Download `ref.url` into the user model dir, verify it, then move it into place atomically."""
     if not ref.url:
         raise ModelError(f"model file {ref.file} has no download URL in the manifest")
-    dest = (user_models_dir() if into is None else into) / ref.file
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    check_url(ref.url)
+    base = user_models_dir() if into is None else into
+    dest = inside(ref.file, base)
+    if dest is None:
+        raise ModelError(f"model file {ref.file} would be downloaded outside {base}; refusing it")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"cannot download {ref.url} to {dest}: {e}") from None
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(ref.url, timeout=60) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, _HTTPS_ONLY.open(ref.url, timeout=60) as resp:
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
         digest = sha256_of(tmp)
@@ -268,12 +288,33 @@ def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
                              f"{ref.sha256[:16]}...; refusing it")
         os.chmod(tmp, _readable_mode(dest))
         os.replace(tmp, dest)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
         raise ModelError(f"cannot download {ref.url} to {dest}: {e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
+
+
+def check_url(url: str) -> None:
+    """Downloads only over https: the sha256 check catches a changed file, TLS who is listening."""
+    if urllib.parse.urlsplit(url).scheme.lower() != "https":
+        raise ModelError(f"model download URL {url} is not https://; only https downloads are allowed")
+
+
+class _HttpsRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another https URL (urllib would also follow one to http)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_HTTPS_ONLY = urllib.request.OpenerDirector()
+for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPSHandler(), _HttpsRedirectsOnly(),
+                 urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
+    _HTTPS_ONLY.add_handler(_handler)
+"""An opener that speaks https only (no file:, ftp:, data: or plain http handlers at all)."""
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -354,6 +395,16 @@ def _parse_file(d: Any, key: str, where: str | Path) -> ModelFile:
         raise ModelError(f"{where}: unknown key {key}.{sorted(unknown)[0]} (known: {known})")
     if not isinstance(d.get("file"), str) or not d["file"]:
         raise ModelError(f"{where}: {key}.file must be a file name")
+    if not os.path.isabs(d["file"]) and os.path.normpath(d["file"]).split(os.sep)[0] == "..":
+        raise ModelError(f"{where}: {key}.file {d['file']} leaves the model folders (..); "
+                         "name files inside the search path")
+    if d.get("url") is not None:
+        if not isinstance(d["url"], str):
+            raise ModelError(f"{where}: {key}.url must be a URL")
+        try:
+            check_url(d["url"])
+        except ModelError as e:
+            raise ModelError(f"{where}: {key}.url: {e}") from None
     sha = d.get("sha256")
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha):
         raise ModelError(f"{where}: {key}.sha256 must be 64 hex digits")
