@@ -80,6 +80,7 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
     Gate(settings.gate, model)  # a VAD that cannot run is refused before a device or broker is touched
     source = open_source(settings)
     publishers: list[Any] = []
+    pipeline = None
     try:
         publishers = make_publishers(settings)
         pipeline = Pipeline(
@@ -103,11 +104,21 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
         pipeline.run(source)
     finally:
         source.close()
+        # Once per model: the pipeline closes each model a reload replaced, this the one in use.
+        close_model(pipeline.model if pipeline is not None else model)
         for publisher in publishers:
             try:
                 publisher.close()
             except Exception:  # noqa: BLE001 - closing must reach every publisher
                 log.exception("closing %s failed", type(publisher).__name__)
+
+
+def close_model(model: Any) -> None:
+    """Save what the model keeps across runs (adaptation statistics); once, at exit."""
+    try:
+        model.close()
+    except Exception:  # noqa: BLE001 - exiting must go on (the state is saved periodically as well)
+        log.exception("closing model %s failed", model.id)
 
 
 def listen_overrides(**flags: Any) -> dict[str, Any]:
@@ -243,23 +254,26 @@ def classify(paths: tuple[str, ...], as_json: bool, config_path: str | None, mod
 
     model = load_model(settings.model)
     failed = 0
-    for path in files:
-        try:
-            source = FileSource(path, block_s=1.0)
-            collector = _Collector()
-            Pipeline(settings, model, [collector]).run(source)
-        except AudioError as e:
-            click.echo(f"edge-ser: error: {e}", err=True)
-            failed += 1
-            continue
-        summary = file_summary(path, collector.messages, model)
-        if as_json:
-            for m in collector.messages:
-                click.echo(json.dumps({"path": path, **m}))
-            click.echo(json.dumps(summary))
-        else:
-            click.echo(f"{path}\t{summary['label']}\t{summary['confidence']:.2f}\t"
-                       f"{summary['speech_windows']}/{summary['windows']} speech windows")
+    try:
+        for path in files:
+            try:
+                source = FileSource(path, block_s=1.0)
+                collector = _Collector()
+                Pipeline(settings, model, [collector]).run(source)
+            except AudioError as e:
+                click.echo(f"edge-ser: error: {e}", err=True)
+                failed += 1
+                continue
+            summary = file_summary(path, collector.messages, model)
+            if as_json:
+                for m in collector.messages:
+                    click.echo(json.dumps({"path": path, **m}))
+                click.echo(json.dumps(summary))
+            else:
+                click.echo(f"{path}\t{summary['label']}\t{summary['confidence']:.2f}\t"
+                           f"{summary['speech_windows']}/{summary['windows']} speech windows")
+    finally:
+        close_model(model)
     if failed:
         sys.exit(2)
 

@@ -102,6 +102,9 @@ class ModelEntry:
     license: str = ""
     """Terms of use (trained models inherit their corpora's terms)."""
 
+    adaptation: ModelFile | None = None
+    """Reference feature statistics for model.adapt (manifest: `adaptation: {reference, sha256}`)."""
+
     extra: dict[str, Any] = field(default_factory=dict)
     """Every other key of the entry (training, parity_report, ...), kept as written."""
 
@@ -321,7 +324,7 @@ for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPSHandler(), _
 
 _FILE_KEYS = {f for f in ModelFile.__dataclass_fields__}
 _ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "backbone", "pooling",
-               "head", "quantization", "license"}
+               "head", "quantization", "license", "adaptation"}
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:
@@ -376,12 +379,15 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
         raise bad("head", "is missing")
     head = _parse_file(e["head"], f"{key}.head", where)
     backbone = _parse_file(e["backbone"], f"{key}.backbone", where) if e.get("backbone") else None
+    adaptation = _parse_reference(e["adaptation"], f"{key}.adaptation", where) if e.get("adaptation") \
+        else None
     if backbone is not None and frontend != "waveform":
         raise bad("frontend", "must be waveform when a backbone is given (the backbone takes samples)")
     return ModelEntry(
         id=mid, labels=tuple(labels), head=head, backbone=backbone,
         description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,
         window_s=float(window_s), pooling=pooling, quantization=quant, license=str(e.get("license", "")),
+        adaptation=adaptation,
         extra={k: v for k, v in e.items() if k not in _ENTRY_KEYS},
     )
 
@@ -412,6 +418,14 @@ def _parse_file(d: Any, key: str, where: str | Path) -> ModelFile:
         if d.get(k) is not None and (not isinstance(d[k], int) or isinstance(d[k], bool) or d[k] <= 0):
             raise ModelError(f"{where}: {key}.{k} must be a positive integer")
     return ModelFile(**{k: d.get(k) for k in _FILE_KEYS if k in d})
+
+
+def _parse_reference(d: Any, key: str, where: str | Path) -> ModelFile:
+    """`adaptation: {reference: <file>, sha256: <hex>}`: checked like any other model file."""
+    if not isinstance(d, dict) or not isinstance(d.get("reference"), str):
+        raise ModelError(f"{where}: {key} must be a mapping with reference (a file name) and sha256")
+    rest = {k: v for k, v in d.items() if k != "reference"}
+    return _parse_file({"file": d["reference"], **rest}, key, where)
 
 
 # --- writing (training/ and convert/ add their models here) -------------------------------------

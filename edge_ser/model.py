@@ -148,7 +148,8 @@ def load_model(settings: ModelSettings) -> EmotionModel:
     if entry.backbone is not None:
         backbone = open_backend(resolve_file(entry.backbone, dirs, download), threads=settings.threads)
     head = open_backend(resolve_file(entry.head, dirs, download), threads=settings.threads)
-    model = EmotionModel(entry, head, backbone, adapter=_load_adapter(settings, entry))
+    adapter = _load_adapter(settings, entry, dirs)
+    model = EmotionModel(entry, head, backbone, adapter=adapter)
     if backbone is not None:
         _check_dims(model)
     return model
@@ -171,16 +172,20 @@ def _check_dims(model: EmotionModel) -> None:
                              f"the backbone + {entry.pooling} pooling gives {want}")
 
 
-def _load_adapter(settings: ModelSettings, entry: ModelEntry) -> Any:
-    """Integration point for room/mic feature adaptation (module owned by the training engineer).
+def _load_adapter(settings: ModelSettings, entry: ModelEntry, dirs: list) -> Any:
+    """Room/mic feature adaptation, when model.adapt is set.
 
-    Contract: `edge_ser.adaptation.load_adapter(settings: ModelSettings, entry: ModelEntry)` returns a
+    Contract: `edge_ser.adaptation.load_adapter(settings, entry, reference)` gets the reference
+    statistics file already found on the search path and checked against its sha256, and returns a
     callable features[dim] -> features[dim] (float32), applied to pooled features before the head.
     """
     if not settings.adapt:
         return None
     if entry.backbone is None:
         raise ModelError(f"model.adapt needs a backbone model; {entry.id} is a single-file model")
+    if entry.adaptation is None:
+        raise ModelError(f"model {entry.id} has no adaptation reference statistics "
+                         "(manifest key adaptation.reference); set model.adapt: false")
     try:
         adaptation = importlib.import_module(f"{__package__}.adaptation")
     except ModuleNotFoundError as e:
@@ -188,4 +193,4 @@ def _load_adapter(settings: ModelSettings, entry: ModelEntry) -> Any:
             raise
         raise ModelError("model.adapt is true but this edge-ser has no feature adaptation "
                          "(edge_ser.adaptation); set model.adapt: false") from None
-    return adaptation.load_adapter(settings, entry)
+    return adaptation.load_adapter(settings, entry, resolve_file(entry.adaptation, dirs))
