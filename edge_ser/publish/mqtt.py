@@ -176,6 +176,8 @@ class MqttPublisher:
         """QoS 0: (mid of the UNSUBSCRIBE in flight, number of leading _inflight results it covers)."""
         self._unsubacked: set[int] = set()
         """mids of UNSUBACKs received (paho may report one before unsubscribe() has returned it)."""
+        self._taken: tuple[str, bytes] | None = None
+        """The result the sender thread is handing to paho right now (outside the lock)."""
 
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
@@ -363,8 +365,9 @@ class MqttPublisher:
 
     def _requeue_unconfirmed_locked(self) -> None:
         """QoS 0, connection lost: results the broker may never have read are sent again."""
-        if self._inflight:
-            self._pending.extendleft(reversed([item for item, _ in self._inflight]))
+        again = [item for item, _ in self._inflight] + ([self._taken] if self._taken else [])
+        if again:
+            self._pending.extendleft(reversed(again))
             self._inflight = []
             self._trim_locked()
         self._barrier = None
@@ -400,6 +403,7 @@ class MqttPublisher:
                     if (self._connected and not backoff and not self._resending and self._pending
                             and len(self._inflight) < MAX_INFLIGHT):
                         item = self._pending.popleft()
+                        self._taken = item
                         break
                     if (qos == 0 and self._connected and not backoff and self._inflight
                             and self._barrier is None):
@@ -418,13 +422,13 @@ class MqttPublisher:
             except Exception as e:  # a message paho refuses outright: retrying cannot help
                 log.warning("MQTT publish refused, result dropped: %s", e)
                 with self._cond:
+                    self._taken = None
                     self._dropped += 1
                 continue
             with self._cond:
+                self._taken = None
                 if qos == 0 and generation != self._generation:
-                    # The connection dropped while paho took it: it may be lost, send it again.
-                    self._pending.appendleft(item)
-                    self._trim_locked()
+                    pass  # the connection dropped meanwhile; on_disconnect queued it again, in order
                 elif (
                     info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
                     or (qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho resends it
