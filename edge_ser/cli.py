@@ -363,7 +363,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("edge-ser: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        # Usage errors too are one line (click's own form is three, and repeats the bad value in full).
+        message = " ".join(e.format_message().split())
+        if len(message) > 200:
+            message = message[:197] + "..."
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if isinstance(e, click.UsageError) and ctx else ""
+        click.echo(f"edge-ser: error: {message}{hint}", err=True)
         sys.exit(e.exit_code)
     except UserError as e:
         click.echo(f"edge-ser: error: {e}", err=True)

@@ -26,14 +26,31 @@ class _AliasFound(Exception):
     """Raised by the loader at the first alias."""
 
 
+class _TooDeep(Exception):
+    """Raised by the loader beyond MAX_NESTING levels."""
+
+
+MAX_NESTING = 100
+"""Deepest nesting the pure-Python loader composes (a config has 3 levels; libyaml stops at 1000)."""
+
+
 class _NoAliasLoader(yaml.SafeLoader):
-    """safe_load without aliases: a few hundred bytes of nested aliases expand to gigabytes."""
+    """safe_load without aliases (a few hundred bytes of nested aliases expand to gigabytes) and
+    without deep nesting (each level is a few Python frames: hitting the recursion limit is slow)."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise _AliasFound(f"has a YAML alias (*name) on line {mark.line + 1}; aliases are not allowed")
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _TooDeep
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
@@ -74,7 +91,7 @@ def read_yaml(path: str | Path, what: str = "config", max_bytes: int = MAX_CONFI
         mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
         where = f" (line {mark.line + 1}{': ' + clip(problem) if problem else ''})" if mark else ""
         raise error(f"{what} {path} is not valid YAML{where}") from None
-    except RecursionError:
+    except (_TooDeep, RecursionError):
         raise error(f"{what} {path} is nested too deeply") from None
     except ValueError as e:  # e.g. an integer literal longer than Python converts (4300 digits)
         raise error(f"{what} {path} has a value that cannot be read ({clip(str(e))})") from None

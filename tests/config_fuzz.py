@@ -64,17 +64,21 @@ leaf = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=30),
 def config_trees(draw: st.DrawFn, safe_paths: bool = False) -> dict:
     """A mapping of known sections (sometimes an unknown one) to mostly known keys with wild values."""
     tree: dict = {}
+    known_only = draw(st.booleans())  # half the trees use known keys only, so more of them load
     for name in draw(st.lists(st.sampled_from([*FIELDS, "site", "bogus"]), max_size=4, unique=True)):
+        if known_only and name == "bogus":
+            continue
         if name == "site":
             tree[name] = draw(leaf)
             continue
         keys = FIELDS.get(name, ["x"])
         if safe_paths:
             keys = [k for k in keys if k not in PATH_KEYS.get(name, ())]
-        value = draw(st.one_of(
-            leaf,
-            st.dictionaries(st.one_of(st.sampled_from(keys), st.text(max_size=12)), leaf, max_size=5),
-        ))
+        names = st.sampled_from(keys)
+        if not known_only:
+            names = st.one_of(names, st.text(max_size=12))
+        value = draw(st.dictionaries(names, leaf, max_size=5) if known_only
+                     else st.one_of(leaf, st.dictionaries(names, leaf, max_size=5)))
         tree[name] = value
     return tree
 
