@@ -50,6 +50,10 @@ def build(cls: type, data: Any, prefix: str) -> Any:
     obj = cls(**kwargs)
     for name, f in fields.items():
         _check(f"{prefix}{name}", getattr(obj, name), f.metadata)
+    problem = getattr(obj, "problem", None)
+    why = problem() if problem is not None else None
+    if why:
+        raise ConfigError(f"config keys {why}")
     return obj
 
 

@@ -11,6 +11,9 @@ from typing import Any
 PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
 """Environment variable holding the broker password (wins over mqtt.password_file)."""
 
+MAX_BUFFERED_AUDIO_S = 60.0
+"""Capture queue limit, audio.queue_blocks x audio.block_s (48 kHz stereo: 23 MB at most)."""
+
 FOREVER_S = 10**9
 """Upper bound of intervals where 0 means never (about 31 years): finite, so NaN/inf are refused."""
 
@@ -71,6 +74,13 @@ class AudioSettings:
 
     record_dir: str | None = None
     """If set, speech windows are written here as WAV; null = audio never touches the disk."""
+
+    def problem(self) -> str | None:
+        """What breaks a limit on several fields together (config.py reports it), else None."""
+        if self.queue_blocks * self.block_s > MAX_BUFFERED_AUDIO_S:
+            return (f"audio.queue_blocks x audio.block_s must be at most {MAX_BUFFERED_AUDIO_S:g} s "
+                    f"of audio, got {self.queue_blocks} x {self.block_s:g} s")
+        return None
 
 
 @dataclass(frozen=True)

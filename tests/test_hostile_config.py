@@ -88,6 +88,13 @@ def test_numbers_out_of_their_range_are_refused(tmp_path: Path, text: str, key: 
         load_settings(write(tmp_path, text + "\n"))
 
 
+def test_the_capture_queue_is_bounded_in_seconds_of_audio(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="audio.queue_blocks x audio.block_s must be at most 60 s"):
+        load_settings(write(tmp_path, "audio: {queue_blocks: 1000, block_s: 1}\n"))
+    ok = load_settings(write(tmp_path, "audio: {queue_blocks: 600, block_s: 0.1}\n"))
+    assert ok.audio.queue_blocks == 600
+
+
 def test_the_edges_of_a_range_are_accepted(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, "window: {window_s: 0.1, hop_s: 30}\nmodel: {threads: 64}\n"))
     assert (s.window.window_s, s.window.hop_s, s.model.threads) == (0.1, 30.0, 64)
@@ -214,3 +221,15 @@ def test_credentials_in_mqtt_flag_are_refused_and_never_echoed(addr: str) -> Non
     proc = run_cli("listen", "--mqtt", addr, "--input", str(SPEECH), timeout=60)
     assert_user_error(proc, "--mqtt", "credentials")
     assert "secret" not in proc.stderr + proc.stdout
+
+
+def test_security_md_states_every_declared_range() -> None:
+    from conftest import REPO
+
+    from edge_ser.settings import FOREVER_S
+
+    text = (REPO / "SECURITY.md").read_text()
+    section = text.split("## Limits on configuration and model files", 1)[1].split("\n## ", 1)[0]
+    for key, f in numeric_fields(Settings):
+        lo, hi = (("10^9" if x == FOREVER_S else f"{x:g}") for x in f.metadata["range"])
+        assert f"| `{key}` | {lo} to {hi} |" in section, key
