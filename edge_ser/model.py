@@ -6,6 +6,8 @@ Also runs single-file end-to-end models (input: the waveform, or edge_ser.logmel
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,8 @@ from .logmel import WINDOW as LOGMEL_MIN_SAMPLES
 from .logmel import log_mel
 from .manifest import ModelEntry, load_manifest, resolve_file, search_path
 from .settings import ModelSettings
+
+log = logging.getLogger(__name__)
 
 YAMNET_MIN_SAMPLES = 15600
 """YAMNet's shortest input (one 0.96 s patch plus the STFT window); shorter windows are zero-padded."""
@@ -144,15 +148,29 @@ def load_model(settings: ModelSettings) -> EmotionModel:
     entry = manifest.get(settings.id)
     dirs = search_path(settings.search_path, manifest)
     download = settings.download
+    threads = usable_threads(settings.threads)
     backbone = None
     if entry.backbone is not None:
-        backbone = open_backend(resolve_file(entry.backbone, dirs, download), threads=settings.threads)
-    head = open_backend(resolve_file(entry.head, dirs, download), threads=settings.threads)
+        backbone = open_backend(resolve_file(entry.backbone, dirs, download), threads=threads)
+    head = open_backend(resolve_file(entry.head, dirs, download), threads=threads)
     adapter = _load_adapter(settings, entry, dirs)
     model = EmotionModel(entry, head, backbone, adapter=adapter)
     if backbone is not None:
         _check_dims(model)
     return model
+
+
+def usable_threads(requested: int) -> int:
+    """model.threads, but at most one per CPU this process may run on: each runtime starts that many
+    threads per model file, and more than the cores only wait for each other."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    if requested > cores:
+        log.warning("model.threads is %d but this process can use %d CPU(s); using %d", requested, cores,
+                    cores)
+    return max(1, min(requested, cores))
 
 
 def _check_dims(model: EmotionModel) -> None:

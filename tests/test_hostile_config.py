@@ -233,3 +233,31 @@ def test_security_md_states_every_declared_range() -> None:
     for key, f in numeric_fields(Settings):
         lo, hi = (("10^9" if x == FOREVER_S else f"{x:g}") for x in f.metadata["range"])
         assert f"| `{key}` | {lo} to {hi} |" in section, key
+
+
+def test_inference_threads_are_bounded_by_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from edge_ser import model
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert (model.usable_threads(64), model.usable_threads(1)) == (2, 1)
+    monkeypatch.undo()
+    # A real daemon with the largest accepted value: each runtime (backbone, head) starts its own
+    # pool, so without the bound this is 2 x 63 extra threads.
+    cores = len(os.sched_getaffinity(0))
+    path = write(tmp_path, "model: {threads: 64}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", "listen", "--config", str(path), "--input",
+                             str(SPEECH)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
+    most = 0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            most = max(most, int(status.split("Threads:")[1].split()[0]))
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.05)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert 0 < most <= 2 * cores + 4, (most, cores)
