@@ -126,7 +126,8 @@ def listen_overrides(**flags: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if flags.get("device") is not None:
         d = flags["device"]
-        out["audio.device"] = int(d) if d.strip().isdigit() else d
+        # Up to six decimal digits is an index (range-checked in the config); longer is a name.
+        out["audio.device"] = int(d) if d.strip().isdecimal() and len(d.strip()) <= 6 else d
     if flags.get("mqtt_addr"):
         out["mqtt.host"], port = parse_host_port(flags["mqtt_addr"])
         if port is not None:

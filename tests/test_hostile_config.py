@@ -261,3 +261,31 @@ def test_inference_threads_are_bounded_by_the_cores(tmp_path: Path, monkeypatch:
         time.sleep(0.05)
     assert proc.returncode == 0, proc.stderr.read()
     assert 0 < most <= 2 * cores + 4, (most, cores)
+
+
+def test_password_file_that_is_not_text_or_too_big_is_one_line(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_ser.publish.mqtt import MAX_PASSWORD_FILE_BYTES, read_password
+    from edge_ser.settings import PASSWORD_ENV, MqttSettings
+
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"s3cr\xe9t\n")
+    with pytest.raises(ConfigError, match="not UTF-8") as err:
+        read_password(MqttSettings(host="h", username="u", password_file=str(secret)))
+    assert "s3cr" not in str(err.value)
+    secret.write_bytes(b"x" * (MAX_PASSWORD_FILE_BYTES + 1))
+    with pytest.raises(ConfigError, match="larger than"):
+        read_password(MqttSettings(host="h", username="u", password_file=str(secret)))
+
+
+@pytest.mark.parametrize("device, fragment", [("5000", "audio.device must be between 0 and 1023"),
+                                              ("9" * 5000, None), ("²", None)])
+def test_device_flag_numbers(device: str, fragment: str | None) -> None:
+    from edge_ser.cli import listen_overrides
+
+    if fragment:
+        with pytest.raises(ConfigError, match=fragment):
+            load_settings(None, listen_overrides(device=device))
+    else:  # not an index: kept as a device name
+        assert load_settings(None, listen_overrides(device=device)).audio.device == device

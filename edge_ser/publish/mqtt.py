@@ -51,6 +51,9 @@ BARRIER_TOPIC_SUFFIX = "/emotion"
 """QoS 0 barriers unsubscribe from the results topic (never subscribed: nothing changes)."""
 
 CLOSE_BUDGET_S = 1.0
+
+MAX_PASSWORD_FILE_BYTES = 4096
+"""Largest password file read (a path to /dev/zero or a log file must not fill memory)."""
 """close() returns within about this long, flushing what it can first."""
 
 
@@ -95,10 +98,17 @@ def read_password(settings: MqttSettings) -> str | None:
     # expandvars lets a unit say ${CREDENTIALS_DIRECTORY}/mqtt-password (systemd LoadCredential=).
     path = Path(os.path.expandvars(settings.password_file)).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PASSWORD_FILE_BYTES + 1)
         mode = path.stat().st_mode
     except OSError as e:
         raise ConfigError(f"cannot read mqtt.password_file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise ConfigError(f"mqtt.password_file {path} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # the message never shows the bytes: they are the secret
+        raise ConfigError(f"mqtt.password_file {path} is not UTF-8 text") from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise ConfigError(f"mqtt.password_file {path} is empty")
