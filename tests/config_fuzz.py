@@ -60,16 +60,44 @@ leaf = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=30),
                  st.lists(st.one_of(st.text(max_size=10), numbers), max_size=4))
 
 
+def typed_value(section: str, key: str, inside: bool = False) -> st.SearchStrategy:
+    """A value of the field's own type, near or inside its range: these configs mostly load, so the
+    CLI runs reach the pipeline, not only the error paths."""
+    f = next(f for f in dataclasses.fields(HINTS[section]) if f.name == key)
+    tp = typing.get_type_hints(HINTS[section])[key]
+    if typing.get_origin(tp) is tuple:
+        return st.lists(st.text(max_size=20), max_size=3)
+    args = set(typing.get_args(tp)) or {tp}
+    options: list[st.SearchStrategy] = [st.none()] if type(None) in args else []
+    if "choices" in f.metadata:
+        options.append(st.sampled_from(f.metadata["choices"]))
+    elif "range" in f.metadata:
+        lo, hi = f.metadata["range"]
+        if float in args:
+            options.append(st.floats(lo, hi))
+        if int in args:
+            options.append(st.integers(int(lo), int(min(hi, 2**31))))
+        if not inside:
+            options.append(st.sampled_from(_edges()))
+    elif bool in args:
+        options.append(st.booleans())
+    elif str in args:
+        options.append(st.text(max_size=20))
+    return st.one_of(*options) if options else leaf
+
+
 @st.composite
-def config_trees(draw: st.DrawFn, safe_paths: bool = False) -> dict:
-    """A mapping of known sections (sometimes an unknown one) to mostly known keys with wild values."""
+def config_trees(draw: st.DrawFn, safe_paths: bool = False, valid: bool = False) -> dict:
+    """A mapping of known sections (sometimes an unknown one) to mostly known keys with wild values;
+    `valid`: known keys with values of their type inside their range (these mostly load)."""
     tree: dict = {}
-    known_only = draw(st.booleans())  # half the trees use known keys only, so more of them load
+    known_only = valid or draw(st.booleans())  # half the trees use known keys only
     for name in draw(st.lists(st.sampled_from([*FIELDS, "site", "bogus"]), max_size=4, unique=True)):
         if known_only and name == "bogus":
             continue
         if name == "site":
-            tree[name] = draw(leaf)
+            tree[name] = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=12)
+                              if valid else leaf)
             continue
         keys = FIELDS.get(name, ["x"])
         if safe_paths:
@@ -77,8 +105,13 @@ def config_trees(draw: st.DrawFn, safe_paths: bool = False) -> dict:
         names = st.sampled_from(keys)
         if not known_only:
             names = st.one_of(names, st.text(max_size=12))
-        value = draw(st.dictionaries(names, leaf, max_size=5) if known_only
-                     else st.one_of(leaf, st.dictionaries(names, leaf, max_size=5)))
+        if known_only:
+            chosen = draw(st.lists(st.sampled_from(keys), max_size=5, unique=True))
+            typed = [typed_value(name, k, inside=True) if valid
+                     else st.one_of(typed_value(name, k), typed_value(name, k), leaf) for k in chosen]
+            value = {k: draw(strategy) for k, strategy in zip(chosen, typed, strict=True)}
+        else:
+            value = draw(st.one_of(leaf, st.dictionaries(names, leaf, max_size=5)))
         tree[name] = value
     return tree
 
@@ -87,10 +120,10 @@ def config_trees(draw: st.DrawFn, safe_paths: bool = False) -> dict:
 def config_texts(draw: st.DrawFn, safe_paths: bool = False) -> bytes:
     """Bytes of a config file: a dumped tree, perhaps with aliases, a raw edge literal, another
     encoding, or plain random bytes."""
-    kind = draw(st.sampled_from(["tree", "tree", "tree", "alias", "literal", "encoding", "bytes"]))
+    kind = draw(st.sampled_from(["valid", "valid", "tree", "tree", "alias", "literal", "encoding", "bytes"]))
     if kind == "bytes":
         return draw(st.binary(max_size=300))
-    tree = draw(config_trees(safe_paths))
+    tree = draw(config_trees(safe_paths, valid=kind == "valid"))
     if kind == "alias":
         shared = draw(st.lists(leaf, min_size=1, max_size=3))
         section = draw(st.sampled_from(sorted(FIELDS)))
