@@ -14,8 +14,9 @@ a fresh device starts as the identity. After `horizon` windows the statistics be
 moving average, so they follow a device that moves rooms. Only the statistics (two vectors and a
 count) are stored, never audio.
 
-Manifest: the entry names its reference statistics file under `adaptation: {reference: <file>}`
-(a JSON with "mean" and "std" lists, found along the search path like any model file).
+Manifest: the entry names its reference statistics file under `adaptation: {reference: <file>,
+sha256: <hex>}` (a JSON with "mean" and "std" lists); edge_ser.model finds it along the search path
+and checks its sha256 like any model file before handing it here.
 """
 
 from __future__ import annotations
@@ -145,27 +146,9 @@ def read_reference(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ModelError(f"adaptation reference {path} unreadable: {exc}") from exc
 
 
-def load_adapter(settings: Any, entry: Any) -> FeatureAdapter:
-    """The adapter for a manifest entry (edge_ser.model calls this when model.adapt is true)."""
-    from .manifest import ModelFile, load_manifest, resolve_file, search_path
-
-    spec = (getattr(entry, "extra", None) or {}).get("adaptation") or {}
-    ref = spec.get("reference") if isinstance(spec, dict) else None
-    if not ref:
-        raise ModelError(f"model {entry.id} has no adaptation reference statistics "
-                         "(manifest key adaptation.reference); set model.adapt: false")
-    manifest = load_manifest(settings.manifest)
-    dirs = search_path(settings.search_path, manifest)
-    path = resolve_file(ModelFile(file=ref, sha256=spec.get("sha256", "")), dirs) if spec.get("sha256") \
-        else _find_plain(ref, dirs)
-    mean, std = read_reference(path)
+def load_adapter(settings: Any, entry: Any, reference: Path) -> FeatureAdapter:
+    """The adapter for a manifest entry; `reference` is its statistics file, already checked by sha256
+    (edge_ser.model calls this when model.adapt is true)."""
+    mean, std = read_reference(reference)
     state = settings.adapt_state or default_state_path(entry.id)
     return FeatureAdapter(mean, std, state, model_id=entry.id)
-
-
-def _find_plain(ref: str, dirs: list[Path]) -> Path:
-    for d in dirs:
-        p = Path(d) / ref
-        if p.is_file():
-            return p
-    raise ModelError(f"adaptation reference {ref} not found in: {', '.join(str(d) for d in dirs)}")

@@ -23,10 +23,13 @@ from typing import Any
 import numpy as np
 
 from .pipeline import Pipeline
-from .settings import ModelSettings, Settings
+from .settings import ModelSettings, Settings, setting_range
 
 RATE = 16000
 """Model sample rate."""
+
+MAX_SECONDS = 3600.0
+"""Longest benchmark per model and thread count (one latency is kept per window)."""
 
 LOOP_S = 20.0
 """Seconds of synthetic speech generated once and looped through a benchmark (a multiple of the hop)."""
@@ -334,10 +337,13 @@ def cli_bench(model_ids: tuple[str, ...], seconds: float, threads: tuple[int, ..
 
     settings = load_settings(config_path)
     min_s = settings.window.window_s + settings.window.hop_s
-    if seconds < min_s:
-        raise UserError(f"--seconds must be at least {min_s:g} (two windows at the configured window/hop)")
-    if any(t < 1 for t in threads):
-        raise UserError("--threads must be 1 or more")
+    # written so that NaN fails too (every comparison with NaN is false)
+    if not min_s <= seconds <= MAX_SECONDS:
+        raise UserError(f"--seconds must be from {min_s:g} (two windows at the configured window/hop) "
+                        f"to {MAX_SECONDS:g}")
+    lo, hi = setting_range(ModelSettings, "threads")
+    if any(not lo <= t <= hi for t in threads):
+        raise UserError(f"--threads must be from {lo} to {hi}")
     logging.getLogger("edge_ser").setLevel(logging.WARNING)
     records = run(list(model_ids) or [settings.model.id], seconds=seconds, threads=threads or (1, 2),
                   settings=settings, command=command)

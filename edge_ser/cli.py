@@ -19,7 +19,7 @@ from .config import load_settings
 from .errors import AudioError, UserError
 from .labels import NEUTRAL
 from .message import encode, silence_probs
-from .settings import Settings
+from .settings import PASSWORD_ENV, Settings
 
 log = logging.getLogger("edge_ser")
 
@@ -87,6 +87,7 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
     Gate(settings.gate, model)  # a VAD that cannot run is refused before a device or broker is touched
     source = open_source(settings)
     publishers: list[Any] = []
+    pipeline = None
     try:
         publishers = make_publishers(settings, http_token)
         pipeline = Pipeline(
@@ -113,6 +114,8 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
             log.warning("%s: %s", settings.audio.input, warning)
     finally:
         source.close()
+        # Once per model: the pipeline closes each model a reload replaced, this the one in use.
+        close_model(pipeline.model if pipeline is not None else model)
         for publisher in publishers:
             try:
                 publisher.close()
@@ -120,12 +123,21 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
                 log.exception("closing %s failed", type(publisher).__name__)
 
 
+def close_model(model: Any) -> None:
+    """Save what the model keeps across runs (adaptation statistics); once, at exit."""
+    try:
+        model.close()
+    except Exception:  # noqa: BLE001 - exiting must go on (the state is saved periodically as well)
+        log.exception("closing model %s failed", model.id)
+
+
 def listen_overrides(**flags: Any) -> dict[str, Any]:
     """Dotted config overrides from the listen flags that were given."""
     out: dict[str, Any] = {}
     if flags.get("device") is not None:
         d = flags["device"]
-        out["audio.device"] = int(d) if d.strip().isdigit() else d
+        # Up to six decimal digits is an index (range-checked in the config); longer is a name.
+        out["audio.device"] = int(d) if d.strip().isdecimal() and len(d.strip()) <= 6 else d
     if flags.get("mqtt_addr"):
         out["mqtt.host"], port = parse_host_port(flags["mqtt_addr"])
         if port is not None:
@@ -152,6 +164,10 @@ def listen_overrides(**flags: Any) -> dict[str, Any]:
 def parse_host_port(addr: str) -> tuple[str, int | None]:
     """HOST, HOST:PORT, [IPv6] or [IPv6]:PORT."""
     addr = addr.strip()
+    if "@" in addr:
+        # USER:PASSWORD@HOST: never echo it (the command line is visible in ps and in logs anyway)
+        raise UserError("--mqtt takes HOST[:PORT] without credentials; set mqtt.username in the config "
+                        f"and the password in ${PASSWORD_ENV} or mqtt.password_file")
     host, port = addr, None
     if addr.startswith("["):
         end = addr.find("]")
@@ -276,33 +292,36 @@ def classify(paths: tuple[str, ...], as_json: bool, config_path: str | None, mod
 
     model = load_model(settings.model)
     failed = 0
-    for path in files:
-        try:
-            source = FileSource(path, block_s=1.0)
-            collector = _Collector()
-            Pipeline(settings, model, [collector]).run(source)
-        except AudioError as e:
-            click.echo(f"edge-ser: error: {e}", err=True)
-            failed += 1
-            continue
-        summary = file_summary(path, collector.messages, model)
-        summary.update(source.damage())
-        if source.warnings:
-            summary["warning"] = "; ".join(source.warnings)
-        try:
-            lines = [encode({"path": path, **m}) for m in collector.messages] + [encode(summary)]
-        except ValueError as e:  # a non-finite number slipped through: print nothing rather than non-JSON
-            click.echo(f"edge-ser: error: {path}: a result is not valid JSON ({e})", err=True)
-            failed += 1
-            continue
-        for warning in source.warnings:
-            click.echo(f"edge-ser: warning: {path}: {warning}", err=True)
-        if as_json:
-            for line in lines:
-                click.echo(line)
-        else:
-            click.echo(f"{path}\t{summary['label']}\t{summary['confidence']:.2f}\t"
-                       f"{summary['speech_windows']}/{summary['windows']} speech windows")
+    try:
+        for path in files:
+            try:
+                source = FileSource(path, block_s=1.0)
+                collector = _Collector()
+                Pipeline(settings, model, [collector]).run(source)
+            except AudioError as e:
+                click.echo(f"edge-ser: error: {e}", err=True)
+                failed += 1
+                continue
+            summary = file_summary(path, collector.messages, model)
+            summary.update(source.damage())
+            if source.warnings:
+                summary["warning"] = "; ".join(source.warnings)
+            try:
+                lines = [encode({"path": path, **m}) for m in collector.messages] + [encode(summary)]
+            except ValueError as e:  # a non-finite number slipped through: print nothing rather than non-JSON
+                click.echo(f"edge-ser: error: {path}: a result is not valid JSON ({e})", err=True)
+                failed += 1
+                continue
+            for warning in source.warnings:
+                click.echo(f"edge-ser: warning: {path}: {warning}", err=True)
+            if as_json:
+                for line in lines:
+                    click.echo(line)
+            else:
+                click.echo(f"{path}\t{summary['label']}\t{summary['confidence']:.2f}\t"
+                           f"{summary['speech_windows']}/{summary['windows']} speech windows")
+    finally:
+        close_model(model)
     if failed:
         sys.exit(2)
 
@@ -407,7 +426,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("edge-ser: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        # Usage errors too are one line (click's own form is three, and repeats the bad value in full).
+        message = " ".join(e.format_message().split())
+        if len(message) > 200:
+            message = message[:197] + "..."
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if isinstance(e, click.UsageError) and ctx else ""
+        click.echo(f"edge-ser: error: {message}{hint}", err=True)
         sys.exit(e.exit_code)
     except UserError as e:
         click.echo(f"edge-ser: error: {e}", err=True)

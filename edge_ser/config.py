@@ -8,56 +8,16 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
 from .settings import Settings
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "gate.vad": ("none", "yamnet", "silero"),
-    "smoothing.method": ("none", "ema", "majority"),
-    "output.log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
-}
-"""Keys whose value must be one of a fixed set."""
-
-POSITIVE = {
-    "audio.block_s", "audio.queue_blocks", "audio.reopen_min_s", "audio.reopen_max_s",
-    "audio.sample_rate", "audio.channels", "window.window_s", "window.hop_s",
-    "window.max_pending", "smoothing.n", "model.threads", "mqtt.port", "mqtt.keepalive_s",
-    "mqtt.queue_size", "mqtt.reconnect_min_s", "mqtt.reconnect_max_s",
-}
-"""Numeric keys that must be > 0 (when not null)."""
-
-RANGES: dict[str, tuple[float, float]] = {
-    "gate.rms_threshold": (0.0, 1.0),
-    "gate.vad_threshold": (0.0, 1.0),
-    "smoothing.alpha": (0.0, 1.0),
-    "mqtt.qos": (0, 2),
-    "mqtt.port": (1, 65535),
-    "mqtt.expire_after_s": (0, 10**9),
-    "output.stats_interval_s": (0, 10**9),
-    "http.port": (1, 65535),
-    "http.max_clients": (1, 16),
-    "http.queue_size": (8, 4096),
-    "http.history": (0, 3600),
-}
-"""Numeric keys with an inclusive allowed range."""
+from .yamlfile import clip, excerpt, read_yaml
 
 
 def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Read a YAML file (or nothing) and apply dotted-key overrides such as {"mqtt.host": "x"}."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise ConfigError(f"config {path} is not valid YAML{where}") from None
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -85,11 +45,15 @@ def build(cls: type, data: Any, prefix: str) -> Any:
         dotted = f"{prefix}{key}"
         if key not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key {dotted} (known here: {known})")
+            raise ConfigError(f"unknown config key {clip(dotted)} (known here: {known})")
         kwargs[key] = _convert(hints[key], value, dotted)
     obj = cls(**kwargs)
-    for name in fields:
-        _check(f"{prefix}{name}", getattr(obj, name))
+    for name, f in fields.items():
+        _check(f"{prefix}{name}", getattr(obj, name), f.metadata)
+    problem = getattr(obj, "problem", None)
+    why = problem() if problem is not None else None
+    if why:
+        raise ConfigError(f"config keys {why}")
     return obj
 
 
@@ -110,7 +74,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         want = " or ".join(_name(a) for a in args)
-        raise ConfigError(f"config key {key} must be {want}, got {_kind(value)} {value!r}")
+        raise ConfigError(f"config key {key} must be {want}, got {_kind(value)} {excerpt(value)}")
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key} must be a list, got {_kind(value)}")
@@ -127,24 +91,26 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"config key {key} must be {_name(tp)}, got {_kind(value)} {value!r}")
+    raise ConfigError(f"config key {key} must be {_name(tp)}, got {_kind(value)} {excerpt(value)}")
 
 
-def _check(key: str, value: Any) -> None:
+def _check(key: str, value: Any, rules: Any) -> None:
+    """Apply the rules a settings field declares in its metadata (range, choices, forbid)."""
     if value is None or dataclasses.is_dataclass(value):
         return
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"config key {key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
-    if key in POSITIVE and not value > 0:
-        raise ConfigError(f"config key {key} must be > 0, got {value!r}")
-    if key in RANGES:
-        lo, hi = RANGES[key]
+    choices = rules.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, got {excerpt(value)}")
+    if "range" in rules and isinstance(value, (int, float)):
+        lo, hi = rules["range"]
+        # `not lo <= v <= hi` is also true for NaN, so NaN and +-inf never pass
         if not lo <= value <= hi:
-            raise ConfigError(f"config key {key} must be between {lo} and {hi}, got {value!r}")
-    if key == "mqtt.topic_prefix" and any(c in value for c in "+#\0") or key == "site" and any(
-        c in value for c in "+#/\0"
-    ):
-        raise ConfigError(f"config key {key} must not contain MQTT wildcards (+, #), got {value!r}")
+            if lo > 0 and not value > 0:
+                raise ConfigError(f"config key {key} must be > 0 (from {lo} to {hi}), got {excerpt(value)}")
+            raise ConfigError(f"config key {key} must be between {lo} and {hi}, got {excerpt(value)}")
+    forbid = rules.get("forbid")
+    if forbid and any(c in value for c in forbid):
+        raise ConfigError(f"config key {key} must not contain MQTT wildcards (+, #), got {excerpt(value)}")
 
 
 def _name(tp: Any) -> str:

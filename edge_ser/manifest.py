@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 from .errors import ModelError
 from .features import POOLINGS
 from .labels import EMOTIONS, NEUTRAL
+from .yamlfile import read_yaml
 
 MANIFEST_NAME = "manifest.yaml"
 FRONTENDS = ("waveform", "logmel", "whisper_logmel")
@@ -29,6 +31,8 @@ FRONTENDS = ("waveform", "logmel", "whisper_logmel")
 BACKBONE_FRONTENDS = ("waveform", "whisper_logmel")
 """Frontends a backbone file can take (the log-mel CNN is a single-file model)."""
 QUANTIZATIONS = ("float32", "float16", "int8", "dynamic")
+MAX_MANIFEST_BYTES = 1 << 20
+"""Largest manifest read (the shipped one, with ten models, is 16 KB)."""
 ENV_MODELS = "EDGE_SER_MODELS"
 """Environment variable: extra model folders (os.pathsep-separated), searched after the config's."""
 
@@ -101,6 +105,9 @@ class ModelEntry:
 
     license: str = ""
     """Terms of use (trained models inherit their corpora's terms)."""
+
+    adaptation: ModelFile | None = None
+    """Reference feature statistics for model.adapt (manifest: `adaptation: {reference, sha256}`)."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Every other key of the entry (training, parity_report, ...), kept as written."""
@@ -206,14 +213,23 @@ def _cached_sha256(path: Path) -> str:
     return _verified[key]
 
 
+def inside(name: str, folder: Path) -> Path | None:
+    """`folder / name` when it stays inside `folder` with `..` resolved by name, else None.
+
+    An absolute name is inside a folder only when it lies under it. Symbolic links placed in a
+    folder are followed: whoever can create them there could as well put the file there.
+    """
+    base = os.path.normpath(os.path.abspath(folder))
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(name)))
+    return Path(path) if path.startswith(base.rstrip(os.sep) + os.sep) else None
+
+
 def find_file(ref: ModelFile, dirs: Sequence[Path]) -> Path | None:
-    """First existing file for `ref` along `dirs` (no checksum check)."""
-    p = Path(ref.file).expanduser()
-    if p.is_absolute():
-        return p if p.is_file() else None
+    """First existing file for `ref` along `dirs` (no checksum check); names never leave `dirs`."""
     for d in dirs:
-        if (d / p).is_file():
-            return d / p
+        path = inside(ref.file, d)
+        if path is not None and path.is_file():
+            return path
     return None
 
 
@@ -239,6 +255,9 @@ def _from(ref: ModelFile) -> str:
 
 def resolve_file(ref: ModelFile, dirs: Sequence[Path], download: bool = False) -> Path:
     """Find `ref` along `dirs` and check its sha256; download it only when `download` is true."""
+    if not any(inside(ref.file, d) for d in dirs):
+        raise ModelError(f"model file {ref.file} is outside the model search path "
+                         f"({', '.join(str(d) for d in dirs)}); manifest file names must stay inside it")
     path = find_file(ref, dirs)
     if path is None:
         if download and ref.url:
@@ -256,11 +275,18 @@ def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
     """Download `ref.url` into the user model dir, verify it, then move it into place atomically."""
     if not ref.url:
         raise ModelError(f"model file {ref.file} has no download URL in the manifest")
-    dest = (user_models_dir() if into is None else into) / ref.file
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    check_url(ref.url)
+    base = user_models_dir() if into is None else into
+    dest = inside(ref.file, base)
+    if dest is None:
+        raise ModelError(f"model file {ref.file} would be downloaded outside {base}; refusing it")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"cannot download {ref.url} to {dest}: {e}") from None
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(ref.url, timeout=60) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, _HTTPS_ONLY.open(ref.url, timeout=60) as resp:
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
         digest = sha256_of(tmp)
@@ -269,7 +295,7 @@ def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
                              f"{ref.sha256[:16]}...; refusing it")
         os.chmod(tmp, _readable_mode(dest))
         os.replace(tmp, dest)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
         raise ModelError(f"cannot download {ref.url} to {dest}: {e}") from None
     finally:
         if os.path.exists(tmp):
@@ -277,24 +303,38 @@ def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
     return dest
 
 
+def check_url(url: str) -> None:
+    """Downloads only over https: the sha256 check catches a changed file, TLS who is listening."""
+    if urllib.parse.urlsplit(url).scheme.lower() != "https":
+        raise ModelError(f"model download URL {url} is not https://; only https downloads are allowed")
+
+
+class _HttpsRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another https URL (urllib would also follow one to http)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_HTTPS_ONLY = urllib.request.OpenerDirector()
+for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPSHandler(), _HttpsRedirectsOnly(),
+                 urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
+    _HTTPS_ONLY.add_handler(_handler)
+"""An opener that speaks https only (no file:, ftp:, data: or plain http handlers at all)."""
+
+
 # --- parsing -----------------------------------------------------------------------------------
 
 _FILE_KEYS = {f for f in ModelFile.__dataclass_fields__}
 _ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "backbone", "pooling",
-               "head", "quantization", "license"}
+               "head", "quantization", "license", "adaptation"}
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:
     """Read and validate a manifest; null = the package's models/manifest.yaml."""
     p = Path(path).expanduser() if path is not None else package_models_dir() / MANIFEST_NAME
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelError(f"cannot read model manifest {p}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ModelError(f"model manifest {p} is not valid YAML"
-                         + (f" (line {mark.line + 1})" if mark else "")) from None
+    data = read_yaml(p, "model manifest", max_bytes=MAX_MANIFEST_BYTES, error=ModelError)
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise ModelError(f"model manifest {p} must be a mapping with a `models:` mapping")
     if data.get("version", 1) != 1:
@@ -343,12 +383,15 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
         raise bad("head", "is missing")
     head = _parse_file(e["head"], f"{key}.head", where)
     backbone = _parse_file(e["backbone"], f"{key}.backbone", where) if e.get("backbone") else None
+    adaptation = _parse_reference(e["adaptation"], f"{key}.adaptation", where) if e.get("adaptation") \
+        else None
     if backbone is not None and frontend not in BACKBONE_FRONTENDS:
         raise bad("frontend", f"must be one of {', '.join(BACKBONE_FRONTENDS)} when a backbone is given")
     return ModelEntry(
         id=mid, labels=tuple(labels), head=head, backbone=backbone,
         description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,
         window_s=float(window_s), pooling=pooling, quantization=quant, license=str(e.get("license", "")),
+        adaptation=adaptation,
         extra={k: v for k, v in e.items() if k not in _ENTRY_KEYS},
     )
 
@@ -362,6 +405,16 @@ def _parse_file(d: Any, key: str, where: str | Path) -> ModelFile:
         raise ModelError(f"{where}: unknown key {key}.{sorted(unknown)[0]} (known: {known})")
     if not isinstance(d.get("file"), str) or not d["file"]:
         raise ModelError(f"{where}: {key}.file must be a file name")
+    if not os.path.isabs(d["file"]) and os.path.normpath(d["file"]).split(os.sep)[0] == "..":
+        raise ModelError(f"{where}: {key}.file {d['file']} leaves the model folders (..); "
+                         "name files inside the search path")
+    if d.get("url") is not None:
+        if not isinstance(d["url"], str):
+            raise ModelError(f"{where}: {key}.url must be a URL")
+        try:
+            check_url(d["url"])
+        except ModelError as e:
+            raise ModelError(f"{where}: {key}.url: {e}") from None
     sha = d.get("sha256")
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha):
         raise ModelError(f"{where}: {key}.sha256 must be 64 hex digits")
@@ -369,6 +422,14 @@ def _parse_file(d: Any, key: str, where: str | Path) -> ModelFile:
         if d.get(k) is not None and (not isinstance(d[k], int) or isinstance(d[k], bool) or d[k] <= 0):
             raise ModelError(f"{where}: {key}.{k} must be a positive integer")
     return ModelFile(**{k: d.get(k) for k in _FILE_KEYS if k in d})
+
+
+def _parse_reference(d: Any, key: str, where: str | Path) -> ModelFile:
+    """`adaptation: {reference: <file>, sha256: <hex>}`: checked like any other model file."""
+    if not isinstance(d, dict) or not isinstance(d.get("reference"), str):
+        raise ModelError(f"{where}: {key} must be a mapping with reference (a file name) and sha256")
+    rest = {k: v for k, v in d.items() if k != "reference"}
+    return _parse_file({"file": d["reference"], **rest}, key, where)
 
 
 # --- writing (training/ and convert/ add their models here) -------------------------------------

@@ -6,6 +6,8 @@ Also runs single-file end-to-end models (input: the waveform, or edge_ser.logmel
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from .logmel import log_mel
 from .manifest import ModelEntry, load_manifest, resolve_file, search_path
 from .settings import ModelSettings
 from .whisper_mel import whisper_log_mel
+
+log = logging.getLogger(__name__)
 
 YAMNET_MIN_SAMPLES = 15600
 """YAMNet's shortest input (one 0.96 s patch plus the STFT window); shorter windows are zero-padded."""
@@ -156,11 +160,13 @@ def load_model(settings: ModelSettings) -> EmotionModel:
     entry = manifest.get(settings.id)
     dirs = search_path(settings.search_path, manifest)
     download = settings.download
+    threads = usable_threads(settings.threads)
     backbone = None
     if entry.backbone is not None:
-        backbone = open_backend(resolve_file(entry.backbone, dirs, download), threads=settings.threads)
-    head = open_backend(resolve_file(entry.head, dirs, download), threads=settings.threads)
-    model = EmotionModel(entry, head, backbone, adapter=_load_adapter(settings, entry))
+        backbone = open_backend(resolve_file(entry.backbone, dirs, download), threads=threads)
+    head = open_backend(resolve_file(entry.head, dirs, download), threads=threads)
+    adapter = _load_adapter(settings, entry, dirs)
+    model = EmotionModel(entry, head, backbone, adapter=adapter)
     if backbone is not None:
         _check_dims(model)
     return model
@@ -176,6 +182,19 @@ def limit_blas_threads() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
+
+
+def usable_threads(requested: int) -> int:
+    """model.threads, but at most one per CPU this process may run on: each runtime starts that many
+    threads per model file, and more than the cores only wait for each other."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    if requested > cores:
+        log.warning("model.threads is %d but this process can use %d CPU(s); using %d", requested, cores,
+                    cores)
+    return max(1, min(requested, cores))
 
 
 def _check_dims(model: EmotionModel) -> None:
@@ -196,16 +215,20 @@ def _check_dims(model: EmotionModel) -> None:
                              f"the backbone + {entry.pooling} pooling gives {want}")
 
 
-def _load_adapter(settings: ModelSettings, entry: ModelEntry) -> Any:
-    """Integration point for room/mic feature adaptation (module owned by the training engineer).
+def _load_adapter(settings: ModelSettings, entry: ModelEntry, dirs: list) -> Any:
+    """Room/mic feature adaptation, when model.adapt is set.
 
-    Contract: `edge_ser.adaptation.load_adapter(settings: ModelSettings, entry: ModelEntry)` returns a
+    Contract: `edge_ser.adaptation.load_adapter(settings, entry, reference)` gets the reference
+    statistics file already found on the search path and checked against its sha256, and returns a
     callable features[dim] -> features[dim] (float32), applied to pooled features before the head.
     """
     if not settings.adapt:
         return None
     if entry.backbone is None:
         raise ModelError(f"model.adapt needs a backbone model; {entry.id} is a single-file model")
+    if entry.adaptation is None:
+        raise ModelError(f"model {entry.id} has no adaptation reference statistics "
+                         "(manifest key adaptation.reference); set model.adapt: false")
     try:
         adaptation = importlib.import_module(f"{__package__}.adaptation")
     except ModuleNotFoundError as e:
@@ -213,4 +236,4 @@ def _load_adapter(settings: ModelSettings, entry: ModelEntry) -> Any:
             raise
         raise ModelError("model.adapt is true but this edge-ser has no feature adaptation "
                          "(edge_ser.adaptation); set model.adapt: false") from None
-    return adaptation.load_adapter(settings, entry)
+    return adaptation.load_adapter(settings, entry, resolve_file(entry.adaptation, dirs))

@@ -131,6 +131,8 @@ class Pipeline:
         self._live = True
         self._stop_deadline = 0.0
         self._worker_alive = time.monotonic()
+        self._retired: list[Any] = []
+        """Models replaced by a reload, closed by the worker once it no longer uses them."""
         self._windower = self._make_windower(settings)
         self._offset = 0
         model_samples = getattr(model, "window_samples", None)
@@ -165,6 +167,8 @@ class Pipeline:
                 self._cv.notify_all()
             worker.join(timeout=None if not self.stop_event.is_set() else STOP_DRAIN_S + 0.5)
             source.close()
+            if not worker.is_alive():
+                self._close_retired()
         stats = self.stats()
         log.info("finished: %s", _short(stats))
         return stats
@@ -284,6 +288,7 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - one bad window must not stop a months-long daemon
                 self.counters.errors += 1
                 log.exception("window at %.2f s failed", (item.offset + item.window.start) / MODEL_RATE)
+            self._close_retired()
             self._maybe_stats()
 
     def _process(self, item: _Pending) -> None:
@@ -436,6 +441,9 @@ class Pipeline:
                 model = self._model_loader(new.model)
             gate = Gate(new.gate, model)
             smoother = Smoother(new.smoothing)
+            # Built here, inside the error handling: a window the Windower refuses keeps the old one.
+            resized = new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s
+            windower = self._make_windower(new) if resized else self._windower
         except UserError as e:
             log.error("config reload failed, keeping the running config: %s", e)
             return
@@ -447,12 +455,26 @@ class Pipeline:
                 log.warning("config reload: changes under %s: need a restart; they are ignored until then",
                             section)
         new = replace(new, audio=old.audio, mqtt=old.mqtt, http=old.http)
-        if new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s:
+        if resized:
             self._offset += self._windower.received
-            self._windower = self._make_windower(new)
+            self._windower = windower
+        if model is not self.model:
+            self._retired.append(self.model)
         self.model, self._gate, self._smoother, self.settings = model, gate, smoother, new
         logging.getLogger().setLevel(new.output.log_level)
         log.info("config reloaded")
+
+    def _close_retired(self) -> None:
+        """Close (save the state of) models a reload replaced; only the worker thread predicts, so
+        this runs there, between windows, or after the worker ended."""
+        while self._retired:
+            old = self._retired.pop(0)
+            try:
+                close = getattr(old, "close", None)
+                if close is not None:
+                    close()
+            except Exception:  # noqa: BLE001 - a failed save must not stop the daemon
+                log.exception("closing model %s failed", getattr(old, "id", "?"))
 
     @staticmethod
     def _make_windower(settings: Settings) -> Windower:

@@ -6,25 +6,58 @@ Each field has a one-line docstring under it; `systemd/config.example.yaml` docu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
+"""Environment variable holding the broker password (wins over mqtt.password_file)."""
+
+MAX_BUFFERED_AUDIO_S = 60.0
+"""Capture queue limit, audio.queue_blocks x audio.block_s (48 kHz stereo: 23 MB at most)."""
+
+FOREVER_S = 10**9
+"""Upper bound of intervals where 0 means never (about 31 years): finite, so NaN/inf are refused."""
+
+
+def bounded(default: Any, lo: float, hi: float) -> Any:
+    """A numeric field whose value (when not null) must lie in [lo, hi]; config.py checks it.
+
+    Every number that sizes memory, threads or time gets a finite range, so NaN and inf never pass.
+    """
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+def setting_range(cls: type, name: str) -> tuple[float, float]:
+    """The inclusive range `bounded` declared for field `name` of dataclass `cls`."""
+    return cls.__dataclass_fields__[name].metadata["range"]
+
+
+def one_of(*choices: str, default: str | None = None) -> Any:
+    """A string field that must be one of `choices` (default: the first)."""
+    return field(default=default or choices[0], metadata={"choices": choices})
+
+
+def without(default: str | None, forbidden: str) -> Any:
+    """A string field that must not contain any character of `forbidden` (MQTT topic wildcards)."""
+    return field(default=default, metadata={"forbid": forbidden})
 
 
 @dataclass(frozen=True)
 class AudioSettings:
     """Where audio comes from."""
 
-    device: str | int | None = None
+    device: str | int | None = bounded(None, 0, 1023)
     """Input device: index or (part of) its name as `edge-ser devices` lists it; null = system default."""
 
-    sample_rate: int | None = None
+    sample_rate: int | None = bounded(None, 1, 768000)
     """Capture rate in Hz; null = the device's native default rate (resampled to 16 kHz after)."""
 
-    channels: int | None = None
+    channels: int | None = bounded(None, 1, 1024)
     """Capture channels; null = 1 if the device can, else its max (mixed down to mono after)."""
 
-    block_s: float = 0.1
+    block_s: float = bounded(0.1, 0.01, 1.0)
     """Seconds of audio per capture callback block."""
 
-    queue_blocks: int = 200
+    queue_blocks: int = bounded(200, 1, 1000)
     """Capture blocks buffered between the audio callback and the pipeline; overruns are counted."""
 
     input: str | None = None
@@ -33,27 +66,34 @@ class AudioSettings:
     realtime: bool = False
     """With `input`: pace the file like a microphone instead of reading it as fast as possible."""
 
-    reopen_min_s: float = 1.0
+    reopen_min_s: float = bounded(1.0, 0.1, 3600)
     """First retry delay after the device fails or disappears (doubles up to reopen_max_s)."""
 
-    reopen_max_s: float = 30.0
+    reopen_max_s: float = bounded(30.0, 0.1, 3600)
     """Longest retry delay for reopening a lost device."""
 
     record_dir: str | None = None
     """If set, speech windows are written here as WAV; null = audio never touches the disk."""
+
+    def problem(self) -> str | None:
+        """What breaks a limit on several fields together (config.py reports it), else None."""
+        if self.queue_blocks * self.block_s > MAX_BUFFERED_AUDIO_S:
+            return (f"audio.queue_blocks x audio.block_s must be at most {MAX_BUFFERED_AUDIO_S:g} s "
+                    f"of audio, got {self.queue_blocks} x {self.block_s:g} s")
+        return None
 
 
 @dataclass(frozen=True)
 class WindowSettings:
     """How the 16 kHz stream is cut into windows."""
 
-    window_s: float = 2.0
+    window_s: float = bounded(2.0, 0.1, 30)
     """Window length in seconds (the models are trained on 2 s)."""
 
-    hop_s: float = 1.0
+    hop_s: float = bounded(1.0, 0.1, 30)
     """Seconds between window starts."""
 
-    max_pending: int = 8
+    max_pending: int = bounded(8, 1, 64)
     """Windows waiting for inference; when full the oldest is dropped and counted."""
 
 
@@ -61,13 +101,13 @@ class WindowSettings:
 class GateSettings:
     """Which windows count as silence (published as `neutral`, no inference)."""
 
-    rms_threshold: float = 0.01
+    rms_threshold: float = bounded(0.01, 0.0, 1.0)
     """Windows with RMS below this are silence (the paper's 0.01 on [-1, 1] samples)."""
 
-    vad: str = "none"
+    vad: str = one_of("none", "yamnet", "silero")
     """Extra speech check after RMS: none, yamnet (AudioSet Speech score) or silero."""
 
-    vad_threshold: float = 0.5
+    vad_threshold: float = bounded(0.5, 0.0, 1.0)
     """Speech probability below which a window is gated by the VAD."""
 
     neutral_once: bool = True
@@ -78,13 +118,13 @@ class GateSettings:
 class SmoothingSettings:
     """Optional smoothing of probabilities over consecutive speech windows."""
 
-    method: str = "none"
+    method: str = one_of("none", "ema", "majority")
     """none, ema (exponential moving average) or majority (vote over the last `n` labels)."""
 
-    n: int = 3
+    n: int = bounded(3, 1, 100)
     """Windows in the majority vote."""
 
-    alpha: float = 0.5
+    alpha: float = bounded(0.5, 0.0, 1.0)
     """EMA weight of the newest window (1.0 = no smoothing)."""
 
 
@@ -101,7 +141,7 @@ class ModelSettings:
     search_path: tuple[str, ...] = ()
     """Folders searched first for model files (then $EDGE_SER_MODELS, user dir, models/, shared/weights)."""
 
-    threads: int = 1
+    threads: int = bounded(1, 1, 64)
     """Inference threads for TFLite / onnxruntime."""
 
     adapt: bool = False
@@ -121,19 +161,19 @@ class MqttSettings:
     host: str | None = None
     """Broker host name or address; null = no MQTT."""
 
-    port: int = 1883
+    port: int = bounded(1883, 1, 65535)
     """Broker port (8883 is usual with TLS)."""
 
-    topic_prefix: str | None = None
+    topic_prefix: str | None = without(None, "+#\0")
     """Topic prefix; null = edge_ser/<site>. Must not contain + or #."""
 
     client_id: str | None = None
     """MQTT client id; null = edge-ser-<site>-<pid>."""
 
-    qos: int = 1
+    qos: int = bounded(1, 0, 2)
     """QoS of result messages (0, 1 or 2)."""
 
-    keepalive_s: int = 30
+    keepalive_s: int = bounded(30, 1, 65535)
     """Keepalive interval; the broker publishes the Last Will after 1.5x this without contact."""
 
     username: str | None = None
@@ -157,13 +197,13 @@ class MqttSettings:
     tls_insecure: bool = False
     """Skip hostname verification (testing only)."""
 
-    queue_size: int = 1000
+    queue_size: int = bounded(1000, 1, 100000)
     """Results kept while the broker is away; when full the oldest is dropped and counted."""
 
-    reconnect_min_s: float = 1.0
+    reconnect_min_s: float = bounded(1.0, 0.1, 3600)
     """First reconnect delay (doubles up to reconnect_max_s)."""
 
-    reconnect_max_s: float = 60.0
+    reconnect_max_s: float = bounded(60.0, 0.1, 3600)
     """Longest reconnect delay."""
 
     ha_discovery: bool = False
@@ -172,7 +212,7 @@ class MqttSettings:
     discovery_prefix: str = "homeassistant"
     """Home Assistant discovery prefix."""
 
-    expire_after_s: int = 0
+    expire_after_s: int = bounded(0, 0, FOREVER_S)
     """Home Assistant marks the sensor unavailable after this many seconds without a result; 0 = never."""
 
 
@@ -180,7 +220,7 @@ class MqttSettings:
 class HttpSettings:
     """The live page (/) and its event stream (/events) served by the daemon; off while `port` is null."""
 
-    port: int | None = None
+    port: int | None = bounded(None, 1, 65535)
     """TCP port of the live page; null = no HTTP server (the default: no listening socket)."""
 
     host: str = "127.0.0.1"
@@ -189,13 +229,13 @@ class HttpSettings:
     token_file: str | None = None
     """File holding the access token (first line, 16+ URL-safe characters); EDGE_SER_HTTP_TOKEN wins."""
 
-    max_clients: int = 4
+    max_clients: int = bounded(4, 1, 16)
     """Browsers streaming /events at once (1-16); one more is answered 503."""
 
-    queue_size: int = 64
+    queue_size: int = bounded(64, 8, 4096)
     """Events buffered per browser (8-4096); a slow browser loses its oldest events, counted."""
 
-    history: int = 300
+    history: int = bounded(300, 0, 3600)
     """Windows replayed to a browser when it connects, so its timeline starts filled (0-3600)."""
 
 
@@ -206,10 +246,10 @@ class OutputSettings:
     stdout: bool | None = None
     """Print results as JSON lines; null = only when MQTT is off."""
 
-    stats_interval_s: float = 60.0
+    stats_interval_s: float = bounded(60.0, 0, FOREVER_S)
     """Seconds between stats messages (windows, dropped, published); 0 = off."""
 
-    log_level: str = "INFO"
+    log_level: str = one_of("DEBUG", "INFO", "WARNING", "ERROR", default="INFO")
     """DEBUG, INFO, WARNING or ERROR (logs go to stderr / the journal)."""
 
 
@@ -217,7 +257,7 @@ class OutputSettings:
 class Settings:
     """Everything `edge-ser listen` needs."""
 
-    site: str = "default"
+    site: str = without("default", "+#/\0")
     """Name of this device's place (topic and message field), e.g. kitchen."""
 
     audio: AudioSettings = field(default_factory=AudioSettings)

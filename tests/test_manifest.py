@@ -95,21 +95,115 @@ def test_missing_file_says_where_it_looked_and_where_to_download(tmp_path):
     assert "https://example.org/y.tflite" in msg and "model.download" in msg
 
 
-def test_download_only_when_allowed_and_checked(tmp_path):
-    # file:// stands in for the public URL: tests never touch the network.
-    src = tmp_path / "upstream.bin"
-    src.write_bytes(b"backbone bytes")
+@pytest.fixture
+def https_server(tmp_path, monkeypatch):
+    """A local HTTPS server (certificate from a test CA that urllib is told to trust) serving
+    tmp_path/www; /redirect-http answers 302 to a plain http:// URL. Tests never touch the network."""
+    import http.server
+    import ssl
+    import threading
+
+    from mosquitto import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca))
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(www), **kw)
+
+        def do_GET(self):
+            if self.path == "/redirect-http":
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/x.bin")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"https://localhost:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_only_when_allowed_and_checked(tmp_path, https_server):
+    www, base = https_server
+    (www / "upstream.bin").write_bytes(b"backbone bytes")
     ref = mf.ModelFile(file="bb/x.tflite", sha256=hashlib.sha256(b"backbone bytes").hexdigest(),
-                       url=src.as_uri())
+                       url=f"{base}/upstream.bin")
     with pytest.raises(ModelError, match="not found"):
         mf.resolve_file(ref, [tmp_path / "empty"])
     got = mf.resolve_file(ref, [tmp_path / "empty"], download=True)
     assert got == mf.user_models_dir() / "bb/x.tflite" and got.read_bytes() == b"backbone bytes"
 
-    bad = mf.ModelFile(file="bb/y.tflite", sha256="f" * 64, url=src.as_uri())
+    bad = mf.ModelFile(file="bb/y.tflite", sha256="f" * 64, url=f"{base}/upstream.bin")
     with pytest.raises(ModelError, match="refusing it"):
         mf.resolve_file(bad, [tmp_path / "empty"], download=True)
     assert not (mf.user_models_dir() / "bb/y.tflite").exists()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/hostname", "http://127.0.0.1:9/x.bin", "ftp://h/x.bin",
+                                 "data:,backbone%20bytes", "/etc/hostname"])
+def test_downloads_only_over_https(tmp_path, url):
+    ref = mf.ModelFile(file="bb/x.tflite", sha256="0" * 64, url=url)
+    with pytest.raises(ModelError, match="only https"):
+        mf.resolve_file(ref, [tmp_path / "empty"], download=True)
+    assert not mf.user_models_dir().exists()
+    with pytest.raises(ModelError, match=r"models\.m\.head\.url"):
+        mf.parse_entry("m", _entry({"file": "h.onnx", "sha256": "0" * 64, "url": url}), "x.yaml")
+
+
+def test_a_redirect_to_plain_http_is_refused(tmp_path, https_server):
+    _, base = https_server
+    ref = mf.ModelFile(file="bb/x.tflite", sha256="0" * 64, url=f"{base}/redirect-http")
+    with pytest.raises(ModelError, match="only https"):
+        mf.resolve_file(ref, [tmp_path / "empty"], download=True)
+    assert not (mf.user_models_dir() / "bb").exists() or not any((mf.user_models_dir() / "bb").iterdir())
+
+
+def test_file_names_never_leave_the_search_path(tmp_path):
+    models = tmp_path / "models"
+    outside = _file(tmp_path, "secret.onnx", b"outside")
+    # a parsed manifest refuses `..` that leaves the folder
+    with pytest.raises(ModelError, match=r"models\.m\.head\.file .*leaves the model folders"):
+        mf.parse_entry("m", _entry({**outside, "file": "../secret.onnx"}), "x.yaml")
+    assert mf.parse_entry("m", _entry({**outside, "file": "heads/../h.onnx"}), "x.yaml")
+    # names that bypass the parser (adaptation.reference, a ModelFile built in code) are refused too
+    for name in ("../secret.onnx", "heads/../../secret.onnx", str(tmp_path / "secret.onnx")):
+        ref = mf.ModelFile(file=name, sha256=outside["sha256"], url="https://example.org/x")
+        with pytest.raises(ModelError, match="outside the model search path"):
+            mf.resolve_file(ref, [models], download=True)
+        assert mf.find_file(ref, [models]) is None
+        with pytest.raises(ModelError, match="outside"):
+            mf.fetch_file(ref, into=models)
+    assert not models.exists() and not mf.user_models_dir().exists()
+    # an absolute name inside a search-path folder still resolves
+    inner = _file(models, "h.onnx", b"inner")
+    ref = mf.ModelFile(file=str(models / "h.onnx"), sha256=inner["sha256"])
+    assert mf.resolve_file(ref, [models]) == models / "h.onnx"
+
+
+def test_manifest_with_download_and_traversal_writes_nothing_outside(tmp_path, monkeypatch):
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    mpath = tmp_path / "m" / "manifest.yaml"
+    mpath.parent.mkdir()
+    mpath.write_text(yaml.safe_dump({"version": 1, "default": "m", "models": {"m": _entry(
+        {"file": "../../escaped.onnx", "sha256": "0" * 64, "url": "https://example.org/x"})}}))
+    with pytest.raises(ModelError, match="leaves the model folders"):
+        load_model(ModelSettings(manifest=str(mpath), download=True))
+    assert not (tmp_path / "escaped.onnx").exists() and not (tmp_path.parent / "escaped.onnx").exists()
 
 
 def test_unknown_model_id_lists_known(tmp_path):

@@ -320,6 +320,22 @@ def test_security_md_acl_lets_the_daemon_publish_only_its_own_topics(
             assert not [m.topic for m in ha_sub.messages if "livingroom" in m.topic]
 
 
+def test_qos0_barrier_is_answered_under_the_security_md_acl(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ACL grants the daemon no read access: the UNSUBSCRIBE barrier must still be answered.
+    users = {"edge-ser-kitchen": "k-pw", "homeassistant": "ha-pw"}
+    with Mosquitto(tmp_path, users=users, acl=SECURITY_ACL) as b:
+        monkeypatch.setenv(PASSWORD_ENV, "k-pw")
+        settings = mqtt_settings(b, username="edge-ser-kitchen", qos=0)
+        with b.subscriber(f"{PREFIX}/emotion", username="homeassistant", password="ha-pw") as sub, \
+                MqttPublisher(settings, "kitchen") as pub:
+            for n in range(3):
+                pub.publish(result(n))
+            assert numbers(sub.wait_for(f"{PREFIX}/emotion", 3)) == [0, 1, 2]
+            wait_until(lambda: pub.stats()["published"] == 3)
+            assert pub.stats()["queued"] == 0
+
+
 def test_numpy_values_in_a_message_are_plain_json(broker: Mosquitto) -> None:
     sent = result(0)
     sent["confidence"] = np.float32(0.75)
@@ -352,3 +368,37 @@ def test_frozen_broker_is_detected_by_keepalive_and_nothing_is_lost(broker: Mosq
         assert list(dict.fromkeys(numbers(sub.on(f"{PREFIX}/emotion")))) == list(range(7))
         wait_until(lambda: pub.stats()["queued"] == 0, 20)
         assert pub.stats()["dropped"] == 0
+
+
+def test_qos0_results_count_as_published_only_once_the_broker_has_read_them(broker: Mosquitto) -> None:
+    # QoS 0 has no PUBACK, and paho calls a QoS 0 message done once it is in the socket buffer: with a
+    # frozen broker those bytes are lost with the connection. The publisher keeps such results until
+    # the broker answers a later packet, and sends them again after a reconnect.
+    with broker.subscriber(f"{PREFIX}/emotion", client_id="test-sub", clean=False) as sub, \
+            MqttPublisher(mqtt_settings(broker, qos=0, keepalive_s=1), "kitchen") as pub:
+        pub.publish(result(0))
+        sub.wait_for(f"{PREFIX}/emotion")
+        wait_until(lambda: pub.stats()["published"] == 1)
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            n = 1
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:  # one result every 0.1 s while the broker is frozen
+                pub.publish(result(n))
+                n += 1
+                time.sleep(0.1)
+            frozen = pub.stats()
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        assert frozen["published"] == 1, frozen  # nothing the frozen broker did not read
+        wait_until(lambda: pub.stats()["queued"] == 0, 20)
+        stats = pub.stats()
+        # the broker answers the barrier before it has necessarily forwarded the results
+        try:
+            wait_until(lambda: set(numbers(sub.on(f"{PREFIX}/emotion"))) >= set(range(n)))
+        finally:
+            got = set(numbers(sub.on(f"{PREFIX}/emotion")))
+            assert got == set(range(n)), (stats, sorted(set(range(n)) - got))
+        assert stats["dropped"] == 0 and stats["published"] >= n and stats["disconnects"] == 1
+        # delivered in order, apart from repeats of results the frozen broker read before the drop
+        assert list(dict.fromkeys(numbers(sub.on(f"{PREFIX}/emotion")))) == list(range(n))

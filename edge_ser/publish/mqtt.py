@@ -10,6 +10,15 @@ queue is full and silently loses QoS 0 messages while disconnected, while we mus
 drop (and count) the oldest, and deliver in order once the broker is back. One sender thread is the
 only caller of paho's publish for results, so order is preserved; paho's own network thread
 (loop_start) reconnects with exponential backoff.
+
+`published` counts only results the broker is known to have read. QoS 1/2: its PUBACK/PUBCOMP.
+QoS 0 has no acknowledgement, and paho calls a QoS 0 message done once it is in the socket buffer,
+which a frozen broker (or a dead link, until keepalive notices) never reads. So after QoS 0 results
+the sender writes an UNSUBSCRIBE for a topic it never subscribed to (harmless; no ACL grants or
+denies it a delivery) as a barrier: the broker answers it with an UNSUBACK only after it has read
+every packet before it on the connection. Results up to a barrier count once its UNSUBACK arrives;
+results still unconfirmed when the connection drops go back to the front of the queue and are sent
+again after the reconnect (so a subscriber may see one twice, as with QoS 1).
 """
 
 from __future__ import annotations
@@ -31,18 +40,21 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from .. import __version__
 from ..errors import ConfigError, UserError
 from ..message import encode
-from ..settings import MqttSettings
+from ..settings import PASSWORD_ENV, MqttSettings
 from . import ha
 
 log = logging.getLogger("edge_ser.mqtt")
 
-PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
-"""Environment variable holding the broker password (wins over mqtt.password_file)."""
-
 MAX_INFLIGHT = 20
 """Results handed to paho but not yet acknowledged; bounds paho's internal queue."""
 
+BARRIER_TOPIC_SUFFIX = "/emotion"
+"""QoS 0 barriers unsubscribe from the results topic (never subscribed: nothing changes)."""
+
 CLOSE_BUDGET_S = 1.0
+
+MAX_PASSWORD_FILE_BYTES = 4096
+"""Largest password file read (a path to /dev/zero or a log file must not fill memory)."""
 """close() returns within about this long, flushing what it can first."""
 
 
@@ -87,10 +99,17 @@ def read_password(settings: MqttSettings) -> str | None:
     # expandvars lets a unit say ${CREDENTIALS_DIRECTORY}/mqtt-password (systemd LoadCredential=).
     path = Path(os.path.expandvars(settings.password_file)).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PASSWORD_FILE_BYTES + 1)
         mode = path.stat().st_mode
     except OSError as e:
         raise ConfigError(f"cannot read mqtt.password_file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise ConfigError(f"mqtt.password_file {path} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # the message never shows the bytes: they are the secret
+        raise ConfigError(f"mqtt.password_file {path} is not UTF-8 text") from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise ConfigError(f"mqtt.password_file {path} is empty")
@@ -162,6 +181,14 @@ class MqttPublisher:
         self._published = 0
         self._dropped = 0
         self._disconnects = 0
+        self._generation = 0
+        """Connections lost so far: a result handed to paho under an older generation went nowhere."""
+        self._barrier: tuple[int, int] | None = None
+        """QoS 0: (mid of the UNSUBSCRIBE in flight, number of leading _inflight results it covers)."""
+        self._unsubacked: set[int] = set()
+        """mids of UNSUBACKs received (paho may report one before unsubscribe() has returned it)."""
+        self._taken: tuple[str, bytes] | None = None
+        """The result the sender thread is handing to paho right now (outside the lock)."""
 
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
@@ -193,6 +220,7 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     def _setup_tls(self, client: mqtt.Client) -> None:
@@ -295,8 +323,11 @@ class MqttPublisher:
             was = self._connected
             self._connected = False
             self._resending = True
+            self._generation += 1
             if was and not self._closing:
                 self._disconnects += 1
+            if self.settings.qos == 0:
+                self._requeue_unconfirmed_locked()
             self._cond.notify_all()
         if was and not self._closing:
             self._outage_logged = True
@@ -307,10 +338,18 @@ class MqttPublisher:
         with self._cond:
             self._cond.notify_all()
 
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        with self._cond:
+            self._unsubacked.add(mid)
+            self._cond.notify_all()
+
     # ------------------------------------------------------------------------------------- sending
 
     def _reap_locked(self) -> None:
         """Count acknowledged results; put results paho lost on a dropped connection back in front."""
+        if self.settings.qos == 0:
+            self._confirm_qos0_locked()
+            return
         still, lost = [], []
         for item, info in self._inflight:
             if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
@@ -324,6 +363,26 @@ class MqttPublisher:
         if lost:
             self._pending.extendleft(reversed(lost))
             self._trim_locked()
+
+    def _confirm_qos0_locked(self) -> None:
+        """QoS 0: the results before an acknowledged barrier were read by the broker."""
+        if self._barrier is None or self._barrier[0] not in self._unsubacked:
+            return
+        covered = self._barrier[1]
+        self._published += covered
+        del self._inflight[:covered]
+        self._barrier = None
+        self._unsubacked.clear()
+
+    def _requeue_unconfirmed_locked(self) -> None:
+        """QoS 0, connection lost: results the broker may never have read are sent again."""
+        again = [item for item, _ in self._inflight] + ([self._taken] if self._taken else [])
+        if again:
+            self._pending.extendleft(reversed(again))
+            self._inflight = []
+            self._trim_locked()
+        self._barrier = None
+        self._unsubacked.clear()
 
     def _trim_locked(self) -> None:
         over = len(self._pending) - self.settings.queue_size
@@ -341,6 +400,7 @@ class MqttPublisher:
         qos = self.settings.qos
         backoff = False
         while True:
+            barrier = 0
             with self._cond:
                 while True:
                     self._reap_locked()
@@ -354,20 +414,33 @@ class MqttPublisher:
                     if (self._connected and not backoff and not self._resending and self._pending
                             and len(self._inflight) < MAX_INFLIGHT):
                         item = self._pending.popleft()
+                        self._taken = item
+                        break
+                    if (qos == 0 and self._connected and not backoff and self._inflight
+                            and self._barrier is None):
+                        barrier = len(self._inflight)
                         break
                     # paho calls on_publish just before it marks the message done: poll briefly
                     # while results are in flight, rarely when idle.
                     self._cond.wait(0.05 if backoff or self._inflight else 1.0)
                     backoff = False
+                generation = self._generation
+            if barrier:
+                backoff = not self._send_barrier(barrier, generation)
+                continue
             try:
                 info = self._client.publish(item[0], item[1], qos=qos, retain=False)
             except Exception as e:  # a message paho refuses outright: retrying cannot help
                 log.warning("MQTT publish refused, result dropped: %s", e)
                 with self._cond:
+                    self._taken = None
                     self._dropped += 1
                 continue
             with self._cond:
-                if (
+                self._taken = None
+                if qos == 0 and generation != self._generation:
+                    pass  # the connection dropped meanwhile; on_disconnect queued it again, in order
+                elif (
                     info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
                     or (qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho resends it
                 ):
@@ -376,6 +449,20 @@ class MqttPublisher:
                     self._pending.appendleft(item)
                     self._trim_locked()
                     backoff = True
+
+    def _send_barrier(self, covers: int, generation: int) -> bool:
+        """Write the QoS 0 barrier after the first `covers` in-flight results; False if not sent."""
+        try:
+            rc, mid = self._client.unsubscribe(self.topics.prefix + BARRIER_TOPIC_SUFFIX)
+        except Exception as e:  # noqa: BLE001 - retried after a short backoff
+            log.debug("MQTT barrier not sent: %s", e)
+            return False
+        with self._cond:
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or generation != self._generation:
+                return False  # the connection dropped: on_disconnect requeued the results
+            self._barrier = (mid, covers)
+            self._cond.notify_all()
+        return True
 
     # ---------------------------------------------------------------------------- Publisher protocol
 
@@ -407,7 +494,8 @@ class MqttPublisher:
             log.debug("MQTT stats not sent: %s", e)
 
     def stats(self) -> dict[str, int]:
-        """published (acknowledged by the broker for QoS > 0), queued (waiting or unacknowledged),
+        """published (read by the broker: acknowledged, or for QoS 0 before an answered barrier),
+        queued (waiting or unacknowledged),
         dropped (oldest results thrown away when the queue was full or at close), disconnects."""
         with self._cond:
             self._reap_locked()
