@@ -354,22 +354,66 @@ def logmel_cnn(
     _finish(results, keep_anyway)
 
 
+def _audio_options(f):
+    f = click.option("--windows", "n_windows", type=click.IntRange(min=0), default=200, show_default=True,
+                     help="2 s windows of real speech for the parity checks (0: skip them, FP32 only).")(f)
+    f = click.option("--audio", "audio", multiple=True, type=click.Path(path_type=Path),
+                     help="Audio files/folders to cut the windows from (default: test-speaker clips of "
+                     "../shared/corpora, training/splits/speaker_independent.json).")(f)
+    f = click.option("--candidate", "candidates", multiple=True, type=click.Choice(list(WHISPER_CANDIDATES)),
+                     help="INT8 variants to measure (repeatable; default: three, see convert/README.md).")(f)
+    return f
+
+
+WHISPER_CANDIDATES = (
+    "matmul-s8", "matmul-s8-fp16rest", "matmul-u8", "matmul-u8-fp16rest", "matmul-s8-perchannel",
+    "matmul-s8-perchannel-rr", "matmul-s8-perchannel-rr-fp16rest", "matmul-s8-attn", "matmul-conv-s8",
+    "matmul-gemm-s8",
+)
+"""Names of convert.whisper_quant.CANDIDATES (listed here so --help needs no onnxruntime import)."""
+
+
+def _windows(n: int, audio: tuple[Path, ...], corpora: list[str] | None = None):
+    from . import whisper_data
+
+    if n == 0:
+        return None, ""
+    if audio:
+        return whisper_data.file_windows(list(audio), n)
+    return whisper_data.test_windows(n, corpora)
+
+
 @cli.command(name="whisper-encoder")
-@click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Whisper checkpoint folder (config.json + model.safetensors).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="Whisper checkpoint folder: Hugging Face (config.json + model.safetensors or "
+              "pytorch_model.bin; full openai/whisper-* or encoder only) or CTranslate2 (model.bin).")
 @click.option("--layers", default="all", show_default=True,
               help="Hidden states the graph returns, e.g. 2 or 1,2 (0 = conv + positions), or all.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="Output .onnx (FP32); with --int8 also <out stem>-int8.onnx.")
-@click.option("--int8", is_flag=True, help="Also write a dynamic INT8 (MatMul weights) copy.")
-def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool) -> None:
+@click.option("--int8", is_flag=True, help="Also write the best measured INT8 variant.")
+@click.option("--reference", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="reference.npz (CTranslate2 encoder outputs); default <checkpoint>/reference.npz.")
+@click.option("--name", default=None, help="Report name (default: the --out file's stem).")
+@click.option("--reports", type=click.Path(path_type=Path), default=parity.REPORTS_DIR, show_default=True,
+              help="Folder for the parity report.")
+@_audio_options
+def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool, reference: Path | None,
+                    name: str | None, reports: Path, n_windows: int, audio: tuple[Path, ...],
+                    candidates: tuple[str, ...]) -> None:
     """A Whisper encoder -> ONNX graph: Whisper log-mel [1, 80, frames] in, chosen hidden states out."""
-    from .whisper_encoder import encoder_states, export_onnx, parse_layers, quantize_int8
+    from .whisper_export import convert_encoder
 
-    model = encoder_states(checkpoint, parse_layers(layers, checkpoint))
-    click.echo(f"wrote {export_onnx(model, out)} (states {list(model.layers)})")
-    if int8:
-        click.echo(f"wrote {quantize_int8(out, out.with_name(out.stem + '-int8.onnx'))}")
+    if int8 and n_windows == 0:
+        raise UserError("--int8 needs --windows > 0 (INT8 parity is measured on real windows)")
+    windows, source = _windows(n_windows, audio)
+    files = convert_encoder(checkpoint, layers, out, windows, source, int8=int8, candidates=candidates,
+                            reference=reference, name=name, reports_dir=reports, command=_command())
+    click.echo(f"wrote {files.fp32}" + (f" and {files.int8} ({files.chosen})" if files.int8 else ""))
+    click.echo(f"report {files.report}")
+    if int8 and not files.passed:
+        click.echo("error: no INT8 variant kept hidden-state parity (see the report)", err=True)
+        sys.exit(1)
 
 
 def main() -> None:
