@@ -416,6 +416,40 @@ def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool, refere
         sys.exit(1)
 
 
+@cli.command(name="whisper-model")
+@click.argument("head_folder", type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="The Whisper checkpoint folder the head's features came from (see whisper-encoder).")
+@click.option("--out", type=click.Path(path_type=Path), default=register.REPO / "models" / "heads",
+              show_default=True, help="Folder for the encoder .onnx and head .tflite files.")
+@click.option("--name", default=None, help="Model name (default: the head folder's name).")
+@click.option("--quant", "quants", multiple=True, type=QUANT_CHOICES,
+              help="Head variants to write (repeatable; default int8, float16).")
+@click.option("--default", "make_default", is_flag=True,
+              help="Make the first variant that passes (int8 before float16) the manifest's default.")
+@click.option("--keep-fp32-encoder", is_flag=True, help="Also keep the FP32 encoder (else only if < 10 MB).")
+@_audio_options
+@_common
+def whisper_model(head_folder: Path, checkpoint: Path, out: Path, name: str | None, quants: tuple[str, ...],
+                  make_default: bool, keep_fp32_encoder: bool, n_windows: int, audio: tuple[Path, ...],
+                  candidates: tuple[str, ...], manifest: Path, no_manifest: bool, keep_anyway: bool,
+                  reports: Path) -> None:
+    """A head trained on Whisper states (head.json pooling "mean_std@2") -> INT8 encoder + head + entries."""
+    from .whisper_model import convert_whisper_model, read_whisper_head
+
+    spec, _, _ = read_whisper_head(head_folder)
+    if n_windows == 0:
+        raise UserError("--windows must be > 0: the entry is checked end to end on real windows")
+    corpora = [c.strip() for c in str(spec.get("data", "")).split(",") if c.strip()] or None
+    windows, source = _windows(n_windows, audio, corpora)
+    results = convert_whisper_model(
+        head_folder, checkpoint, windows, source, out, name, quants or ("int8", "float16"), manifest,
+        keep_anyway, make_default, candidates, keep_fp32_encoder, command=_command(), reports_dir=reports,
+        register_manifest=not no_manifest,
+    )
+    _finish(results, keep_anyway)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -239,7 +239,7 @@ def ct2_to_hf(v: dict[str, np.ndarray], path: Path = Path(CT2_FILE)) -> tuple[di
             state[dst + hf + ".weight"] = _dequant(v, src + ct + "/gamma", path)
             state[dst + hf + ".bias"] = _dequant(v, src + ct + "/beta", path)
     # every Whisper size has 64-wide heads, should an old file lack the scalar
-    heads = int(v[e + "num_heads"]) if e + "num_heads" in v else d // 64
+    heads = int(np.ravel(v[e + "num_heads"])[0]) if e + "num_heads" in v else d // 64
     cfg = {
         "d_model": d,
         "encoder_layers": n_layers,
