@@ -33,8 +33,12 @@ CANDIDATES: dict[str, dict] = {
     "matmul-s8-attn": {"op_types_to_quantize": ["MatMul"], "extra_options": {"MatMulConstBOnly": False}},
     "matmul-conv-s8": {"op_types_to_quantize": ["MatMul", "Conv"]},
     "matmul-gemm-s8": {"op_types_to_quantize": ["MatMul", "Gemm"]},
+    "fp16-weights": {"no_int8": True, "fp16_rest": True},
 }
-"""onnxruntime.quantization.quantize_dynamic settings (+ fp16_rest: see the module doc)."""
+"""onnxruntime.quantization.quantize_dynamic settings (+ fp16_rest: see the module doc). `fp16-weights`
+is no INT8 at all: every large weight stored as float16 and computed in float32 (half the FP32 file,
+FP32 speed and accuracy), the fallback when no INT8 variant keeps a head's decisions."""
+FALLBACK = "fp16-weights"
 DEFAULT_CANDIDATES = ("matmul-s8", "matmul-s8-fp16rest", "matmul-s8-perchannel-rr-fp16rest")
 """Measured at every conversion (the full table is in convert/README.md; pass --candidate for more)."""
 MIN_COSINE_MEAN = 0.995
@@ -50,6 +54,13 @@ def quantize(src: Path, dst: Path, name: str) -> Path:
 
     settings = dict(CANDIDATES[name])
     fp16_rest = settings.pop("fp16_rest", False)
+    if settings.pop("no_int8", False):
+        import onnx
+
+        model = onnx.load(str(src))
+        float16_initializers(model)
+        onnx.save(model, str(dst))
+        return Path(dst)
     weight_type = getattr(QuantType, settings.pop("weight_type", "QInt8"))
     root = logging.getLogger()
     level = root.level
@@ -190,7 +201,7 @@ def choose(table: dict) -> str | None:
     """Among the passing INT8 variants within TIE of the fastest, and within TIE of the smallest of
     those, the one with the highest worst-frame cosine (latency under load is noisy; size and
     cosine are not)."""
-    ok = {k: v for k, v in table.items() if k != "fp32" and v["passed"]}
+    ok = {k: v for k, v in table.items() if k not in ("fp32", FALLBACK) and v["passed"]}
     if not ok:
         return None
     fastest = min(v["latency_ms_median"] for v in ok.values())

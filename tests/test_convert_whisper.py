@@ -244,7 +244,9 @@ def test_whisper_model_entry_loads_in_the_daemon_and_agrees_with_torch(tiny_hf: 
     assert entry.id == "tones-fp16" and entry.frontend == "whisper_logmel" and entry.pooling == "mean_std"
     assert entry.backbone.file == "heads/tones-encoder-int8.onnx" and entry.backbone.output == "hidden"
     assert entry.head.input_dim == 64 and "MIT" in entry.license
-    assert entry.extra["conversion"]["encoder"]["states"] == [1]
+    assert entry.extra["conversion"]["encoder"] | {"report": None} == {
+        "states": [1], "variant": "matmul-s8", "report": None}
+    assert not (tmp_path / "models" / "heads" / "tones-encoder-fp16w.onnx").exists()  # unused fallback
 
     daemon = load_model(ModelSettings(id="tones-fp16", manifest=str(manifest)))
     model, _ = encoder_states(tiny_hf, (1,))
@@ -255,6 +257,34 @@ def test_whisper_model_entry_loads_in_the_daemon_and_agrees_with_torch(tiny_hf: 
         got = np.array([daemon.predict(w[i]).probs[lb] for lb in daemon.labels])
         assert got.argmax() == want[i].argmax()
         assert np.abs(got - want[i]).max() < 0.05
+
+
+def test_whisper_model_falls_back_to_the_float_encoder_when_int8_moves_decisions(
+        tiny_hf: Path, tmp_path: Path, monkeypatch) -> None:
+    from convert import whisper_model
+
+    real = whisper_model.daemon_probs
+
+    def int8_disagrees(entry_id: str, manifest: Path, windows: np.ndarray):
+        probs, ms = real(entry_id, manifest, windows)
+        if "encoder-int8" in manifest.read_text():  # a decision moved on every other window
+            probs[::2] = np.roll(probs[::2], 1, axis=1)
+        return probs, ms
+
+    monkeypatch.setattr(whisper_model, "daemon_probs", int8_disagrees)
+    head_folder = _tiny_head(tmp_path / "tones-head", tiny_hf)
+    manifest = tmp_path / "models" / "manifest.yaml"
+    (r,) = convert_whisper_model(
+        head_folder, tiny_hf, _windows(6, seed=7), "tones", tmp_path / "models" / "heads", "tones",
+        ("float16",), manifest, candidates=("matmul-s8",), reports_dir=tmp_path / "rep", latency_runs=3)
+    assert r.passed
+    tried = json.loads(r.report.read_text())["pipeline"]["encoders_tried"]
+    assert [t["encoder"] for t in tried] == ["matmul-s8", "fp16-weights"]
+    agreement = [t["argmax_agreement"]["tones-fp16"] for t in tried]
+    assert agreement[0] <= 0.5 and agreement[1] == 1.0
+    entry = load_manifest(manifest).get("tones-fp16")
+    assert entry.backbone.file == "heads/tones-encoder-fp16w.onnx"
+    assert not (tmp_path / "models" / "heads" / "tones-encoder-int8.onnx").exists()
 
 
 def _run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
