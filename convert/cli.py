@@ -368,7 +368,7 @@ def _audio_options(f):
 WHISPER_CANDIDATES = (
     "matmul-s8", "matmul-s8-fp16rest", "matmul-u8", "matmul-u8-fp16rest", "matmul-s8-perchannel",
     "matmul-s8-perchannel-rr", "matmul-s8-perchannel-rr-fp16rest", "matmul-s8-attn", "matmul-conv-s8",
-    "matmul-gemm-s8",
+    "matmul-gemm-s8", "fp16-weights", "weightonly-8bit-b32",
 )
 """Names of convert.whisper_quant.CANDIDATES (listed here so --help needs no onnxruntime import)."""
 

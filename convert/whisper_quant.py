@@ -34,12 +34,15 @@ CANDIDATES: dict[str, dict] = {
     "matmul-conv-s8": {"op_types_to_quantize": ["MatMul", "Conv"]},
     "matmul-gemm-s8": {"op_types_to_quantize": ["MatMul", "Gemm"]},
     "fp16-weights": {"no_int8": True, "fp16_rest": True},
+    "weightonly-8bit-b32": {"nbits": 8, "block_size": 32, "fp16_rest": True},
 }
 """onnxruntime.quantization.quantize_dynamic settings (+ fp16_rest: see the module doc). `fp16-weights`
 is no INT8 at all: every large weight stored as float16 and computed in float32 (half the FP32 file,
 FP32 speed and accuracy), the fallback when no INT8 variant keeps a head's decisions."""
 FALLBACK = "fp16-weights"
-DEFAULT_CANDIDATES = ("matmul-s8", "matmul-s8-fp16rest", "matmul-s8-perchannel-rr-fp16rest")
+NOT_INT8 = (FALLBACK,)
+"""Measured for comparison, never chosen as the INT8 file."""
+DEFAULT_CANDIDATES = ("matmul-s8", "matmul-s8-fp16rest", "matmul-s8-perchannel-rr-fp16rest", "fp16-weights")
 """Measured at every conversion (the full table is in convert/README.md; pass --candidate for more)."""
 MIN_COSINE_MEAN = 0.995
 MIN_COSINE_MIN = 0.97
@@ -54,10 +57,17 @@ def quantize(src: Path, dst: Path, name: str) -> Path:
 
     settings = dict(CANDIDATES[name])
     fp16_rest = settings.pop("fp16_rest", False)
-    if settings.pop("no_int8", False):
+    if settings.pop("no_int8", False) or "nbits" in settings:
         import onnx
 
         model = onnx.load(str(src))
+        if "nbits" in settings:  # int8 weights in blocks, float activations (MatMulNBits)
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            q = MatMulNBitsQuantizer(model, bits=settings["nbits"], block_size=settings["block_size"],
+                                     is_symmetric=True, accuracy_level=4)
+            q.process()
+            model = q.model.model
         float16_initializers(model)
         onnx.save(model, str(dst))
         return Path(dst)
@@ -201,7 +211,7 @@ def choose(table: dict) -> str | None:
     """Among the passing INT8 variants within TIE of the fastest, and within TIE of the smallest of
     those, the one with the highest worst-frame cosine (latency under load is noisy; size and
     cosine are not)."""
-    ok = {k: v for k, v in table.items() if k not in ("fp32", FALLBACK) and v["passed"]}
+    ok = {k: v for k, v in table.items() if k not in ("fp32", *NOT_INT8) and v["passed"]}
     if not ok:
         return None
     fastest = min(v["latency_ms_median"] for v in ok.values())

@@ -305,3 +305,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsy
                                                "pooling": "mean", "backbone": "yamnet"}))
     code, err = _run_cli(["whisper-model", str(yam), "--checkpoint", str(tmp_path)], monkeypatch, capsys)
     assert code == 2 and "not a Whisper encoder" in err and err.count("\n") == 1
+
+
+def test_cli_lists_every_quantization_candidate() -> None:
+    assert set(cli.WHISPER_CANDIDATES) == set(whisper_quant.CANDIDATES)
+    assert whisper_quant.FALLBACK in whisper_quant.DEFAULT_CANDIDATES
+    table = {k: {"passed": True, "latency_ms_median": 10.0, "size_bytes": 100,
+                 "cosine_vs_fp32": {"state_2": {"min": 0.99, "mean": 0.999}}} for k in ("a", "b")}
+    table[whisper_quant.FALLBACK] = table["a"] | {"size_bytes": 1}
+    table["b"] = table["b"] | {"cosine_vs_fp32": {"state_2": {"min": 0.995, "mean": 0.999}}}
+    assert whisper_quant.choose(table) == "b"  # never the float fallback; best cosine among equals
