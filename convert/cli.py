@@ -361,7 +361,7 @@ def _audio_options(f):
                      help="Audio files/folders to cut the windows from (default: test-speaker clips of "
                      "../shared/corpora, training/splits/speaker_independent.json).")(f)
     f = click.option("--candidate", "candidates", multiple=True, type=click.Choice(list(WHISPER_CANDIDATES)),
-                     help="INT8 variants to measure (repeatable; default: three, see convert/README.md).")(f)
+                     help="Encoder variants to measure (repeatable; default: see convert/README.md).")(f)
     return f
 
 
@@ -435,7 +435,7 @@ def whisper_model(head_folder: Path, checkpoint: Path, out: Path, name: str | No
                   make_default: bool, keep_fp32_encoder: bool, n_windows: int, audio: tuple[Path, ...],
                   candidates: tuple[str, ...], manifest: Path, no_manifest: bool, keep_anyway: bool,
                   reports: Path) -> None:
-    """A head trained on Whisper states (head.json pooling "mean_std@2") -> INT8 encoder + head + entries."""
+    """A head trained on Whisper states (head.json pooling "mean_std@2") -> encoder + head + entries."""
     from .whisper_model import convert_whisper_model, read_whisper_head
 
     spec, _, _ = read_whisper_head(head_folder)
