@@ -49,22 +49,31 @@ def convert_head(
     latency_runs: int = 200,
     register_manifest: bool = True,
     backbone_file: Path | None = None,
+    pooled_dim: int | None = None,
 ) -> list[Result]:
     """Convert every variant; write the passing ones (all with keep_anyway), their reports and entries.
 
     default: the quantization whose entry becomes the manifest's default model (None: leave it).
     backbone_file: a YAMNet file other than the shared one (a fine-tuned backbone from
     `python -m training.finetune export-backbone`) that the head was trained on; the entry names it.
+    pooled_dim: the feature size of a head on another backbone (the Whisper route), which the
+    caller has worked out; the head is then not checked against YAMNet and no YAMNet entry is
+    written (pass register_manifest=False and write the entries yourself).
     """
     torch.set_num_threads(1)
     folder = Path(folder)
     spec, model = head_model.load_float_model(folder)
     backbone = backbone or spec.get("backbone", "yamnet")
-    if backbone != "yamnet":
+    if pooled_dim is not None:
+        if int(spec["input_dim"]) != pooled_dim:
+            raise UserError(f"head input_dim {spec['input_dim']} does not match the backbone's {pooled_dim} "
+                            "pooled features")
+    elif backbone != "yamnet":
         raise UserError(
             f"yamnet-head converts heads on YAMNet embeddings; this head's backbone is {backbone!r}"
         )
-    head_model.check_input_dim(spec, backbone)
+    else:
+        head_model.check_input_dim(spec, backbone)
     labels, dim = list(spec["labels"]), int(spec["input_dim"])
     if features is None and not (folder / eval_data.EVAL_NAME).is_file():
         raise UserError(
@@ -122,7 +131,7 @@ def convert_head(
         keep = verdict["passed"] or keep_anyway
         report = {
             "model_id": model_id,
-            "kind": "yamnet-head",
+            "kind": "yamnet-head" if pooled_dim is None else f"{backbone}-head",
             "source": str(folder),
             "quantization": q,
             "mode": MODE_TEXT.get(mode, mode),

@@ -10,7 +10,6 @@ graph, so a head on block 2 of 4 costs half the encoder.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ import torch
 from torch import nn
 
 from edge_ser.errors import UserError
+
+from .whisper_ckpt import load_encoder
 
 MEL_INPUT = "mel"
 """Graph input: float32 [1, 80, frames], frames even (Whisper log-mel of the window)."""
@@ -67,41 +68,15 @@ class EncoderStates(nn.Module):
         return torch.cat([states[k] for k in self.layers], dim=0)
 
 
-def load_hf_encoder(folder: Path) -> tuple[nn.Module, dict]:
-    """A transformers WhisperEncoder (float32) from a folder with config.json + model.safetensors.
+def encoder_states(folder: Path, layers: tuple[int, ...] | str) -> tuple[EncoderStates, dict]:
+    """(graph module returning the chosen states, checkpoint info) from any supported checkpoint folder.
 
-    Accepts the encoder-only checkpoint under ../shared/weights and a full Hugging Face
-    `openai/whisper-*` folder (keys `model.encoder.*`; the decoder's keys are ignored).
+    layers: state numbers, or the text of --layers ("all", "2", "1,2").
     """
-    from safetensors.torch import load_file
-    from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-    folder = Path(folder)
-    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
-    for p in (cfg_path, weights):
-        if not p.is_file():
-            raise UserError(f"{p} not found (a Whisper checkpoint folder has config.json and "
-                            "model.safetensors)")
-    cfg = json.loads(cfg_path.read_text())
-    config = WhisperConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")})
-    encoder = WhisperEncoder(config)
-    state = {}
-    for k, v in load_file(str(weights)).items():
-        for prefix in ("model.encoder.", "encoder."):
-            if k.startswith(prefix):
-                state[k[len(prefix):]] = v.float()
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    missing = [m for m in missing if m != "embed_positions.weight" or "embed_positions.weight" not in state]
-    if missing or unexpected:
-        raise UserError(f"{weights}: not a Whisper encoder checkpoint (missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]})")
-    return encoder.eval(), cfg
-
-
-def encoder_states(folder: Path, layers: tuple[int, ...]) -> EncoderStates:
-    encoder, cfg = load_hf_encoder(folder)
-    return EncoderStates(encoder, layers, int(cfg.get("encoder_attention_heads", 6))).eval()
+    encoder, info = load_encoder(folder)
+    if isinstance(layers, str):
+        layers = parse_layers(layers, len(encoder.layers))
+    return EncoderStates(encoder, layers, int(info.get("encoder_attention_heads", 6))).eval(), info
 
 
 def export_onnx(model: EncoderStates, out: Path, opset: int = 17) -> Path:
@@ -121,21 +96,11 @@ def run_torch(model: EncoderStates, mel: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.asarray(mel, np.float32)[None])).numpy()
 
 
-def parse_layers(text: str, folder: Path) -> tuple[int, ...]:
-    """"all" -> every hidden state of the checkpoint (0..blocks); "1,2" -> (1, 2)."""
+def parse_layers(text: str, n_blocks: int) -> tuple[int, ...]:
+    """"all" -> every hidden state of the encoder (0..n_blocks); "1,2" -> (1, 2)."""
     if text == "all":
-        cfg_path = Path(folder) / "config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        return tuple(range(int(cfg.get("encoder_layers", 4)) + 1))
+        return tuple(range(n_blocks + 1))
     try:
         return tuple(int(k) for k in text.split(","))
     except ValueError:
         raise UserError(f"--layers must be comma-separated state numbers or all, got {text!r}") from None
-
-
-def quantize_int8(src: Path, dst: Path) -> Path:
-    """Dynamic INT8: MatMul weights int8, activations quantized per call (onnxruntime)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-    return Path(dst)

@@ -1,0 +1,240 @@
+"""`python -m convert whisper-model HEAD_FOLDER --checkpoint DIR`: a head on Whisper states -> daemon model.
+
+Writes, into models/heads/ by default:
+- the encoder graph returning exactly the states of the head's pooling (`"pooling": "mean_std@2"`
+  -> state 2 only; later blocks are not in the graph): `<name>-encoder-int8.onnx`, the INT8
+  variant chosen by `convert.whisper_export` (report `<name>-encoder`), when the entry built on it
+  passes the end-to-end check below; else `<name>-encoder-fp16w.onnx` (float32 compute, weights
+  stored as float16: half the FP32 file, FP32 decisions). Dynamic INT8 quantizes each activation
+  with one scale per call, which moved 4-8 % of a trained head's decisions on real windows
+  (convert/README.md, "Whisper"), so the check, not the hidden-state cosine, decides;
+- `<name>-int8.tflite`, `<name>-fp16.tflite` ...: the head through the same export as YAMNet heads
+  (`convert.head_export.convert_head`: TFLite, parity on the head folder's eval.npz). The head
+  stays TFLite because that route already calibrates and checks INT8/float16 heads; the daemon
+  picks the runtime per file, so an ONNX backbone with a TFLite head is an ordinary entry;
+- one manifest entry per head variant (`frontend: whisper_logmel`, backbone = the INT8 encoder,
+  pooling = the head's method), registered only after an end-to-end check: the entry is loaded
+  with the daemon's own `edge_ser.model.load_model` and classifies real 2 s windows of
+  test-speaker clips; its argmax must agree with the float pipeline (whisper_log_mel -> torch
+  encoder -> pool_states -> torch head) on >= 99 % of them. The result is added to the head
+  variant's parity report under `pipeline` (with every encoder tried).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_ser.errors import UserError
+from edge_ser.features import parse_state_pooling, pool_states, pooled_dim
+from edge_ser.manifest import upsert_entry
+from edge_ser.whisper_mel import whisper_log_mel
+
+from . import head_model, parity, register, whisper_quant
+from .head_export import _display, convert_head
+from .parity import Result
+from .whisper_encoder import encoder_states, run_torch
+from .whisper_export import convert_encoder
+
+PIPELINE_MIN_AGREEMENT = 0.99
+KEEP_FP32_BELOW = 10_000_000
+"""The FP32 encoder is kept beside the INT8 one only when smaller than this (bytes)."""
+
+
+def read_whisper_head(folder: Path) -> tuple[dict, str, tuple[int, ...]]:
+    """(head.json, pooling method, states) of a head trained on Whisper hidden states."""
+    spec = head_model.read_spec(folder)
+    backbone = str(spec.get("backbone", ""))
+    if not backbone.startswith("whisper"):
+        raise UserError(f"{folder}: head backbone is {backbone or 'not given'!r}, not a Whisper encoder "
+                        "(head.json needs e.g. \"backbone\": \"whisper-tiny.en\")")
+    try:
+        method, states = parse_state_pooling(str(spec.get("pooling", "")))
+    except ValueError as exc:
+        raise UserError(f"{folder}/head.json: {exc}") from None
+    return spec, method, states
+
+
+def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray) -> np.ndarray:
+    """Float reference: whisper_log_mel -> torch encoder states -> pool_states -> torch head -> probs."""
+    rows = np.stack([pool_states(run_torch(model, whisper_log_mel(w)), method) for w in windows])
+    with torch.no_grad():
+        return head(torch.from_numpy(rows)).numpy()
+
+
+def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray) -> tuple[np.ndarray, float]:
+    """(probs [n, labels], median ms per window) of the manifest entry run by edge_ser.model."""
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    model = load_model(ModelSettings(id=entry_id, manifest=str(manifest), threads=1))
+    preds = [model.predict(w) for w in windows]
+    probs = np.array([[p.probs[lb] for lb in model.labels] for p in preds])
+    return probs, float(np.median([p.infer_ms for p in preds]))
+
+
+def convert_whisper_model(
+    head_folder: Path,
+    checkpoint: Path,
+    windows: np.ndarray,
+    windows_source: str,
+    out_dir: Path = register.REPO / "models" / "heads",
+    name: str | None = None,
+    quants: tuple[str, ...] = ("float16",),
+    manifest: Path = register.DEFAULT_MANIFEST,
+    keep_anyway: bool = False,
+    make_default: bool = False,
+    candidates: tuple[str, ...] = (),
+    keep_fp32_encoder: bool = False,
+    command: str = "",
+    reports_dir: Path = parity.REPORTS_DIR,
+    register_manifest: bool = True,
+    latency_runs: int = 200,
+) -> list[Result]:
+    """Encoder + head files, reports and (after the end-to-end check) manifest entries."""
+    torch.set_num_threads(1)
+    head_folder, out_dir = Path(head_folder), Path(out_dir)
+    spec, method, states = read_whisper_head(head_folder)
+    name = name or head_folder.name
+    model, info = encoder_states(checkpoint, states)
+    want = len(states) * pooled_dim(int(info["d_model"]), method)
+    if int(spec["input_dim"]) != want:
+        raise UserError(f"head input_dim {spec['input_dim']} does not match {checkpoint}: "
+                        f"{len(states)} state(s) of width {info['d_model']} pooled {method} give {want}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    enc = convert_encoder(checkpoint, states, out_dir / f"{name}-encoder-fp32.onnx", windows, windows_source,
+                          candidates=candidates, name=f"{name}-encoder", reports_dir=reports_dir,
+                          command=command, int8_out=out_dir / f"{name}-encoder-int8.onnx")
+    encoders = [Encoder(enc.int8, enc.chosen)] if enc.int8 else []
+    fallback = out_dir / f"{name}-encoder-fp16w.onnx"
+    encoders.append(Encoder(whisper_quant.quantize(enc.fp32, fallback, whisper_quant.FALLBACK),
+                            whisper_quant.FALLBACK))
+    if not (keep_fp32_encoder or enc.fp32.stat().st_size < KEEP_FP32_BELOW):
+        enc.fp32.unlink()
+    heads = convert_head(head_folder, None, out_dir, name, quants, manifest, keep_anyway, None,
+                         str(spec["backbone"]), command, reports_dir, latency_runs,
+                         register_manifest=False, pooled_dim=want)
+    live = [r for r in heads if r.path is not None]
+    _, head = head_model.load_float_model(head_folder)
+    ref = torch_pipeline(model, head, method, windows)
+    # The smallest, fastest encoder whose decisions agree with float for every head variant wins:
+    # INT8 first, then the float16-stored FP32 graph (dynamic INT8 can move near-tie windows).
+    attempts: list[dict] = []
+    checks: dict[str, dict] = {}
+    chosen = encoders[-1]
+    for e in encoders:
+        checks = {}
+        for r in live:
+            q = json.loads(r.report.read_text())["quantization"]
+            with tempfile.TemporaryDirectory() as tmp:
+                trial = Path(tmp) / "manifest.yaml"
+                upsert_entry(trial, r.model_id, _entry(spec, method, states, q, e, r, trial, command, info,
+                                                       enc.report))
+                probs, ms = daemon_probs(r.model_id, trial, windows)
+            checks[r.model_id] = _pipeline_parity(ref, probs, windows_source, ms, e.variant)
+        attempts.append({"encoder": e.variant, "file": e.path.name,
+                         "argmax_agreement": {k: c["argmax_agreement"] for k, c in checks.items()}})
+        chosen = e
+        if all(c["passed"] for c in checks.values()):
+            break
+    for e in encoders:
+        if e is not chosen:
+            e.path.unlink()
+    results, default_done = [], not make_default
+    for r in heads:
+        if r.path is None:
+            results.append(r)
+            continue
+        check = checks[r.model_id] | {"encoders_tried": attempts}
+        report = json.loads(r.report.read_text()) | {
+            "pipeline": check, "encoder_report": _display(enc.report), "encoder_file": _display(chosen.path)}
+        r.report.write_text(json.dumps(report, indent=1) + "\n")
+        r.report.with_suffix(".txt").write_text(parity.summary(r.model_id, report) + "\n"
+                                                + _pipeline_text(check) + "\n")
+        ok = r.passed and check["passed"]
+        if not (ok or keep_anyway):
+            r.path.unlink()
+        elif register_manifest:
+            q = report["quantization"]
+            entry = _entry(spec, method, states, q, chosen, r, manifest, command, info, enc.report)
+            register.upsert(manifest, r.model_id, entry, make_default=ok and not default_done)
+            default_done = default_done or ok
+        results.append(Result(r.model_id, r.path if (ok or keep_anyway) else None, r.report, ok))
+    if not any(x.passed for x in results) and not keep_anyway:
+        chosen.path.unlink(missing_ok=True)
+    return results
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """An encoder file the entry may use and the variant it is (convert.whisper_quant)."""
+
+    path: Path
+    variant: str
+
+    @property
+    def int8(self) -> bool:
+        return self.variant != whisper_quant.FALLBACK
+
+
+def _pipeline_parity(ref: np.ndarray, probs: np.ndarray, source: str, ms: float, encoder: str) -> dict:
+    agree = float(np.mean(ref.argmax(1) == probs.argmax(1)))
+    diff = np.abs(ref - probs)
+    return {
+        "reference": "float pipeline: edge_ser.whisper_mel -> torch encoder (FP32) -> pool_states -> "
+        "torch head",
+        "converted": f"the manifest entry through edge_ser.model.load_model (encoder {encoder} + "
+        "converted head)",
+        "windows": source,
+        "n": int(len(ref)),
+        "argmax_agreement": round(agree, 5),
+        "max_abs_prob_diff": round(float(diff.max()), 6),
+        "mean_abs_prob_diff": round(float(diff.mean()), 6),
+        "daemon_ms_per_window_median": round(ms, 3),
+        "target_min_agreement": PIPELINE_MIN_AGREEMENT,
+        "passed": agree >= PIPELINE_MIN_AGREEMENT,
+    }
+
+
+def _pipeline_text(c: dict) -> str:
+    return (f"  end to end ({c['n']} windows, daemon entry vs float torch pipeline): argmax agreement "
+            f"{c['argmax_agreement'] * 100:.2f} % (target >= {c['target_min_agreement'] * 100:.0f} %) "
+            f"{'PASS' if c['passed'] else 'FAIL'}; prob diff max {c['max_abs_prob_diff']:.4f} mean "
+            f"{c['mean_abs_prob_diff']:.5f}; daemon {c['daemon_ms_per_window_median']:.1f} ms per window "
+            f"(encoder + pooling + head, 1 thread)\n  windows: {c['windows']}")
+
+
+def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encoder, head: Result,
+           manifest: Path, command: str, info: dict, enc_report: Path) -> dict:
+    metrics = {k: spec[k] for k in ("val", "test", "metrics") if k in spec}
+    source = {k: info[k] for k in ("format", "weights", "weights_sha256", "ct2_model_bin_sha256", "origin")
+              if k in info}
+    corpora = spec.get("license") or "inherits the training corpora's terms"
+    return {
+        "description": f"Whisper encoder ({spec['backbone']}, state {'+'.join(map(str, states))}, "
+        f"{'INT8' if enc.int8 else 'float16-stored'} ONNX) + {spec['arch']} head "
+        f"({spec.get('data', 'trained head')}), {q} TFLite",
+        "frontend": "whisper_logmel",
+        "sample_rate": 16000,
+        "window_s": float(spec.get("window_s", 2.0)),
+        "labels": list(spec["labels"]),
+        "backbone": register.file_ref(enc.path, manifest, input="mel", output="hidden"),
+        "pooling": method,
+        "head": register.file_ref(head.path, manifest, input="features", output="probs",
+                                  input_dim=int(spec["input_dim"])),
+        "quantization": q,
+        "license": f"{corpora}; Whisper encoder MIT (OpenAI)",
+        "training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
+                     "split": spec.get("split", "")} | metrics,
+        "conversion": {"command": command, "source": source,
+                       "encoder": {"states": list(states), "variant": enc.variant,
+                                   "report": _display(enc_report)}},
+        "backbone_quantization": f"dynamic int8 ({enc.variant})" if enc.int8
+        else "float32 compute, weights stored as float16 (fp16-weights)",
+        "parity_report": _display(head.report),
+    }
