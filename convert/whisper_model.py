@@ -67,12 +67,18 @@ def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarra
         return head(torch.from_numpy(rows)).numpy()
 
 
-def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray) -> tuple[np.ndarray, float]:
-    """(probs [n, labels], median ms per window) of the manifest entry run by edge_ser.model."""
+def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
+                 files_in: tuple[Path, ...] = ()) -> tuple[np.ndarray, float]:
+    """(probs [n, labels], median ms per window) of the manifest entry run by edge_ser.model.
+
+    files_in: folders holding the entry's files (a trial manifest elsewhere names them by absolute
+    path, which the daemon resolves only inside its search path).
+    """
     from edge_ser.model import load_model
     from edge_ser.settings import ModelSettings
 
-    model = load_model(ModelSettings(id=entry_id, manifest=str(manifest), threads=1))
+    model = load_model(ModelSettings(id=entry_id, manifest=str(manifest), threads=1,
+                                     search_path=tuple(str(f) for f in files_in)))
     preds = [model.predict(w) for w in windows]
     probs = np.array([[p.probs[lb] for lb in model.labels] for p in preds])
     return probs, float(np.median([p.infer_ms for p in preds]))
@@ -135,7 +141,8 @@ def convert_whisper_model(
                 trial = Path(tmp) / "manifest.yaml"
                 upsert_entry(trial, r.model_id, _entry(spec, method, states, q, e, r, trial, command, info,
                                                        enc.report))
-                probs, ms = daemon_probs(r.model_id, trial, windows)
+                probs, ms = daemon_probs(r.model_id, trial, windows,
+                                         files_in=(e.path.parent, Path(r.path).parent))
             checks[r.model_id] = _pipeline_parity(ref, probs, windows_source, ms, e.variant)
         attempts.append({"encoder": e.variant, "file": e.path.name,
                          "argmax_agreement": {k: c["argmax_agreement"] for k, c in checks.items()}})

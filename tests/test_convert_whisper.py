@@ -265,8 +265,8 @@ def test_whisper_model_falls_back_to_the_float_encoder_when_int8_moves_decisions
 
     real = whisper_model.daemon_probs
 
-    def int8_disagrees(entry_id: str, manifest: Path, windows: np.ndarray):
-        probs, ms = real(entry_id, manifest, windows)
+    def int8_disagrees(entry_id: str, manifest: Path, windows: np.ndarray, files_in=()):
+        probs, ms = real(entry_id, manifest, windows, files_in)
         if "encoder-int8" in manifest.read_text():  # a decision moved on every other window
             probs[::2] = np.roll(probs[::2], 1, axis=1)
         return probs, ms

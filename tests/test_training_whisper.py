@@ -34,7 +34,7 @@ def tiny(tmp_path_factory):
     root = tmp / "corpora"
     clips = loaders.load_corpus("savee", root)
     splits.write_all({"savee": clips}, root, tmp / "splits")
-    graph = export_onnx(encoder_states(WHISPER, (0, 1, 2, 3, 4)), tmp / "enc.onnx")
+    graph = export_onnx(encoder_states(WHISPER, (0, 1, 2, 3, 4))[0], tmp / "enc.onnx")
     cache = tmp / "cache"
     mark_cache(cache, "whisper-tiny.en", graph)
     features.extract(clips, "savee", "base", cache, progress=False, model=WhisperStates(graph))
