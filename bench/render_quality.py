@@ -19,49 +19,52 @@ def _default_row(r: Record, default_id: str | None) -> bool:
     return bool(default_id and r.get("shipped") and default_id.startswith(r["shipped"]))
 
 
-def cross_corpus(records: list[Record], model: str) -> str:
-    """Mean cross-corpus UAR over the held-out corpora measured for a model, and how many there are."""
-    xc = [r for r in records if r["model"] == model and r["protocol"] == "cross_corpus"
-          and r["classes"] == "merged"]
-    if not xc:
-        return ""
-    if len(xc) == 1:
-        return f"{xc[0]['corpus']} held out only: {xc[0]['uar']:.3f}"
-    mean = sum(r["uar"] for r in xc) / len(xc)
-    return f"{mean:.3f} (mean of {len(xc)} held-out corpora)"
-
-
 def si_table(records: list[Record], default_id: str | None = None) -> str:
-    """Every model with a speaker-independent All+ result: SI test/val scores and cross-corpus UAR."""
-    recs = sorted((r for r in records if (r["protocol"], r["corpus"], r["classes"]) == SI),
-                  key=lambda r: -r["uar"])
-    if not recs:
-        return "No speaker-independent All+ records."
-    best = {k: max((r[k] for r in recs if r.get(k) is not None), default=None)
-            for k in ("accuracy", "macro_f1", "uar", "val_uar")}
+    """Every candidate, ranked by the rule that picks the default: LOCO mean first, SI val UAR for ties.
 
-    def cell(r: Record, key: str, fmt: str) -> str:
-        if r.get(key) is None:
-            return ""
-        text = fmt.format(100 * r[key] if key == "accuracy" else r[key])
-        return f"**{text}**" if r[key] == best[key] else text
+    Candidates are the models with leave-one-corpus-out folds or a speaker-independent All+ result;
+    a LOCO mean is shown only when all eight held-out corpora were measured.
+    """
+    from training.report import XCOLS, loco_rows
 
-    n = sorted({r["n_test"] for r in recs})
-    rows = [f"Speaker-independent split of All+ ({' / '.join(map(str, n))} test clips, UAR over the 5 "
-            "classes; best in bold); cross-corpus: UAR over the four emotions on a corpus left out of "
-            "training (chance 0.25). Sorted by SI UAR.", "",
-            "| model | ships as | SI test accuracy % | SI macro-F1 | SI UAR | SI val UAR "
-            "| cross-corpus UAR |",
-            "|---|---|---|---|---|---|---|"]
-    for r in recs:
+    loco = {name: (folds, mean, worst) for name, folds, mean, worst in loco_rows(records)}
+    si = {r["model"]: r for r in records if (r["protocol"], r["corpus"], r["classes"]) == SI}
+    names = sorted(set(loco) | set(si), key=lambda n: (
+        loco.get(n, ({}, None, None))[1] is None, -(loco.get(n, ({}, None, None))[1] or 0.0),
+        -(si[n].get("val_uar") or 0.0) if n in si else 0.0, n))
+    if not names:
+        return "No leave-one-corpus-out or speaker-independent All+ records."
+    best_loco = max((v[1] for v in loco.values() if v[1] is not None), default=None)
+    rows = ["LOCO: train on seven corpora, test on the eighth, UAR over the four emotions (chance 0.25), "
+            f"mean and worst of the {len(XCOLS)} held-out corpora; SI: speaker-independent split of All+ "
+            "(UAR over the 5 classes). Ranked by LOCO mean, the rule that picks the default; SI validation "
+            "UAR only breaks ties.", "",
+            "| model | ships as | **LOCO mean UAR4** | LOCO worst corpus | SI test UAR | SI macro-F1 "
+            "| SI test accuracy % | SI val UAR |",
+            "|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        folds, mean, worst = loco.get(n, ({}, None, None))
+        r = si.get(n, {})
         ships = f"`{r['shipped']}`" if r.get("shipped") else ""
-        if _default_row(r, default_id):
+        if r and _default_row(r, default_id):
             ships += " (**default**)"
-        rows.append(f"| {r['model']} | {ships} | {cell(r, 'accuracy', '{:.1f}')} "
-                    f"| {cell(r, 'macro_f1', '{:.3f}')} | {cell(r, 'uar', '{:.3f}')} "
-                    f"| {cell(r, 'val_uar', '{:.3f}')} "
-                    f"| {cross_corpus(records, r['model'])} |")
+        if mean is not None:
+            lo = min(folds, key=folds.get)
+            loco_cell = f"**{mean:.3f}**" if mean == best_loco else f"{mean:.3f}"
+            worst_cell = f"{worst:.3f} ({lo})"
+        else:
+            loco_cell = f"{len(folds)} of {len(XCOLS)} folds" if folds else "not measured"
+            worst_cell = ""
+
+        si_cells = " | ".join(_num(r, k, f) for k, f in (("uar", "{:.3f}"), ("macro_f1", "{:.3f}"),
+                                                         ("accuracy", "{:.1f}"), ("val_uar", "{:.3f}")))
+        rows.append(f"| {n} | {ships} | {loco_cell} | {worst_cell} | {si_cells} |")
     return "\n".join(rows)
+
+
+def _num(r: Record, key: str, fmt: str) -> str:
+    v = r.get(key)
+    return "" if v is None else fmt.format(100 * v if key == "accuracy" else v)
 
 
 def default_recall(records: list[Record], default_id: str | None) -> str:

@@ -151,8 +151,15 @@ def test_a_new_model_in_the_results_gets_its_rows_without_code_changes():
           for c, u in (("tess", 0.5), ("nemo", 0.3))],
     ]
     table = render_quality.si_table(accuracy)
-    assert "| whisper-enc+mlp |" in table and "**61.0**" in table
-    assert "0.400 (mean of 2 held-out corpora)" in table
+    assert "| whisper-enc+mlp |" in table and "| 61.0 |" in table
+    assert "2 of 8 folds" in table  # a partial LOCO candidate gets no mean
+    full = accuracy + [{"model": "whisper-enc+mlp", "protocol": "cross_corpus", "corpus": c,
+                        "classes": "merged", "accuracy": 0.4, "macro_f1": 0.4, "uar": 0.45, "n_test": 100}
+                       for c in ("ravdess", "savee", "crema-d", "banglaser", "turev-db", "ased")]
+    full.append(dict(full[0], model="other", val_uar=0.9))
+    table = render_quality.si_table(full)
+    assert "| **0.438** | 0.300 (nemo) |" in table  # mean and worst of the 8 held-out corpora
+    assert table.index("| whisper-enc+mlp |") < table.index("| other |")  # LOCO ranks before SI val
     lat = render_perf.latency_table([_latency_record("whisper-enc-mlp-fp16", 41.0, [0.2, 0.3])])
     assert "| whisper-enc-mlp-fp16 |" in lat and "| 41.0 |" in lat
 
