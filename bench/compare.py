@@ -144,14 +144,22 @@ def stages(model: Any) -> dict[str, Any]:
     Reaches into EmotionModel's backends on purpose: predict() times only their sum.
     """
     from edge_ser.benchmark import speechlike
-    from edge_ser.features import pool_frames
+    from edge_ser.features import pool_frames, pool_states
     from edge_ser.logmel import log_mel
     from edge_ser.model import _shape_like
+    from edge_ser.whisper_mel import whisper_log_mel
 
     x = speechlike(model.window_samples / 16000, seed=7)
     head, head_in = model._head, model._head_in
     out: dict[str, Any] = {}
-    if model._backbone is not None:
+    if model._backbone is not None and model.entry.frontend == "whisper_logmel":
+        bb, bb_in, bb_out = model._backbone, model._bb_in, model._bb_out
+        mel = whisper_log_mel(x)[None]
+        features = pool_states(bb.run({bb_in: mel})[bb_out], model.entry.pooling)[None, :]
+        out["frontend: edge_ser.whisper_mel.whisper_log_mel (numpy)"] = lambda: whisper_log_mel(x)
+        out["encoder onnxruntime run"] = lambda: bb.run({bb_in: mel})
+        out["head invoke"] = lambda: head.run({head_in: features})
+    elif model._backbone is not None:
         bb, bb_in, bb_out = model._backbone, model._bb_in, model._bb_out
         frames = bb.run({bb_in: x})[bb_out]
         features = pool_frames(frames.reshape(-1, frames.shape[-1]), model.entry.pooling)[None, :]
