@@ -15,7 +15,7 @@ from edge_ser.benchmark import cores_of, is_loaded, load_limit
 LOADED_MARK = "†"
 HUBERT_BASE = "hubert-torch-pipeline"
 HUBERT_OTHERS = ("hubert-torch", "hubert-onnx-fp32", "hubert-onnx-int8")
-FOOTPRINT_TARGETS = {"yamnet": (80.0, 2.0), "hubert": (250.0, None)}
+FOOTPRINT_TARGETS = {"yamnet": (80.0, 2.0), "whisper": (150.0, 2.0), "hubert": (250.0, None)}
 """Model id prefix -> (peak RSS MB, CPU % of one core in a silent room) the daemon should stay within."""
 
 Record = dict[str, Any]
