@@ -84,30 +84,37 @@ def measure(model: str, wav: Path, config: Path | None, settle: float) -> dict[s
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO)
-        c1 = t1 = None
-        c2, t2 = 0.0, t0
-        while True:
-            done, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if done:
-                break
-            now = time.monotonic()
-            c = _cpu_s(proc.pid)
-            if c is not None:
-                if c1 is None and now - t0 >= settle:
-                    c1, t1 = c, now
-                c2, t2 = c, now
-            time.sleep(0.2)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.returncode, usage, cpu, steady = watch(proc, t0, settle)
         out.seek(0)
         err.seek(0)
         lines = [json.loads(ln) for ln in out.read().decode().splitlines() if ln.startswith("{")]
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode()[-800:]}")
-    cpu = None if c1 is None or t2 <= t1 else round(100 * (c2 - c1) / (t2 - t1), 1)
-    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_pct": cpu,
-            "steady_s": round((t2 - t1) if t1 else 0, 1), "wall_s": round(time.monotonic() - t0, 1),
+    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "cpu_pct": None if cpu is None else round(cpu, 1),
+            "steady_s": round(steady, 1), "wall_s": round(time.monotonic() - t0, 1),
             "published": len(lines), "inferred": sum(1 for m in lines if not m.get("gated")),
             "command": " ".join(["edge-ser", *cmd[3:]])}
+
+
+def watch(proc: subprocess.Popen, t0: float, settle: float) -> tuple[int, Any, float | None, float]:
+    """Wait for `proc`, sampling its CPU time: (exit code, rusage, CPU % of one core after the first
+    `settle` seconds or None when it ended sooner, seconds that share covers)."""
+    c1 = t1 = None
+    c2, t2 = 0.0, t0
+    while True:
+        done, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if done:
+            break
+        now = time.monotonic()
+        c = _cpu_s(proc.pid)
+        if c is not None:
+            if c1 is None and now - t0 >= settle:
+                c1, t1 = c, now
+            c2, t2 = c, now
+        time.sleep(0.2)
+    cpu = None if c1 is None or t2 <= t1 else 100 * (c2 - c1) / (t2 - t1)
+    return os.waitstatus_to_exitcode(status), usage, cpu, (t2 - t1) if t1 else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 
 import click
 
-from bench.footprint import _cpu_s, audio_files
+from bench.footprint import audio_files, watch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -104,20 +104,7 @@ def measure(wav: Path, mode: str, settle: float) -> dict[str, Any]:
             wait_for_port(port, proc)
             reader = Reader(port)
             reader.start()
-        c1 = t1 = None
-        c2, t2 = 0.0, t0
-        while True:
-            done, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if done:
-                break
-            now = time.monotonic()
-            c = _cpu_s(proc.pid)
-            if c is not None:
-                if c1 is None and now - t0 >= settle:
-                    c1, t1 = c, now
-                c2, t2 = c, now
-            time.sleep(0.2)
-        code = os.waitstatus_to_exitcode(status)
+        code, usage, cpu, _ = watch(proc, t0, settle)
         out.seek(0)
         err.seek(0)
         published = sum(1 for ln in out.read().decode().splitlines() if ln.startswith("{"))
@@ -125,7 +112,7 @@ def measure(wav: Path, mode: str, settle: float) -> dict[str, Any]:
             raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {err.read().decode()[-800:]}")
     rec: dict[str, Any] = {
         "mode": mode, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "cpu_pct": None if c1 is None or t2 <= t1 else round(100 * (c2 - c1) / (t2 - t1), 2),
+        "cpu_pct": None if cpu is None else round(cpu, 2),
         "published": published, "command": " ".join(["edge-ser", *cmd[3:]]).replace(str(port), "PORT"),
     }
     if reader is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,17 @@ class FakeModel:
         top = "anger_disgust" if level > 0.03 else "sadness"
         probs = {k: (0.7 if k == top else 0.1) for k in self.labels}
         return FakePrediction(probs, self.speech, (time.perf_counter() - t0) * 1000)
+
+
+def copy_savee(dst: Path, stems: tuple[str, ...]) -> Path:
+    """A SAVEE corpus under dst holding only `stems` of each of its 4 speakers: tiny real training data."""
+    src = SHARED / "corpora" / "savee" / "AudioData"
+    for spk in ("DC", "JE", "JK", "KL"):
+        for stem in stems:
+            out = dst / "savee" / "AudioData" / spk / f"{stem}.opus"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src / spk / f"{stem}.opus", out)
+    return dst
 
 
 @pytest.fixture

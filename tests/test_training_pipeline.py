@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from edge_ser.features import pool_frames
+from tests.conftest import copy_savee
 from training import features, loaders, report, runner, splits
 from training.heads import load_head
 
@@ -20,13 +21,7 @@ PICK = ("a01", "a02", "d01", "f01", "f02", "h01", "h02", "n01", "n02", "sa01", "
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    src = SHARED / "corpora" / "savee" / "AudioData"
-    for spk in ("DC", "JE", "JK", "KL"):
-        for stem in PICK:
-            dst = tmp / "corpora" / "savee" / "AudioData" / spk / f"{stem}.opus"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src / spk / f"{stem}.opus", dst)
-    root = tmp / "corpora"
+    root = copy_savee(tmp / "corpora", PICK)
     clips = loaders.load_corpus("savee", root)
     splits.write_all({"savee": clips}, root, tmp / "splits")
     model = features.Yamnet()

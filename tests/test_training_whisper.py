@@ -1,7 +1,6 @@
 """Whisper hidden-state features through the training pipeline, on a tiny real SAVEE subset:
 encoder graph -> cache of pooled states -> state choice -> heads (linear, weighted sum of states)."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from convert.whisper_encoder import encoder_states, export_onnx
 from edge_ser.backends.onnx import OnnxBackend
 from edge_ser.features import pool_states
 from edge_ser.whisper_mel import whisper_log_mel
+from tests.conftest import copy_savee
 from training import features, loaders, runner, splits
 from training.dataset import _pool_all
 from training.heads import build_head
@@ -25,13 +25,7 @@ PICK = ("a01", "d01", "f01", "h01", "n01", "sa01", "su01", "a02", "h02", "sa02")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("whisper")
-    src = SHARED / "corpora" / "savee" / "AudioData"
-    for spk in ("DC", "JE", "JK", "KL"):
-        for stem in PICK:
-            dst = tmp / "corpora" / "savee" / "AudioData" / spk / f"{stem}.opus"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src / spk / f"{stem}.opus", dst)
-    root = tmp / "corpora"
+    root = copy_savee(tmp / "corpora", PICK)
     clips = loaders.load_corpus("savee", root)
     splits.write_all({"savee": clips}, root, tmp / "splits")
     graph = export_onnx(encoder_states(WHISPER, (0, 1, 2, 3, 4))[0], tmp / "enc.onnx")
