@@ -33,7 +33,7 @@ PASSTHROUGH = {"latency": "bench.latency", "footprint": "bench.footprint", "stre
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """edge-ser benchmarks: latency, footprint, streaming accuracy, soak, plots, documentation tables."""
+    """edge-ser benchmarks: latency, footprint, streaming accuracy, room conditions, soak, plots, tables."""
 
 
 def _passthrough(name: str, module: str) -> None:
@@ -58,6 +58,15 @@ def compare_cmd(args: tuple[str, ...]) -> None:
     from bench import compare
 
     compare.main.main(args=list(args), prog_name="python -m bench compare")
+
+
+@cli.command(name="room", add_help_option=False, help="= python -m bench.room ARGS (its own --help).",
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def room_cmd(args: tuple[str, ...]) -> None:
+    from bench import room
+
+    room.main.main(args=list(args), prog_name="python -m bench room")
 
 
 @cli.command(name="tables", add_help_option=False, help="= python -m bench.tables ARGS (its own --help).",
