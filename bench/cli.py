@@ -127,11 +127,16 @@ def plan(results: Path = RESULTS) -> list[Step]:
     stream_argv = ["-m", "bench.stream_eval", "--vad", "none", "yamnet"]
     if streamed:  # the models the docs show; models without a speech score skip gate.vad yamnet
         stream_argv += ["--models", *streamed]
+    # the room benchmark reruns once its results exist, for the models they hold (all conditions)
+    roomed = list(dict.fromkeys(r["model"] for r in _records("room.json", results)))
+    room = [Step("room", ["-m", "bench.room", *(w for m in roomed for w in ("--models", m))],
+                 "room.json, room.png")] if roomed else []
     return [
         Step("latency", ["-m", "bench.latency"], "latency.json, latency_windows.json"),
         *compare_steps(results),
         Step("footprint", ["-m", "bench.footprint"], "footprint.json"),
         Step("stream-eval", stream_argv, "stream.json, stream_confusion.json"),
+        *room,
         Step("soak", ["-m", "bench.soak", "--out", "bench/results/soak.json"], "soak.json"),
         Step("plots", ["-m", "bench.plots"], "*.png"),
         Step("tables", ["-m", "bench.tables"], "README.md, bench/README.md, bench/ACCURACY.md"),

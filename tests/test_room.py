@@ -288,3 +288,12 @@ def test_room_chart_puts_clean_first(tmp_path):
              "weighted_f1": 30.0, "n_windows": 9} for c in ["phone", "clean"]]
     out = plots.room_chart(recs, tmp_path / "room.png")
     assert out.stat().st_size > 1000
+
+
+def test_bench_all_reruns_the_room_benchmark_once_it_has_results(tmp_path):
+    from bench import cli as bench_cli
+
+    assert "room" not in {s.name for s in bench_cli.plan(tmp_path)}
+    (tmp_path / "room.json").write_text(json.dumps([{"model": "a"}, {"model": "b"}, {"model": "a"}]))
+    step = next(s for s in bench_cli.plan(tmp_path) if s.name == "room")
+    assert step.argv == ["-m", "bench.room", "--models", "a", "--models", "b"]
