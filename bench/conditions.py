@@ -18,6 +18,8 @@ from bench import noises, reverb, telephone
 
 KINDS = ("clean", "gain", "noise", "reverb", "phone", "chain")
 NOISES = ("pink", "babble", "household")
+RANGES = {"db": (-60.0, 0.0), "snr_db": (-30.0, 60.0), "rt60_s": (0.1, 2.0)}
+"""Valid range of each numeric parameter."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class Condition:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if (self.kind == "chain") != bool(self.steps):
             raise ValueError("a chain needs steps, and only a chain has them")
+        p = dict(self.parameters)
+        need = {"gain": {"db"}, "noise": {"noise", "snr_db"}, "reverb": {"rt60_s"}}.get(self.kind, set())
+        if set(p) != need:
+            raise ValueError(f"{self.kind} takes parameters {sorted(need)}, got {sorted(p)}")
+        if not all(lo <= p[k] <= hi for k, (lo, hi) in RANGES.items() if k in p):
+            raise ValueError(f"{self.name}: a parameter is out of range {RANGES}: {p}")
+        if p.get("noise", "pink") not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {p['noise']!r}")
 
     def param(self, key: str) -> Any:
         return dict(self.parameters)[key]

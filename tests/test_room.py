@@ -73,6 +73,12 @@ def test_conditions_refuse_values_out_of_range():
         conds.Condition("x", "echo")
     with pytest.raises(ValueError):
         conds.Condition("x", "chain")
+    with pytest.raises(ValueError):
+        conds.Condition("x", "gain", (("db", 6.0),))
+    with pytest.raises(ValueError):
+        conds.Condition("x", "noise", (("noise", "pink"),))
+    with pytest.raises(ValueError):
+        conds.Condition("x", "reverb", (("rt60_s", 0.6),), seed=-1)
     with pytest.raises(KeyError):
         conds.get("pink3")
 
