@@ -33,7 +33,7 @@ PASSTHROUGH = {"latency": "bench.latency", "footprint": "bench.footprint", "stre
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """edge-ser benchmarks: latency, footprint, streaming accuracy, soak, plots, documentation tables."""
+    """edge-ser benchmarks: latency, footprint, streaming accuracy, room conditions, soak, plots, tables."""
 
 
 def _passthrough(name: str, module: str) -> None:
@@ -58,6 +58,15 @@ def compare_cmd(args: tuple[str, ...]) -> None:
     from bench import compare
 
     compare.main.main(args=list(args), prog_name="python -m bench compare")
+
+
+@cli.command(name="room", add_help_option=False, help="= python -m bench.room ARGS (its own --help).",
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def room_cmd(args: tuple[str, ...]) -> None:
+    from bench import room
+
+    room.main.main(args=list(args), prog_name="python -m bench room")
 
 
 @cli.command(name="tables", add_help_option=False, help="= python -m bench.tables ARGS (its own --help).",
@@ -118,11 +127,16 @@ def plan(results: Path = RESULTS) -> list[Step]:
     stream_argv = ["-m", "bench.stream_eval", "--vad", "none", "yamnet"]
     if streamed:  # the models the docs show; models without a speech score skip gate.vad yamnet
         stream_argv += ["--models", *streamed]
+    # the room benchmark reruns once its results exist, for the models they hold (all conditions)
+    roomed = list(dict.fromkeys(r["model"] for r in _records("room.json", results)))
+    room = [Step("room", ["-m", "bench.room", *(w for m in roomed for w in ("--models", m))],
+                 "room.json, room.png")] if roomed else []
     return [
         Step("latency", ["-m", "bench.latency"], "latency.json, latency_windows.json"),
         *compare_steps(results),
         Step("footprint", ["-m", "bench.footprint"], "footprint.json"),
         Step("stream-eval", stream_argv, "stream.json, stream_confusion.json"),
+        *room,
         Step("soak", ["-m", "bench.soak", "--out", "bench/results/soak.json"], "soak.json"),
         Step("plots", ["-m", "bench.plots"], "*.png"),
         Step("tables", ["-m", "bench.tables"], "README.md, bench/README.md, bench/ACCURACY.md"),

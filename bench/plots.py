@@ -1,4 +1,4 @@
-"""PNG plots of the committed results: latency histograms and stream confusion matrices.
+"""PNG plots of the committed results: latency histograms, stream confusion matrices, the room chart.
 
     python3 -m bench.plots            # reads bench/results/*.json, writes bench/results/*.png
 """
@@ -97,6 +97,44 @@ def confusion_matrices(results: Path, language: str = "all", smoothing: str = "n
     return written
 
 
+def _room_language(records: list[dict]) -> str:
+    """`all` when the records pool several languages, else their one language."""
+    langs = list(dict.fromkeys(r["language"] for r in records))
+    return "all" if "all" in langs or len(langs) != 1 else langs[0]
+
+
+def room_chart(records: list[dict], out: Path, smoothing: str = "none") -> Path:
+    """Weighted F1 per condition (x, registry order: clean first), one line per model."""
+    from bench.conditions import ordered
+
+    plt = _plt()
+    lang = _room_language(records)
+    recs = [r for r in records if r["language"] == lang and r.get("smoothing", "none") == smoothing]
+    order = ordered([r["condition"] for r in recs])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(order) + 2), 4.8))
+    kinds = [next(r["kind"] for r in recs if r["condition"] == c) for c in order]
+    for i in range(1, len(order)):  # light separators between kinds of condition
+        if kinds[i] != kinds[i - 1]:
+            ax.axvline(i - 0.5, color="0.85", linewidth=1)
+    for model in dict.fromkeys(r["model"] for r in recs):
+        cell = {r["condition"]: r["weighted_f1"] for r in recs if r["model"] == model}
+        xs = [i for i, c in enumerate(order) if c in cell]
+        ax.plot(xs, [cell[order[i]] for i in xs], marker="o", linewidth=1.5, label=model)
+    ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    ax.set_ylabel("weighted F1 % (5 classes, 2 s windows)")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", color="0.9")
+    n = sorted({r["n_windows"] for r in recs})
+    ax.set_title(f"Room benchmark: {lang} language{'s' if lang == 'all' else ''}, smoothing {smoothing}, "
+                 f"{' / '.join(map(str, n))} windows", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(RESULTS))
@@ -107,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         written += latency_histograms(results)
     if (results / "stream_confusion.json").exists():
         written += confusion_matrices(results)
+    if (results / "room.json").exists():
+        written.append(room_chart(json.loads((results / "room.json").read_text()), results / "room.png"))
     for p in written:
         print(p)
     return 0

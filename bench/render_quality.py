@@ -124,3 +124,33 @@ def stream_tables(records: list[Record]) -> str:
                 out.append(f"| {lang} | {sm} | {n} | {vals} |")
         out.append("")
     return "\n".join(out).rstrip()
+
+
+def room_table(records: list[Record]) -> str:
+    """Rows: conditions in registry order; columns: models; cells wF1 / 4-emotion UAR / sadness share."""
+    from bench.conditions import ordered
+
+    langs = list(dict.fromkeys(r["language"] for r in records))
+    lang = "all" if "all" in langs or len(langs) != 1 else (langs[0] if langs else "all")
+    recs = [r for r in records if r["language"] == lang and r.get("smoothing", "none") == "none"]
+    if not recs:
+        return "No room records."
+    models = list(dict.fromkeys(r["model"] for r in recs))
+    order = ordered([r["condition"] for r in recs])
+    cell = {(r["model"], r["condition"]): r for r in recs}
+    n = sorted({r["n_windows"] for r in recs})
+
+    def fmt(r: Record | None) -> str:
+        if r is None:
+            return ""
+        uar4 = "" if r.get("uar_emotions") is None else f"{r['uar_emotions']:.1f}"
+        sad = "" if r.get("sad_share") is None else f"{r['sad_share']:.1f}"
+        return f"{r['weighted_f1']:.1f} / {uar4} / {sad}"
+
+    scope = "all languages pooled" if lang == "all" else f"language {lang}"
+    rows = [f"Room benchmark, {scope} ({' / '.join(map(str, n))} windows), no smoothing. Cells: weighted "
+            "F1 % (5 classes) / UAR % over the four emotions (speech windows) / % `sadness` answers on "
+            "windows whose reference is not sadness.", "",
+            "| condition | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    rows += [f"| {c} | " + " | ".join(fmt(cell.get((m, c))) for m in models) + " |" for c in order]
+    return "\n".join(rows)

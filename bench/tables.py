@@ -56,6 +56,10 @@ class Results:
         return self._json("stream.json", [])
 
     @cached_property
+    def room(self) -> list[dict[str, Any]]:
+        return self._json("room.json", [])
+
+    @cached_property
     def soak(self) -> dict[str, Any]:
         return self._json("soak.json", {})
 
@@ -121,6 +125,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "recall": lambda r: render_quality.default_recall(r.accuracy, r.default),
     "stream": lambda r: render_quality.stream_summary(r.stream, r.default),
     "stream-full": lambda r: render_quality.stream_tables(r.stream),
+    "room": lambda r: render_quality.room_table(r.room),
     "accuracy-report": _accuracy_report,
     "http-overhead": _http_overhead,
 }
