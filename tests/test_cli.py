@@ -228,7 +228,11 @@ def test_microphone_commands_without_portaudio_are_one_clear_error() -> None:
 def test_vad_choices_through_the_cli(tmp_path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("gate:\n  vad: yamnet\n  vad_threshold: 0.5\n")
-    proc = run_cli("listen", "--config", str(config), "--input", str(SPEECH))
+    # the default has no speech score of its own: refused with the way out
+    assert_user_error(run_cli("listen", "--config", str(config), "--input", str(SPEECH)), "gate.vad=yamnet",
+                      "silero")
+    proc = run_cli("listen", "--config", str(config), "--input", str(SPEECH),
+                   "--model", "yamnet-mlp-allplus-int8")
     assert proc.returncode == 0, proc.stderr
     msgs = json_lines(proc.stdout)
     assert any(not m["gated"] for m in msgs) and any(m["gated"] for m in msgs)

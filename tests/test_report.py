@@ -47,8 +47,10 @@ def test_html_report_is_self_contained(log, tmp_path, capsys):
     assert len(data["results"]) == 10 and data["time_axis"] == "window_start"  # read faster than real time
     assert data["results"][-1] == json.loads(log.read_text().splitlines()[-1])
     rows = re.findall(r"<tr><td>([^<]+)</td>.*?<td class=\"n\">(\d+) ", page)
-    assert dict(rows) == {"anger / disgust": "4", "fear / surprise": "0", "happiness": "0", "sadness": "5",
-                          "neutral": "1"}
+    labels = [json.loads(line)["label"] for line in log.read_text().splitlines()]
+    assert dict(rows) == {lb.replace("_", " / "): str(labels.count(lb)) for lb in
+                          ("anger_disgust", "fear_surprise", "happiness", "sadness", "neutral")}
+    assert labels.count("anger_disgust") >= 4 and labels.count("sadness") >= 4  # the fixture's two halves
 
 
 def test_report_reads_an_mqtt_dump_and_skips_what_is_not_a_result(log, tmp_path):
