@@ -98,7 +98,9 @@ def load_paper(corpus: str, root: Path, split_dir: Path = SPLITS_DIR) -> dict[st
     if not f.is_file():
         raise UserError(f"no paper split for {corpus} at {f}; run `python -m training splits`")
     with f.open(newline="") as fh:
-        return {str((Path(root) / r["path"]).resolve()): r["split"] for r in csv.DictReader(fh)}
+        # keyed like the loaders' clip paths (root joined, not resolved), so a ../shared that is a
+        # symbolic link still matches every clip
+        return {str(Path(root) / r["path"]): r["split"] for r in csv.DictReader(fh)}
 
 
 def load_speaker_folds(corpus: str, split_dir: Path = SPLITS_DIR) -> list[dict[str, list[str]]]:
