@@ -251,6 +251,30 @@ def footprint_targets(records: list[Record]) -> str:
     return "\n".join(rows) if len(rows) > 2 else "No footprint records with a target."
 
 
+def http_overhead_table(d: dict[str, Any]) -> str:
+    """The live page's cost: RSS/CPU of listen without --http, with it idle, with one client."""
+    s = d.get("summary")
+    if not s:
+        return "No live-page overhead record."
+    runs = [dict(r, machine=d.get("machine", "")) for r in d.get("runs", [])]
+    loads = [v for r in runs for v in loads_of(r)]
+    mark = f" {LOADED_MARK}" if any(loaded(r) for r in runs) else ""
+    kb = s["page_total_bytes"] / 1000
+    gz = sum(s.get("page_gzip_bytes", {}).values()) / 1000
+    rows = [f"`{d['command']}`: {d.get('machine', '')}, {d.get('repeats', 1)} runs per row (means), "
+            f"1-minute load {min(loads, default=0):.1f} to {max(loads, default=0):.1f}{mark}.", "",
+            "| `edge-ser listen --input FILE --realtime` | peak RSS MB | CPU % of one core "
+            "| CPU per window, measured directly |", "|---|---|---|---|",
+            f"| without `--http` | {s['peak_rss_mb_off']:.1f} | {s['cpu_pct_off']:.2f} | |",
+            f"| `--http PORT`, nobody connected | {s['peak_rss_mb_idle']:.1f} | {s['cpu_pct_idle']:.2f} "
+            f"| {s['us_per_window_idle']:.1f} us |",
+            f"| `--http PORT`, one client reading `/events` | {s['peak_rss_mb_client']:.1f} "
+            f"| {s['cpu_pct_client']:.2f} | {s['us_per_window_client']:.1f} us |", "",
+            f"Page weight {kb:.1f} KB in {len(s['page_bytes'])} files ({gz:.1f} KB if gzipped; served "
+            f"uncompressed), fetched once; then about {s['stream_bytes_per_result']} bytes per window."]
+    return "\n".join(rows + footnote(runs))
+
+
 def soak_summary(rec: dict[str, Any]) -> str:
     """Inline: how much audio, how many results lost, RSS growth (bench/soak.py's soak.json)."""
     if not rec:

@@ -11,7 +11,6 @@ A region is the text between `<!-- bench.tables:NAME -->` and `<!-- /bench.table
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from functools import cached_property
@@ -60,6 +59,10 @@ class Results:
         return self._json("room.json", [])
 
     @cached_property
+    def http_overhead(self) -> dict[str, Any]:
+        return self._json("http_overhead.json", {})
+
+    @cached_property
     def soak(self) -> dict[str, Any]:
         return self._json("soak.json", {})
 
@@ -76,32 +79,6 @@ class Results:
     @property
     def default(self) -> str | None:
         return self.manifest.default
-
-
-def _http_overhead(res: Results) -> str:
-    """The live page's cost: RSS/CPU of listen without --http, with it idle, with one client."""
-    d = res._json("http_overhead.json", {})
-    s = d.get("summary")
-    if not s:
-        return "No live-page overhead record."
-    loads = [r["load_1min"] for r in d.get("runs", []) if r.get("load_1min") is not None]
-    mark = " †" if loads and max(loads) > (os.cpu_count() or 1) - 1 else ""
-    kb = s["page_total_bytes"] / 1000
-    gz = sum(s.get("page_gzip_bytes", {}).values()) / 1000
-    rows = [f"`{d['command']}`: {d.get('machine', '')}, {d.get('repeats', 1)} runs per row (means), "
-            f"1-minute load {min(loads, default=0):.1f} to {max(loads, default=0):.1f}{mark}.", "",
-            "| `edge-ser listen --input FILE --realtime` | peak RSS MB | CPU % of one core "
-            "| CPU per window, measured directly |", "|---|---|---|---|",
-            f"| without `--http` | {s['peak_rss_mb_off']:.1f} | {s['cpu_pct_off']:.2f} | |",
-            f"| `--http PORT`, nobody connected | {s['peak_rss_mb_idle']:.1f} | {s['cpu_pct_idle']:.2f} "
-            f"| {s['us_per_window_idle']:.1f} us |",
-            f"| `--http PORT`, one client reading `/events` | {s['peak_rss_mb_client']:.1f} "
-            f"| {s['cpu_pct_client']:.2f} | {s['us_per_window_client']:.1f} us |", "",
-            f"Page weight {kb:.1f} KB in {len(s['page_bytes'])} files ({gz:.1f} KB if gzipped; served "
-            f"uncompressed), fetched once; then about {s['stream_bytes_per_result']} bytes per window."]
-    if mark:
-        rows += ["", "† measured under load: other processes competed for the CPU."]
-    return "\n".join(rows)
 
 
 def _accuracy_report(res: Results) -> str:
@@ -127,7 +104,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "stream-full": lambda r: render_quality.stream_tables(r.stream),
     "room": lambda r: render_quality.room_table(r.room),
     "accuracy-report": _accuracy_report,
-    "http-overhead": _http_overhead,
+    "http-overhead": lambda r: render_perf.http_overhead_table(r.http_overhead),
 }
 """Region name -> its Markdown, from the results."""
 
