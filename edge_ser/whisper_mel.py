@@ -25,24 +25,27 @@ DYNAMIC_RANGE = 8.0
 """Bels kept below the loudest bin of the input; quieter bins are raised to that floor."""
 
 
+_HZ_PER_MEL = 200.0 / 3
+"""Slaney's mel scale is linear below 1 kHz (this many Hz per mel) and logarithmic above."""
+_LOG_HZ = 1000.0
+_LOG_MEL = _LOG_HZ / _HZ_PER_MEL
+_LOG_STEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    mel = hz / f_sp
-    log = hz >= min_log_hz
-    mel[log] = min_log_mel + np.log(hz[log] / min_log_hz) / logstep
+    mel = hz / _HZ_PER_MEL
+    log = hz >= _LOG_HZ
+    mel[log] = _LOG_MEL + np.log(hz[log] / _LOG_HZ) / _LOG_STEP
     return mel
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    hz = mel * f_sp
-    log = mel >= min_log_mel
-    hz[log] = min_log_hz * np.exp(logstep * (mel[log] - min_log_mel))
+    hz = mel * _HZ_PER_MEL
+    log = mel >= _LOG_MEL
+    hz[log] = _LOG_HZ * np.exp(_LOG_STEP * (mel[log] - _LOG_MEL))
     return hz
 
 

@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,10 @@ CHUNK = 256
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / "cache"
 YAMNET = REPO.parent / "shared" / "weights" / "yamnet" / "yamnet.tflite"
+
+
+Backbone = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""What extract() runs per 2 s window: (rows to cache [n, dim], speech score per row)."""
 
 
 class Yamnet:
@@ -95,7 +100,7 @@ def corpus_dir(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) 
 
 
 def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE,
-            progress: bool = True, model: Yamnet | None = None) -> Path:
+            progress: bool = True, model: Backbone | None = None) -> Path:
     """Compute (or resume) the cache for the clips of one corpus; returns its folder."""
     from tqdm import tqdm
 
