@@ -105,7 +105,7 @@ def _room_language(records: list[dict]) -> str:
 
 def room_chart(records: list[dict], out: Path, smoothing: str = "none") -> Path:
     """Weighted F1 per condition (x, registry order: clean first), one line per model."""
-    from bench.conditions import ordered
+    from acoustics.conditions import ordered
 
     plt = _plt()
     lang = _room_language(records)

@@ -128,7 +128,7 @@ def stream_tables(records: list[Record]) -> str:
 
 def room_table(records: list[Record]) -> str:
     """Rows: conditions in registry order; columns: models; cells wF1 / 4-emotion UAR / sadness share."""
-    from bench.conditions import ordered
+    from acoustics.conditions import ordered
 
     langs = list(dict.fromkeys(r["language"] for r in records))
     lang = "all" if "all" in langs or len(langs) != 1 else (langs[0] if langs else "all")

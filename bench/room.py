@@ -1,4 +1,4 @@
-"""Room benchmark: the streaming evaluation's test streams under recording conditions (bench/conditions.py).
+"""Room benchmark: the streaming evaluation's test streams under the recording conditions of acoustics/.
 
     python -m bench room --models yamnet-mlp-allplus-int8 --languages pl --per-class 5 \\
         --conditions clean gain-20 babble10 rt60-0.6 phone --out /tmp/room.json
@@ -26,7 +26,7 @@ import click
 import numpy as np
 import soundfile as sf
 
-from bench import conditions as conds
+from acoustics import conditions as conds
 from bench import stream_eval
 
 RESULTS = stream_eval.RESULTS

@@ -13,8 +13,9 @@ import soundfile as sf
 from click.testing import CliRunner
 from conftest import FakeModel
 
-from bench import conditions as conds
-from bench import noises, plots, render_quality, reverb, room, stream_eval, tables, telephone
+from acoustics import conditions as conds
+from acoustics import noises, reverb, telephone
+from bench import plots, render_quality, room, stream_eval, tables
 from edge_ser.benchmark import speechlike
 
 RATE = 16000

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import noises, reverb, telephone
+from acoustics import noises, reverb, telephone
 
 KINDS = ("clean", "gain", "noise", "reverb", "phone", "chain")
 NOISES = ("pink", "babble", "household")
