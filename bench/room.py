@@ -107,23 +107,32 @@ def room_score(refs: list[str], preds: list[str]) -> dict[str, Any]:
     return out
 
 
+def record_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What a rerun replaces: the same model, condition and gate."""
+    return r["model"], r["condition"], r.get("vad", "none"), r.get("rms_threshold")
+
+
 def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of `path` of (model, condition) pairs not in `new`, then `new`."""
-    rerun = {(r["model"], r["condition"]) for r in new}
+    """The records of `path` of (model, condition, gate) not in `new`, then `new`."""
+    rerun = {record_key(r) for r in new}
     old = json.loads(path.read_text()) if path.is_file() else []
-    return [r for r in old if (r["model"], r["condition"]) not in rerun] + new
+    return [r for r in old if record_key(r) not in rerun] + new
 
 
 def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, list[np.ndarray]]],
              conditions: list[conds.Condition], smoothing: str = "none",
-             extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+             extra: dict[str, Any] | None = None, vad: str = "none",
+             rms_threshold: float | None = None) -> list[dict[str, Any]]:
     """One record per condition x language, and per condition with every language pooled."""
     records = []
+    if vad != "none" or rms_threshold is not None:  # a gate other than the daemon's default
+        extra = {**(extra or {}), "vad": vad, "rms_threshold": rms_threshold}
     for cond in conditions:
         pooled: tuple[list[str], list[str]] = ([], [])
         for lang, (wav, segments, clips) in streams.items():
             t0 = time.time()
-            msgs = stream_eval.run_pipeline(model, condition_file(wav, segments, cond, clips), smoothing)
+            msgs = stream_eval.run_pipeline(model, condition_file(wav, segments, cond, clips), smoothing,
+                                            vad, rms_threshold)
             refs = [stream_eval.reference(segments, int(round(m["window_start"] * RATE)),
                                           int(round(m["window_s"] * RATE))) for m in msgs]
             preds = [m["label"] for m in msgs]
@@ -156,10 +165,15 @@ def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, lis
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=RESULTS / "room.json",
               show_default=True, help="Records; the chart goes next to it (.png).")
+@click.option("--vad", type=click.Choice(["none", "yamnet", "silero"]), default="none", show_default=True,
+              help="gate.vad of the pipeline.")
+@click.option("--rms-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="gate.rms_threshold of the pipeline (default: the daemon's).")
 @click.option("--merge", is_flag=True,
               help="Keep the records of --out of (model, condition) pairs not run now.")
 def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, ...], per_class: int,
-         seed: int, smoothing: str, threads: int, out: Path, merge: bool) -> None:
+         seed: int, smoothing: str, threads: int, out: Path, vad: str, rms_threshold: float | None,
+         merge: bool) -> None:
     """Weighted F1 / UAR of the stream evaluation's test streams under recording conditions."""
     import logging
 
@@ -192,7 +206,8 @@ def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, 
                                       store=stream_eval.CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
         split = (entry.extra.get("training") or {}).get("split")
         records += evaluate(model, mid, streams, conditions, smoothing,
-                            {"per_class": per_class, "model_training_split": split, "command": command})
+                            {"per_class": per_class, "model_training_split": split, "command": command},
+                            vad, rms_threshold)
         model.save()
     if merge:
         records = merged(out, records)

@@ -231,13 +231,16 @@ class _Collect:
         pass
 
 
-def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none") -> list[dict[str, Any]]:
-    """Every window's result message for `wav`, as `edge-ser listen --input wav` computes it."""
+def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none",
+                 rms_threshold: float | None = None) -> list[dict[str, Any]]:
+    """Every window's result message for `wav`, as `edge-ser listen --input wav` computes it
+    (gate.rms_threshold: the daemon's default unless given)."""
     from edge_ser.audio.source_file import FileSource
     from edge_ser.pipeline import Pipeline
     from edge_ser.settings import GateSettings, OutputSettings, Settings, SmoothingSettings
 
-    settings = Settings(gate=GateSettings(neutral_once=False, vad=vad),
+    rms = {} if rms_threshold is None else {"rms_threshold": rms_threshold}
+    settings = Settings(gate=GateSettings(neutral_once=False, vad=vad, **rms),
                         smoothing=SmoothingSettings(method=smoothing),
                         output=OutputSettings(stats_interval_s=0))
     sink = _Collect()

@@ -22,6 +22,7 @@ import yaml
 from .errors import ModelError
 from .features import POOLINGS
 from .labels import EMOTIONS, NEUTRAL
+from .speech_level import LEVELS
 from .yamlfile import read_yaml
 
 MANIFEST_NAME = "manifest.yaml"
@@ -99,6 +100,10 @@ class ModelEntry:
 
     pooling: str = "mean"
     """edge_ser.features.pool_frames method applied to the backbone frames."""
+
+    window_level: str = "raw"
+    """How a window reaches the backbone (edge_ser.speech_level.LEVELS): raw, or speech = its level set
+    on its speech frames and only those frames pooled."""
 
     quantization: str = "float32"
     """Numeric format of the head (see QUANTIZATIONS)."""
@@ -328,7 +333,7 @@ for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPSHandler(), _
 
 _FILE_KEYS = {f for f in ModelFile.__dataclass_fields__}
 _ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "backbone", "pooling",
-               "head", "quantization", "license", "adaptation"}
+               "window_level", "head", "quantization", "license", "adaptation"}
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:
@@ -370,6 +375,11 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
     pooling = e.get("pooling", "mean")
     if pooling not in POOLINGS:
         raise bad("pooling", f"must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    window_level = e.get("window_level", "raw")
+    if window_level not in LEVELS:
+        raise bad("window_level", f"must be one of {', '.join(LEVELS)}, got {window_level!r}")
+    if window_level != "raw" and e.get("backbone") is None:
+        raise bad("window_level", "needs a backbone (its frames are what speech frames select)")
     quant = e.get("quantization", "float32")
     if quant not in QUANTIZATIONS:
         raise bad("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quant!r}")
@@ -390,8 +400,8 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
     return ModelEntry(
         id=mid, labels=tuple(labels), head=head, backbone=backbone,
         description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,
-        window_s=float(window_s), pooling=pooling, quantization=quant, license=str(e.get("license", "")),
-        adaptation=adaptation,
+        window_s=float(window_s), pooling=pooling, window_level=window_level, quantization=quant,
+        license=str(e.get("license", "")), adaptation=adaptation,
         extra={k: v for k, v in e.items() if k not in _ENTRY_KEYS},
     )
 

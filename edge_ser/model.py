@@ -21,6 +21,7 @@ from .logmel import WINDOW as LOGMEL_MIN_SAMPLES
 from .logmel import log_mel
 from .manifest import ModelEntry, load_manifest, resolve_file, search_path
 from .settings import ModelSettings
+from .speech_level import prepare, speech_frames
 from .whisper_mel import whisper_log_mel
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,12 @@ class EmotionModel:
         t0 = time.perf_counter()
         speech = None
         if self._backbone is not None:
-            out = self._run_backbone(x)
+            prepared = prepare(x) if self.entry.window_level == "speech" else None
+            out = self._run_backbone(x if prepared is None else prepared.samples)
             if self._bb_scores is not None:
                 speech = float(np.max(out[self._bb_scores][..., SPEECH_CLASS]))
-            features = self._pool(out[self._bb_out])
+            frames = out[self._bb_out]
+            features = self._pool(frames if prepared is None else speech_frames(frames, prepared.speech))
             if self._adapter is not None:
                 features = np.asarray(self._adapter(features), dtype=np.float32)
             probs = self._run_head(features[None, :])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from edge_ser.errors import UserError
 from training import loaders
@@ -20,7 +21,8 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--corpora", default="all+", show_default=True, help="Comma-separated corpora or sets.")
-@click.option("--variant", default="base", show_default=True, help="base, or augN for augmented copy N.")
+@click.option("--variant", default="base", show_default=True,
+              help="base, augN for augmented copy N, or roomN for copy N heard in a room (training.scenes).")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Corpora root.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 4),
@@ -30,8 +32,13 @@ def cli() -> None:
               "`python -m convert whisper-encoder --layers all`) instead of YAMNet embeddings.")
 @click.option("--backbone-name", default="whisper-tiny.en", show_default=True,
               help="With --encoder: the cache's backbone name (its folder in the cache root).")
+@click.option("--window-level", type=click.Choice(["raw", "speech"]), default="raw", show_default=True,
+              help="With --encoder: speech = level-normalise each window on its speech frames and add "
+              "speech-frame rows (edge_ser.speech_level), for models with window_level: speech.")
+@click.option("--max-clips", type=click.IntRange(1, 1_000_000), default=None,
+              help="At most this many clips per corpus, a seeded draw (e.g. for room copies of a subset).")
 def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, threads: int,
-            encoder: Path | None, backbone_name: str) -> None:
+            encoder: Path | None, backbone_name: str, window_level: str, max_clips: int | None) -> None:
     """Compute (or resume) backbone features of every clip, per 2 s window."""
     from training import features
 
@@ -39,8 +46,8 @@ def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, t
     if encoder is not None:
         from training.whisper_states import WhisperStates, mark_cache
 
-        model = WhisperStates(encoder, threads=threads)
-        mark_cache(cache, backbone_name, encoder)
+        model = WhisperStates(encoder, threads=threads, window_level=window_level)
+        mark_cache(cache, backbone_name, encoder, window_level)
     else:
         if features.backbone_of(cache) != "yamnet":
             raise UserError(f"{cache} holds {features.backbone_of(cache)} features; give --encoder or "
@@ -48,6 +55,9 @@ def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, t
         model = features.Yamnet(num_threads=threads)
     for c in loaders.expand(corpora.split(","), root):
         clips = loaders.load_corpus(c, root)
+        if max_clips is not None and len(clips) > max_clips:
+            clips = sorted(clips, key=lambda k: k.path)
+            clips = [clips[i] for i in sorted(np.random.default_rng(0).permutation(len(clips))[:max_clips])]
         out = features.extract(clips, c, variant, cache, model=model)
         click.echo(f"{c}: {len(clips)} clips -> {out}")
 

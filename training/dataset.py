@@ -9,8 +9,10 @@ import numpy as np
 
 from edge_ser.errors import UserError
 from edge_ser.features import parse_state_pooling, pool_frames
+from edge_ser.labels import NEUTRAL
 from training import features as feat
 from training.loaders import MERGED_LABELS, Clip
+from training.scenes import is_pause
 
 
 @dataclass
@@ -81,17 +83,13 @@ def build_part(clips: list[Clip], labels: tuple[str, ...], classes: str, pooling
                 caches[key] = feat.load_cache(name, variant, cache)
             store = caches[key]
             rows, owner = [], []
-            for c in cc:
-                target = c.merged if classes == "merged" else c.label
-                if target not in lab or c.path not in store.index:
-                    continue
-                s, n = store.index[c.path]
-                rows.extend(range(s, s + n))
-                owner.extend([len(y)] * n)
-                y.append(lab[target])
+            for c, label, picked, path in _windows_of(cc, store, variant, classes, lab):
+                rows.extend(picked)
+                owner.extend([len(y)] * len(picked))
+                y.append(label)
                 corpus.append(c.corpus)
                 speaker.append(c.speaker)
-                paths.append(c.path)
+                paths.append(path)
             if rows:
                 xs.append(_pool_all(store.frames[np.array(rows)], pooling))
                 cl.append(np.array(owner))
@@ -99,3 +97,28 @@ def build_part(clips: list[Clip], labels: tuple[str, ...], classes: str, pooling
         raise UserError("no clips with cached features for this split")
     return Part(np.concatenate(xs), np.concatenate(cl), np.array(y), np.array(corpus), np.array(speaker),
                 paths)
+
+
+def _windows_of(clips: list[Clip], store: feat.CorpusCache, variant: str, classes: str,
+                lab: dict[str, int]) -> list[tuple[Clip, int, list[int], str]]:
+    """(clip, label index, cache rows, path) per labelled group of windows of one cached variant.
+
+    A room copy's pause windows (too little of the utterance in them, training.scenes) form a group
+    of their own labelled neutral, or are left out when the label set has no neutral.
+    """
+    out = []
+    for c in clips:
+        target = c.merged if classes == "merged" else c.label
+        if target not in lab or c.path not in store.index:
+            continue
+        s, n = store.index[c.path]
+        if not variant.startswith("room"):
+            out.append((c, lab[target], list(range(s, s + n)), c.path))
+            continue
+        covered = np.asarray(store.speech[s : s + n, 0], np.float32)
+        pause = is_pause(covered, float(covered.max()))
+        if (~pause).any():
+            out.append((c, lab[target], [s + int(i) for i in np.flatnonzero(~pause)], c.path))
+        if pause.any() and NEUTRAL in lab:
+            out.append((c, lab[NEUTRAL], [s + int(i) for i in np.flatnonzero(pause)], f"{c.path}#pause"))
+    return out

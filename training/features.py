@@ -2,7 +2,8 @@
 
 Layout: cache/<backbone>/<variant>/<corpus>/chunk_NNNN.npz while extracting (resumable: a finished
 chunk is never recomputed), then packed into frames.npy (float16 [windows, 4, 1024]),
-speech.npy (float16 [windows, 4], AudioSet Speech score per frame) and index.csv (path, first
+speech.npy (float16 [windows, 4], AudioSet Speech score per frame; for a `roomN` variant the seconds
+of utterance the window covers instead, see training.scenes) and index.csv (path, first
 window, window count). Frames are kept unpooled so every pooling and the attentive head can be
 tried; pooling goes through edge_ser.features.pool_frames, the function the daemon uses.
 A Whisper cache (training.whisper_states) holds one row per hidden state instead of per frame:
@@ -27,6 +28,7 @@ from edge_ser.features import pool_frames
 from training.augment import augment
 from training.loaders import Clip
 from training.preprocess import load_audio, trim_silence, windows
+from training.scenes import room_windows
 
 CHUNK = 256
 REPO = Path(__file__).resolve().parent.parent
@@ -64,11 +66,21 @@ class Yamnet:
 
 def clip_windows(clip_path: str, variant: str) -> np.ndarray:
     """Decode, (augment), trim at 25 dB and window one clip, as the cache sees it."""
-    wave = load_audio(clip_path)
+    return variant_windows(clip_path, variant)[0]
+
+
+def variant_windows(clip_path: str, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(windows, seconds of the utterance in each window or None when every window is all utterance).
+
+    base: the trimmed clip; augN: augmented copy N (training.augment); roomN: copy N heard in a room,
+    with pauses around it (training.scenes).
+    """
+    wave = trim_silence(load_audio(clip_path))
+    if variant.startswith("room"):
+        return room_windows(wave, clip_path, int(variant[4:]))
     if variant != "base":  # "aug1", "aug2", ...: a deterministic augmented copy
-        wave = augment(trim_silence(wave), clip_path, int(variant[3:]))
-    wave = trim_silence(wave)
-    return windows(wave)
+        wave = trim_silence(augment(wave, clip_path, int(variant[3:])))
+    return windows(wave), None
 
 
 @dataclass
@@ -121,11 +133,12 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
             continue
         embs, speech, counts = [], [], []
         for c in part:
-            w = clip_windows(c.path, variant)
-            for x in w:
+            w, covered = variant_windows(c.path, variant)
+            for i, x in enumerate(w):
                 e, s = model(x)
                 embs.append(e)
-                speech.append(s)
+                # room variants keep, in place of a speech score, the seconds of utterance per window
+                speech.append(s if covered is None else np.full(len(e), covered[i], np.float32))
             counts.append(len(w))
             bar.update(1)
         tmp = out / f"chunk_{ci:04d}.{os.getpid()}.tmp.npz"

@@ -16,6 +16,7 @@ import numpy as np
 from edge_ser.backends.onnx import OnnxBackend
 from edge_ser.errors import ModelError
 from edge_ser.features import pool_frames
+from edge_ser.speech_level import LEVELS, prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
 from training.features import BACKBONE_FILE
 
@@ -23,25 +24,40 @@ STATE_POOLING = "mean_std"
 
 
 class WhisperStates:
-    """Callable like features.Yamnet: window -> ([n_states, 2 * d_model] pooled rows, zeros)."""
+    """Callable like features.Yamnet: window -> ([n_states, 2 * d_model] pooled rows, zeros).
 
-    def __init__(self, encoder: Path, threads: int = 1) -> None:
+    window_level speech: the window goes through edge_ser.speech_level.prepare first (as the daemon
+    does for such a model) and each state gets two rows, all frames and speech frames only:
+    [state_0 .. state_k, state_0 over speech .. state_k over speech].
+    """
+
+    def __init__(self, encoder: Path, threads: int = 1, window_level: str = "raw") -> None:
         if not Path(encoder).is_file():
             raise ModelError(f"Whisper encoder graph not found: {encoder} "
                              "(make it with `python -m convert whisper-encoder --layers all`)")
         self._backend = OnnxBackend(encoder, threads=threads)
         self.name = Path(encoder).name
+        if window_level not in LEVELS:
+            raise ModelError(f"window level must be one of {', '.join(LEVELS)}, got {window_level!r}")
+        self.window_level = window_level
 
     def __call__(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        states = self._backend.run({"mel": whisper_log_mel(window)[None]})["hidden"]
-        rows = np.stack([pool_frames(s, STATE_POOLING) for s in states])
-        return rows, np.zeros(len(rows), np.float32)
+        prepared = prepare(window) if self.window_level == "speech" else None
+        x = window if prepared is None else prepared.samples
+        states = self._backend.run({"mel": whisper_log_mel(x)[None]})["hidden"]
+        rows = [pool_frames(s, STATE_POOLING) for s in states]
+        if prepared is not None:
+            rows += [pool_frames(s, STATE_POOLING) for s in speech_frames(states, prepared.speech)]
+        return np.stack(rows), np.zeros(len(rows), np.float32)
 
 
-def mark_cache(cache: Path, backbone: str, encoder: Path) -> None:
+def mark_cache(cache: Path, backbone: str, encoder: Path, window_level: str = "raw") -> None:
     """Write the cache root's backbone.json (which backbone, which graph, how rows are pooled)."""
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
+    rows = f"one per hidden state, {STATE_POOLING}"
+    if window_level == "speech":
+        rows += "; then one per hidden state over the speech frames only"
     (cache / BACKBONE_FILE).write_text(json.dumps(
-        {"backbone": backbone, "encoder": str(encoder), "rows": f"one per hidden state, {STATE_POOLING}"},
+        {"backbone": backbone, "encoder": str(encoder), "window_level": window_level, "rows": rows},
         indent=1) + "\n")

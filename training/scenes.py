@@ -1,0 +1,108 @@
+"""Training windows cut the way the daemon hears a room: an utterance with pauses around it, recorded
+under a condition drawn from acoustics/ (reverberation, noise, telephone, gain) with training's own
+seeds, rooms and noise draws, cut by the daemon's windower, each window labelled by the speech it holds.
+
+Variant `roomN` of the feature cache is copy N of every clip made this way. A window covering less
+than MIN_SPEECH_S of the utterance is a pause: its label is `neutral`, as the stream benchmark scores
+it, so a head learns that a pause, a hiss or a reverberant tail is not sadness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from acoustics import noises, reverb, telephone
+from edge_ser.windows import Windower
+from training.augment import rng_for
+
+RATE = 16000
+WINDOW = 2 * RATE
+HOP = RATE
+MIN_SPEECH_S = 0.5
+"""A window with less of the utterance than this (or than 80 % of a shorter utterance) is a pause."""
+PAUSE_S = (0.0, 2.5)
+"""Silence before and after the utterance, drawn per copy."""
+SEED_BASE = 10_000
+"""Training's rooms and noise draws start here; the room benchmark's seeds are single digits."""
+RIR_BANK = 16
+"""Simulated rooms per process, RT60 spread over 0.2-1.0 s (image-source rooms take seconds each)."""
+P_REVERB, P_NOISE, P_PHONE = 0.4, 0.6, 0.15
+SNR_DB = (0.0, 25.0)
+GAIN_DB = (-30.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One utterance recorded in a drawn condition."""
+
+    audio: np.ndarray
+    """float32 16 kHz: pause, utterance, pause, after the condition."""
+    speech: tuple[int, int]
+    """Sample span of the utterance in `audio` (before reverberation smears it)."""
+    condition: str
+    """What was applied, for logs and tests ("rt60-0.63+pink12+phone+gain-17")."""
+
+
+@lru_cache(maxsize=1)
+def rir_bank() -> tuple[reverb.Rir, ...]:
+    return tuple(reverb.simulate_rir(round(0.2 + 0.8 * i / (RIR_BANK - 1), 3), SEED_BASE + i, RATE)
+                 for i in range(RIR_BANK))
+
+
+def make_scene(speech: np.ndarray, path: str, copy: int) -> Scene:
+    """Copy `copy` of a trimmed utterance in its room; a pure function of (speech, path, copy)."""
+    rng = rng_for(path, SEED_BASE + copy)
+    pre, post = (int(rng.uniform(*PAUSE_S) * RATE) for _ in range(2))
+    audio = np.concatenate([np.zeros(pre, np.float32), np.asarray(speech, np.float32),
+                            np.zeros(post, np.float32)])
+    span = (pre, pre + len(speech))
+    steps = []
+    if rng.random() < P_REVERB:
+        rir = rir_bank()[int(rng.integers(RIR_BANK))]
+        audio = reverb.reverberate(audio, rir)
+        steps.append(f"rt60-{rir.rt60_s:.2f}")
+    if rng.random() < P_NOISE:
+        kind = "pink" if rng.random() < 0.5 else "household"
+        snr = float(rng.uniform(*SNR_DB))
+        source = (noises.pink if kind == "pink" else noises.household)(audio.size, RATE, rng)
+        audio = noises.mix_at_snr(audio, source, snr, [span])
+        steps.append(f"{kind}{snr:.0f}")
+    if rng.random() < P_PHONE:
+        audio = telephone.phone(audio, RATE)
+        steps.append("phone")
+    g = float(rng.uniform(*GAIN_DB))
+    audio = np.clip(audio * np.float32(10 ** (g / 20)), -1.0, 1.0).astype(np.float32)
+    steps.append(f"gain{g:.0f}")
+    return Scene(audio, span, "+".join(steps))
+
+
+def cut_with_coverage(audio: np.ndarray, speech: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The daemon's windows of `audio` (edge_ser.windows.Windower, push then flush) and the seconds of
+    the `speech` span each one covers: (float32 [n, WINDOW], float32 [n])."""
+    w = Windower(WINDOW, HOP)
+    cut = list(w.push(audio))
+    tail = w.flush()
+    if tail is not None:
+        cut.append(tail)
+    s0, s1 = speech
+    cover = []
+    for win in cut:
+        if win.padded:  # the whole scene, centred in one window
+            cover.append((s1 - s0) / RATE)
+        else:
+            cover.append(max(0, min(s1, win.start + WINDOW) - max(s0, win.start)) / RATE)
+    return np.stack([x.samples for x in cut]), np.asarray(cover, np.float32)
+
+
+def is_pause(covered_s: np.ndarray, speech_s: float) -> np.ndarray:
+    """Windows too little of the utterance is in to carry its label."""
+    return np.asarray(covered_s) < min(MIN_SPEECH_S, 0.8 * speech_s)
+
+
+def room_windows(speech: np.ndarray, path: str, copy: int) -> tuple[np.ndarray, np.ndarray]:
+    """(windows, seconds of utterance per window) of copy `copy` of a trimmed utterance."""
+    scene = make_scene(speech, path, copy)
+    return cut_with_coverage(scene.audio, scene.speech)
