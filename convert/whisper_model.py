@@ -33,6 +33,7 @@ import torch
 from edge_ser.errors import UserError
 from edge_ser.features import parse_state_pooling, pool_states, pooled_dim
 from edge_ser.manifest import upsert_entry
+from edge_ser.speech_level import prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
 
 from . import head_model, parity, register, whisper_quant
@@ -60,11 +61,19 @@ def read_whisper_head(folder: Path) -> tuple[dict, str, tuple[int, ...]]:
     return spec, method, states
 
 
-def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray) -> np.ndarray:
-    """Float reference: whisper_log_mel -> torch encoder states -> pool_states -> torch head -> probs."""
-    rows = np.stack([pool_states(run_torch(model, whisper_log_mel(w)), method) for w in windows])
+def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray,
+                   window_level: str = "raw") -> np.ndarray:
+    """Float reference: whisper_log_mel -> torch encoder states -> pool_states -> torch head -> probs
+    (window_level speech: edge_ser.speech_level.prepare first, speech frames pooled)."""
+    rows = []
+    for w in windows:
+        prepared = prepare(w) if window_level == "speech" else None
+        states = run_torch(model, whisper_log_mel(w if prepared is None else prepared.samples))
+        if prepared is not None:
+            states = speech_frames(states, prepared.speech)
+        rows.append(pool_states(states, method))
     with torch.no_grad():
-        return head(torch.from_numpy(rows)).numpy()
+        return head(torch.from_numpy(np.stack(rows))).numpy()
 
 
 def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
@@ -127,7 +136,7 @@ def convert_whisper_model(
                          register_manifest=False, pooled_dim=want)
     live = [r for r in heads if r.path is not None]
     _, head = head_model.load_float_model(head_folder)
-    ref = torch_pipeline(model, head, method, windows)
+    ref = torch_pipeline(model, head, method, windows, str(spec.get("window_level", "raw")))
     # The smallest, fastest encoder whose decisions agree with float for every head variant wins:
     # INT8 first, then the float16-stored FP32 graph (dynamic INT8 can move near-tie windows).
     attempts: list[dict] = []
@@ -232,6 +241,7 @@ def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encode
         "labels": list(spec["labels"]),
         "backbone": register.file_ref(enc.path, manifest, input="mel", output="hidden"),
         "pooling": method,
+        **({"window_level": spec["window_level"]} if spec.get("window_level", "raw") != "raw" else {}),
         "head": register.file_ref(head.path, manifest, input="features", output="probs",
                                   input_dim=int(spec["input_dim"])),
         "quantization": q,

@@ -148,3 +148,29 @@ def test_pause_windows_of_a_room_copy_train_as_neutral():
     assert [(g[1], g[2], g[3]) for g in groups] == [(0, [1, 2], "c/a.wav"), (1, [0, 3], "c/a.wav#pause")]
     assert _windows_of([clip], store, "base", "merged", lab) == [(clip, 0, [0, 1, 2, 3], "c/a.wav")]
     assert [g[1] for g in _windows_of([clip], store, "room1", "merged", {"sadness": 0})] == [0]
+
+
+def test_state_rows_follow_the_cache_layout():
+    from edge_ser.errors import UserError
+    from training.dataset import state_rows
+
+    speech = {"states": [2, 3], "window_level": "speech"}
+    assert state_rows((2, 3), speech, 4) == [2, 3]  # the speech-frame rows, after the all-frame ones
+    assert state_rows((3,), {"states": [2, 3]}, 2) == [1]
+    assert state_rows((1, 2), {}, 5) == [1, 2]  # every state from 0, as `--layers all` exports
+    with pytest.raises(UserError, match="not \\[4\\]"):
+        state_rows((4,), speech, 4)
+
+
+def test_a_cache_of_another_encoder_or_level_is_refused(tmp_path):
+    from edge_ser.errors import UserError
+    from training.features import cache_layout
+    from training.whisper_states import mark_cache
+
+    mark_cache(tmp_path, "whisper-tiny.en", tmp_path / "a.onnx", "speech", (2, 3))
+    mark_cache(tmp_path, "whisper-tiny.en", tmp_path / "a.onnx", "speech")  # resuming: kept as it is
+    assert cache_layout(tmp_path)["states"] == [2, 3]
+    with pytest.raises(UserError, match="window_level"):
+        mark_cache(tmp_path, "whisper-tiny.en", tmp_path / "a.onnx", "raw")
+    with pytest.raises(UserError, match="encoder"):
+        mark_cache(tmp_path, "whisper-tiny.en", tmp_path / "b.onnx", "speech")

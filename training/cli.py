@@ -35,10 +35,14 @@ def cli() -> None:
 @click.option("--window-level", type=click.Choice(["raw", "speech"]), default="raw", show_default=True,
               help="With --encoder: speech = level-normalise each window on its speech frames and add "
               "speech-frame rows (edge_ser.speech_level), for models with window_level: speech.")
+@click.option("--states", default=None, metavar="K,J",
+              help="With --encoder: the encoder's hidden-state numbers in output order, when it returns "
+              "only some (`convert whisper-encoder --layers 2,3` -> 2,3); default: every state from 0.")
 @click.option("--max-clips", type=click.IntRange(1, 1_000_000), default=None,
               help="At most this many clips per corpus, a seeded draw (e.g. for room copies of a subset).")
 def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, threads: int,
-            encoder: Path | None, backbone_name: str, window_level: str, max_clips: int | None) -> None:
+            encoder: Path | None, backbone_name: str, window_level: str, states: str | None,
+            max_clips: int | None) -> None:
     """Compute (or resume) backbone features of every clip, per 2 s window."""
     from training import features
 
@@ -47,7 +51,12 @@ def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, t
         from training.whisper_states import WhisperStates, mark_cache
 
         model = WhisperStates(encoder, threads=threads, window_level=window_level)
-        mark_cache(cache, backbone_name, encoder, window_level)
+        try:
+            numbers = tuple(int(k) for k in states.split(",")) if states else None
+        except ValueError:
+            raise click.BadParameter(f"expected state numbers like 2,3, got {states!r}",
+                                     param_hint="--states") from None
+        mark_cache(cache, backbone_name, encoder, window_level, numbers)
     else:
         if features.backbone_of(cache) != "yamnet":
             raise UserError(f"{cache} holds {features.backbone_of(cache)} features; give --encoder or "
@@ -90,6 +99,8 @@ def _command() -> str:
               show_default=True, help="logreg = the issue's probe (clip mean+max, sklearn), for reference.")
 @click.option("--pooling", default="mean", show_default=True, help="edge_ser pooling, or frames (attn).")
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
+@click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
+              help="Room copies per training clip (cache variants room1..N, training.scenes).")
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)
 @click.option("--corpus-power", default=0.0, show_default=True,
               help="Down-weight big corpora by size^-p when sampling (0 = class balancing only).")
@@ -103,14 +114,15 @@ def _command() -> str:
               help="Embedding cache root (default cache/; e.g. fine-tuned embeddings from "
               "`python -m training.finetune embed`).")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
-        augment: int, grid: str, corpus_power: float, norm: str, name: str | None, save_head: Path | None,
-        plots: Path | None, no_record: bool, cache: Path | None) -> None:
+        augment: int, room: int, grid: str, corpus_power: float, norm: str, name: str | None,
+        save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
     from training import report, runner
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
-                                 corpus_power, name, _command(), save_head, plots, cache=cache, norm=norm)
+                                 corpus_power, name, _command(), save_head, plots, cache=cache, norm=norm,
+                                 room=room)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():
@@ -129,9 +141,11 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="one", show_default=True)
 @click.option("--norm", type=click.Choice(["global", "corpus"]), default="global", show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
+@click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
+              help="Room copies per training clip (cache variants room1..N, training.scenes).")
 @click.option("--name", required=True, help="Model name in the records.")
 def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: str, norm: str,
-         cache: Path | None, name: str) -> None:
+         cache: Path | None, room: int, name: str) -> None:
     """Leave-one-corpus-out: train on the other corpora, test on each one in turn, record every fold."""
     from training import report, runner
 
@@ -140,9 +154,9 @@ def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: 
     for held in members:
         command = (f"python -m training run --protocol cross_corpus --corpus {corpus} --heldout {held} "
                    f"--arch {arch} --pooling {pooling} --grid {grid} --norm {norm} --name {shlex.quote(name)}"
-                   + (f" --cache {cache}" if cache else ""))
+                   + (f" --cache {cache}" if cache else "") + (f" --room {room}" if room else ""))
         rec, _ = runner.run_protocol("cross_corpus", corpus, held, "merged", arch, pooling, 0, grid, 0.0,
-                                     name, command, cache=cache, norm=norm)
+                                     name, command, cache=cache, norm=norm, room=room)
         report.append_record(rec)
         scores[held] = rec["uar"]
         click.echo(f"{name} held out {held}: UAR4 {rec['uar']:.3f}")

@@ -45,17 +45,19 @@ def label_set(clips: list[Clip], classes: str) -> tuple[str, ...]:
     raise UserError(f"classes must be merged or original, not {classes!r}")
 
 
-def _pool_all(frames: np.ndarray, pooling: str) -> np.ndarray:
+def _pool_all(frames: np.ndarray, pooling: str, layout: dict | None = None) -> np.ndarray:
     """pool_frames over every window; vectorised for mean, the shared function otherwise.
 
     `method@k+j` reads a hidden-state cache (one mean_std row per state, see training.features):
-    the chosen states' rows concatenated, which is what edge_ser.features.pool_states gives the
-    daemon for a backbone that outputs those states; method mean keeps each row's first half.
+    the rows of encoder states k and j concatenated, which is what edge_ser.features.pool_states gives
+    the daemon for a backbone that outputs those states; method mean keeps each row's first half.
+    In a window_level speech cache those are the rows pooled over speech frames only, as the daemon
+    pools for such a model.
     """
     f = np.asarray(frames, dtype=np.float32)
     if "@" in pooling:
         method, states = parse_state_pooling(pooling)
-        rows = f[:, list(states), :]
+        rows = f[:, state_rows(states, layout or {}, f.shape[1]), :]
         if method == "mean":
             rows = rows[..., : rows.shape[-1] // 2]
         return rows.reshape(len(rows), -1)
@@ -66,11 +68,22 @@ def _pool_all(frames: np.ndarray, pooling: str) -> np.ndarray:
     return np.stack([pool_frames(w, pooling) for w in f])
 
 
+def state_rows(states: tuple[int, ...], layout: dict, n_rows: int) -> list[int]:
+    """Cache rows of encoder states `states` (see training.whisper_states for the row order)."""
+    speech = layout.get("window_level", "raw") == "speech"
+    numbers = list(layout.get("states") or range(n_rows // 2 if speech else n_rows))
+    missing = [k for k in states if k not in numbers]
+    if missing:
+        raise UserError(f"the feature cache holds encoder states {numbers}, not {missing}")
+    return [numbers.index(k) + (len(numbers) if speech else 0) for k in states]
+
+
 def build_part(clips: list[Clip], labels: tuple[str, ...], classes: str, pooling: str,
                variants: tuple[str, ...] = ("base",), cache: Path = feat.DEFAULT_CACHE,
                _caches: dict | None = None) -> Part:
     """Pooled features for every window of every clip (and of each augmented variant given)."""
     caches = _caches if _caches is not None else {}
+    layout = feat.cache_layout(cache)
     lab = {name: i for i, name in enumerate(labels)}
     xs, cl, y, corpus, speaker, paths = [], [], [], [], [], []
     by_corpus: dict[str, list[Clip]] = {}
@@ -91,7 +104,7 @@ def build_part(clips: list[Clip], labels: tuple[str, ...], classes: str, pooling
                 speaker.append(c.speaker)
                 paths.append(path)
             if rows:
-                xs.append(_pool_all(store.frames[np.array(rows)], pooling))
+                xs.append(_pool_all(store.frames[np.array(rows)], pooling, layout))
                 cl.append(np.array(owner))
     if not y:
         raise UserError("no clips with cached features for this split")

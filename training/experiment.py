@@ -10,7 +10,7 @@ import numpy as np
 from edge_ser.errors import UserError
 from training import loaders
 from training.dataset import Part, build_part, label_set
-from training.features import DEFAULT_CACHE, backbone_of
+from training.features import DEFAULT_CACHE, backbone_of, cache_layout
 from training.splits import SPLITS_DIR, protocol_split
 from training.train import Fitted, evaluate_part, fit, predict
 
@@ -37,7 +37,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         pooling: str = "mean", augment: int = 0, heldout: str | None = None, fold: int = 0,
         grid: dict | None = None, root: Path | None = None, cache: Path = DEFAULT_CACHE,
         split_dir: Path = SPLITS_DIR, corpus_power: float = 0.0, seed: int = 0, log=print,
-        _caches: dict | None = None, norm: str = "global") -> Result:
+        _caches: dict | None = None, norm: str = "global", room: int = 0) -> Result:
     """norm: global = one standardisation for all training data (folded into the head); corpus =
     every training corpus standardised by its own statistics first (what edge_ser.adaptation does on
     a device); test clips of a corpus seen in training use that corpus's training statistics, an
@@ -62,7 +62,9 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     if not all(sets.values()):
         raise UserError(f"empty split for {protocol} on {','.join(members)}: "
                         + ", ".join(f"{k}={len(v)}" for k, v in sets.items()))
-    variants = ("base",) + tuple(f"aug{i}" for i in range(1, augment + 1))
+    # training clips only: augmented copies and copies heard in a room (training.scenes)
+    variants = (("base",) + tuple(f"aug{i}" for i in range(1, augment + 1))
+                + tuple(f"room{i}" for i in range(1, room + 1)))
     train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches)
     val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches)
     test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches)
@@ -78,7 +80,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     if arch == "logreg":
         return _probe(train, val, test, labels, len(sets["train"]), seed)
     fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log,
-                 backbone=backbone_of(cache))
+                 backbone=backbone_of(cache), window_level=cache_layout(cache).get("window_level", "raw"))
     from training.heads import build_head
 
     model = build_head(fitted.spec)

@@ -107,6 +107,13 @@ def backbone_of(cache: Path = DEFAULT_CACHE) -> str:
     return str(json.loads(f.read_text())["backbone"])
 
 
+def cache_layout(cache: Path = DEFAULT_CACHE) -> dict:
+    """The cache root's backbone.json ({} for a YAMNet cache): backbone, encoder, and for hidden-state
+    caches `states` (the encoder's state numbers, in row order) and `window_level`."""
+    f = Path(cache) / BACKBONE_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
 def corpus_dir(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) -> Path:
     return Path(cache) / backbone_of(cache) / variant / corpus
 

@@ -137,13 +137,15 @@ def fit_one(train: Part, val: Part, spec: dict, lr: float, seed: int = 0, max_ep
 
 def fit(train: Part, val: Part, labels: tuple[str, ...], arch: str = "mlp", grid: dict | None = None,
         pooling: str = "mean", seed: int = 0, corpus_power: float = 0.0, log=print,
-        backbone: str = "yamnet") -> Fitted:
+        backbone: str = "yamnet", window_level: str = "raw") -> Fitted:
     """Grid search on validation UAR; returns the best head."""
     torch.set_num_threads(1)
     grid = grid or DEFAULT_GRID[arch]
     mean, std = standardiser(train.x)
     base = {"arch": arch, "input_dim": int(train.x.shape[-1]), "labels": list(labels), "pooling": pooling,
             "backbone": backbone, "feature_mean": mean.tolist(), "feature_std": std.tolist()}
+    if window_level != "raw":  # the daemon must prepare windows as this head's features were
+        base["window_level"] = window_level
     best: Fitted | None = None
     t0 = time.time()
     for hidden, dropout, lr in itertools.product(grid["hidden"], grid["dropout"], grid["lr"]):

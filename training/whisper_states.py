@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_ser.backends.onnx import OnnxBackend
-from edge_ser.errors import ModelError
+from edge_ser.errors import ModelError, UserError
 from edge_ser.features import pool_frames
 from edge_ser.speech_level import LEVELS, prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
@@ -51,13 +51,26 @@ class WhisperStates:
         return np.stack(rows), np.zeros(len(rows), np.float32)
 
 
-def mark_cache(cache: Path, backbone: str, encoder: Path, window_level: str = "raw") -> None:
-    """Write the cache root's backbone.json (which backbone, which graph, how rows are pooled)."""
+def mark_cache(cache: Path, backbone: str, encoder: Path, window_level: str = "raw",
+               states: tuple[int, ...] | None = None) -> None:
+    """Write the cache root's backbone.json (which backbone, which graph, which states, how rows are
+    pooled); a cache made by another graph or window level is refused, never mixed into."""
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
+    mark = cache / BACKBONE_FILE
     rows = f"one per hidden state, {STATE_POOLING}"
     if window_level == "speech":
         rows += "; then one per hidden state over the speech frames only"
-    (cache / BACKBONE_FILE).write_text(json.dumps(
-        {"backbone": backbone, "encoder": str(encoder), "window_level": window_level, "rows": rows},
-        indent=1) + "\n")
+    new = {"backbone": backbone, "encoder": str(encoder), "window_level": window_level,
+           "states": list(states) if states else None, "rows": rows}
+    if mark.is_file():
+        old = json.loads(mark.read_text())
+        clash = [k for k in ("backbone", "encoder", "window_level") if old.get(k, "raw") != new[k]]
+        if states and old.get("states") not in (None, list(states)):
+            clash.append("states")
+        if clash:
+            raise UserError(f"{cache} holds features of another {', '.join(clash)} ({mark}); "
+                            "use another --cache")
+        if old.get("states") or not states:
+            return
+    mark.write_text(json.dumps(new, indent=1) + "\n")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The speech-level Whisper candidates of the LOCO table (bench/ACCURACY.md) and the room benchmark rows
+# of the model they ship, from scratch (about two hours on 2 cores; every step resumes: the caches
+# are chunked, the records are keyed by model and held-out corpus).
+# 1. the encoder graph of states 2+3 (FP32); 2. the speech-level cache of All+ (every window's level
+# set on its speech frames, rows pooled over all and over speech frames) and room copies of up to
+# 1200 clips per corpus (training/scenes.py); 3. LOCO without and with the room copies;
+# 4. the speaker-independent head of the room-trained candidate, its daemon model and room rows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+ENC=cache/whisper-enc/whisper-tiny.en-l23-fp32.onnx
+CACHE=cache/whisper-speech
+NAME=whisper-l23-speech-room-mlp-allplus
+
+[ -f "$ENC" ] || $PY -m convert whisper-encoder --checkpoint ../shared/weights/whisper-tiny.en --layers 2,3 --out "$ENC"
+extract() {  # two corpus groups in parallel, one per core
+    $PY -m training extract --encoder "$ENC" --cache "$CACHE" --window-level speech --states 2,3 "$@" \
+        --corpora crema-d,tess,savee,ravdess &
+    $PY -m training extract --encoder "$ENC" --cache "$CACHE" --window-level speech --states 2,3 "$@" \
+        --corpora nemo,ased,turev-db,banglaser
+    wait
+}
+extract
+extract --variant room1 --max-clips 1200
+
+$PY -m training loco --cache "$CACHE" --arch mlp --grid one --pooling mean_std@2+3 \
+    --name "whisper-mean_std-L2+3+mlp+speech"
+$PY -m training loco --cache "$CACHE" --arch mlp --grid one --pooling mean_std@2+3 --room 1 \
+    --name "whisper-mean_std-L2+3+mlp+speech+room"
+$PY -m training run --protocol speaker_independent --corpus all+ --arch mlp --grid one \
+    --pooling mean_std@2+3 --room 1 --cache "$CACHE" --name "whisper-mean_std-L2+3+mlp+speech+room" \
+    --save-head "runs/heads/$NAME" --plots bench/results/confusion_whisper-mean_std-L2+3-mlp-speech-room_si.png
+$PY -m training report
+$PY -m convert whisper-model "runs/heads/$NAME" --checkpoint ../shared/weights/whisper-tiny.en \
+    --name "$NAME" --windows 300
+$PY -m bench room --models "$NAME-fp16" --merge
