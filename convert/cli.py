@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
+from artefact import parity
+from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR
 from edge_ser.errors import UserError
-
-from . import parity, register
 
 QUANT_CHOICES = click.Choice(["int8", "float16", "float32", "dynamic"])
 
@@ -45,7 +45,7 @@ def _common(f):
     f = click.option(
         "--manifest",
         type=click.Path(path_type=Path),
-        default=register.DEFAULT_MANIFEST,
+        default=DEFAULT_MANIFEST,
         show_default=True,
         help="Manifest to add the converted models to.",
     )(f)
@@ -74,7 +74,7 @@ def _common(f):
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=register.REPO / "models" / "heads",
+    default=HEADS_DIR,
     show_default=True,
     help="Folder for the .tflite files.",
 )
@@ -163,7 +163,7 @@ cli.add_command(yamnet_head, name="head")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=register.REPO / "models" / "heads",
+    default=HEADS_DIR,
     show_default=True,
     help="Folder for the .onnx files.",
 )
@@ -239,7 +239,7 @@ def hubert(
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=register.REPO / "models" / "heads",
+    default=HEADS_DIR,
     show_default=True,
     help="Folder for the .tflite files.",
 )
@@ -296,12 +296,12 @@ def vggish(
 @click.option(
     "--builder",
     default=None,
-    help="module:function building the torch module from head.json (default training.heads:build_head).",
+    help="module:function building the torch module from head.json (default artefact.heads:build_head).",
 )
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=register.REPO / "models" / "heads",
+    default=HEADS_DIR,
     show_default=True,
     help="Folder for the .tflite files.",
 )
@@ -420,7 +420,7 @@ def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool, refere
 @click.argument("head_folder", type=click.Path(path_type=Path))
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
               help="The Whisper checkpoint folder the head's features came from (see whisper-encoder).")
-@click.option("--out", type=click.Path(path_type=Path), default=register.REPO / "models" / "heads",
+@click.option("--out", type=click.Path(path_type=Path), default=HEADS_DIR,
               show_default=True, help="Folder for the encoder .onnx and head .tflite files.")
 @click.option("--name", default=None, help="Model name (default: the head folder's name).")
 @click.option("--quant", "quants", multiple=True, type=QUANT_CHOICES,

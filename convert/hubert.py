@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from artefact import eval_data, parity
+from artefact.manifest import DEFAULT_MANIFEST, file_ref, write_entry
+from artefact.parity import Result
 from edge_ser.errors import UserError
 from edge_ser.labels import EMOTIONS, NEUTRAL
+from edge_ser.manifest import ModelEntry
 
-from . import eval_data, head_model, parity, register
-from .parity import Result
+from . import head_model
 
 OPSET = 17
 CANDIDATES = {
@@ -344,7 +347,7 @@ def convert_hubert(
     out_dir: Path,
     name: str,
     eval_path: Path | None,
-    manifest: Path = register.DEFAULT_MANIFEST,
+    manifest: Path = DEFAULT_MANIFEST,
     keep_anyway: bool = False,
     labels: list[str] | None = None,
     random_tiny: bool = False,
@@ -449,25 +452,23 @@ def convert_hubert(
     if register_manifest:
         for r, q in ((results[0], "float32"), (results[1], "dynamic")):
             if r.path is not None:
-                register.upsert(
+                write_entry(
                     manifest,
-                    r.model_id,
                     _entry(r, q, labels, info, manifest, command),
                     make_default=make_default and q == "dynamic",
                 )
     return results
 
 
-def _entry(r: Result, q: str, labels: list[str], info: dict, manifest: Path, command: str) -> dict:
-    return {
-        "description": f"HuBERT ({info['layers']}x{info['hidden_size']}) + head, one ONNX file, {q}",
-        "frontend": "waveform",
-        "sample_rate": 16000,
-        "window_s": 2.0,
-        "labels": labels,
-        "head": register.file_ref(r.path, manifest, input="waveform", output="probs"),
-        "quantization": q,
-        "license": "inherits the checkpoint's and the training corpora's terms",
-        "conversion": {"command": command, "source": info["source"]},
-        "parity_report": str(r.report),
-    }
+def _entry(r: Result, q: str, labels: list[str], info: dict, manifest: Path, command: str) -> ModelEntry:
+    return ModelEntry(
+        id=r.model_id,
+        description=f"HuBERT ({info['layers']}x{info['hidden_size']}) + head, one ONNX file, {q}",
+        frontend="waveform",
+        window_s=2.0,
+        labels=tuple(labels),
+        head=file_ref(r.path, manifest, input="waveform", output="probs"),
+        quantization=q,
+        license="inherits the checkpoint's and the training corpora's terms",
+        extra={"conversion": {"command": command, "source": info["source"]}, "parity_report": str(r.report)},
+    )

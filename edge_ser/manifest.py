@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ModelError
 from .features import POOLINGS
 from .labels import EMOTIONS, NEUTRAL
@@ -293,7 +291,7 @@ def fetch_file(ref: ModelFile, into: Path | None = None) -> Path:
         if digest != ref.sha256.lower():
             raise ModelError(f"download of {ref.url} has sha256 {digest[:16]}..., the manifest expects "
                              f"{ref.sha256[:16]}...; refusing it")
-        os.chmod(tmp, _readable_mode(dest))
+        os.chmod(tmp, readable_mode(dest))
         os.replace(tmp, dest)
     except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
         raise ModelError(f"cannot download {ref.url} to {dest}: {e}") from None
@@ -322,6 +320,17 @@ for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPSHandler(), _
                  urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
     _HTTPS_ONLY.add_handler(_handler)
 """An opener that speaks https only (no file:, ftp:, data: or plain http handlers at all)."""
+
+
+def readable_mode(existing: Path) -> int:
+    """Keep an existing file's mode; new files get 0644 minus the umask (mkstemp's 0600 would hide
+    the file from a daemon running as another user)."""
+    if existing.exists():
+        return existing.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o644 & ~umask
+
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -430,81 +439,6 @@ def _parse_reference(d: Any, key: str, where: str | Path) -> ModelFile:
         raise ModelError(f"{where}: {key} must be a mapping with reference (a file name) and sha256")
     rest = {k: v for k, v in d.items() if k != "reference"}
     return _parse_file({"file": d["reference"], **rest}, key, where)
-
-
-# --- writing (training/ and convert/ add their models here) -------------------------------------
-
-class _Dumper(yaml.SafeDumper):
-    """Block mappings, but short lists of scalars on one line: `labels: [a, b, c]`."""
-
-
-def _repr_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    flow = all(isinstance(x, (str, int, float, bool)) or x is None for x in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _repr_list)
-_Dumper.add_representer(tuple, _repr_list)
-
-
-def upsert_entry(manifest_path: str | Path, model_id: str, entry: dict[str, Any],
-                 make_default: bool = False) -> None:
-    """Add or replace `models.<model_id>` (validated first), keeping the file's header comments.
-
-    Training and conversion scripts call this after writing a head, e.g. with
-    {"head": {"file": "heads/x.tflite", "sha256": sha256_of(path), "size": ..., "input_dim": 1024}, ...}.
-    """
-    p = Path(manifest_path)
-    header, data = "", {"version": 1, "default": None, "models": {}}
-    if p.exists():
-        text = p.read_text(encoding="utf-8")
-        lines = text.splitlines(keepends=True)
-        header = "".join(ln for ln in _leading_comments(lines))
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise ModelError(f"model manifest {p} must be a mapping")
-        data.update(loaded)
-        data["models"] = dict(loaded.get("models") or {})
-    entry = dict(entry)
-    parse_entry(model_id, entry, p)  # refuse a bad entry before touching the file
-    data["models"][model_id] = entry
-    if make_default or not data.get("default"):
-        data["default"] = model_id
-    ordered = {"version": data.get("version", 1), "default": data["default"], "models": data["models"]}
-    body = yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
-    # A blank line before each model so a reviewer sees one block per model.
-    out_lines, in_models = [], False
-    for ln in body.splitlines():
-        if ln.startswith("models:"):
-            in_models = True
-        elif in_models and ln.startswith("  ") and not ln.startswith("   ") and out_lines[-1] != "models:":
-            out_lines.append("")
-        out_lines.append(ln)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".manifest-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(header + "\n".join(out_lines) + "\n")
-    os.chmod(tmp, _readable_mode(p))
-    os.replace(tmp, p)
-
-
-def _readable_mode(existing: Path) -> int:
-    """Keep an existing file's mode; new files get 0644 minus the umask (mkstemp's 0600 would hide
-    the file from a daemon running as another user)."""
-    if existing.exists():
-        return existing.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o644 & ~umask
-
-
-def _leading_comments(lines: list[str]) -> list[str]:
-    out = []
-    for ln in lines:
-        if ln.startswith("#") or (out and not ln.strip()):
-            out.append(ln)
-        else:
-            break
-    return out
 
 
 # --- describing (`edge-ser models`) --------------------------------------------------------------

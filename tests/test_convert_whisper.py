@@ -196,8 +196,8 @@ def test_real_checkpoint_fp32_graph_matches_ctranslate2_reference(tmp_path: Path
 
 def _tiny_head(folder: Path, tiny_hf: Path) -> Path:
     """An MLP head on mean_std of state 1 of the tiny encoder, trained to tell the five tones apart."""
-    from convert.eval_data import save_eval
-    from training.heads import build_head, save_head
+    from artefact.eval_data import save_eval
+    from artefact.heads import build_head, save_head
 
     model, _ = encoder_states(tiny_hf, (1,))
     x = _windows(60, seed=3)

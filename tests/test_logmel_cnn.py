@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
+from artefact.heads import build_cnn  # noqa: E402
 from convert import logmel_cnn as convert_cnn  # noqa: E402
 from edge_ser.logmel import log_mel  # noqa: E402
 from edge_ser.model import load_model  # noqa: E402
@@ -31,7 +32,7 @@ def test_cache_train_resume_convert_and_serve(tmp_path: Path) -> None:
     history = [json.loads(ln) for ln in (run / "train.log").read_text().splitlines() if ln.startswith("{")]
     assert [h["epoch"] for h in history] == [1, 2]
     spec = json.loads((run / "head.json").read_text())
-    assert sum(p.numel() for p in logmel_cnn.build_cnn(spec).parameters()) < 2_000_000
+    assert sum(p.numel() for p in build_cnn(spec).parameters()) < 2_000_000
 
     manifest = tmp_path / "models" / "manifest.yaml"
     results = convert_cnn.convert_logmel_cnn(run, None, tmp_path / "models" / "heads", "cnn", ("float32",),

@@ -172,7 +172,9 @@ def ship(head_dir: Path, name: str, onnx: bool, make_default: bool) -> None:
                 report.append_record(dict(r, shipped=name))
     if onnx:
         out = sh.export_onnx(head_dir, sh.MODELS / "heads" / f"{name}.onnx")
-        spec, _ = __import__("training.heads", fromlist=["load_head"]).load_head(head_dir)
+        from artefact.heads import load_head
+
+        spec, _ = load_head(head_dir)
         sh.register_onnx(out, name, spec, make_default)
         click.echo(f"onnx: {out} (manifest entry {name}{', default' if make_default else ''})")
 

@@ -79,7 +79,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         return _probe(train, val, test, labels, len(sets["train"]), seed)
     fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log,
                  backbone=backbone_of(cache))
-    from training.heads import build_head
+    from artefact.heads import build_head
 
     model = build_head(fitted.spec)
     model.load_state_dict(fitted.state)

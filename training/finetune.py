@@ -626,13 +626,13 @@ def pipeline_parity(model_id: str, run: Path, head: Path, emb_cache: Path, max_c
     """A registered fine-tuned-backbone model as the daemon runs it (waveform -> TFLite backbone ->
     converted head) against the training-side reference (torch fine-tuned embeddings from the cache ->
     float torch head), on the run's test clips (an even sample of at most max_clips), clip level."""
-    from convert.parity import HEAD_TARGETS, compare, machine, median_ms
+    from artefact.heads import load_head
+    from artefact.parity import HEAD_TARGETS, compare, machine, median_ms
     from edge_ser.manifest import load_manifest
     from edge_ser.model import load_model
     from edge_ser.settings import ModelSettings
     from training.evaluate import clip_probs
     from training.features import clip_windows, load_cache, pooled_windows
-    from training.heads import load_head
     from training.loaders import default_corpora_root, load_set
 
     root = Path(root or default_corpora_root()).resolve()
@@ -695,7 +695,7 @@ def parity(
     max_clips: int = 0,
 ) -> dict:
     """Exported file (waveform in) vs the torch model (cached trunk features) on the run's test clips."""
-    from convert.parity import HEAD_TARGETS, compare, machine, median_ms
+    from artefact.parity import HEAD_TARGETS, compare, machine, median_ms
     from training.evaluate import clip_probs
     from training.features import clip_windows
     from training.loaders import default_corpora_root
@@ -926,7 +926,7 @@ def records(runs: Path) -> list[dict]:
 
 
 def export_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from convert.parity import summary, write_report
+    from artefact.parity import summary, write_report
 
     path = export(args.run, args.out, args.tflite)
     report = parity(args.run, path, args.cache, tflite=args.tflite, max_clips=args.max_clips)
@@ -942,7 +942,7 @@ def export_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def pipeline_parity_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from convert.parity import summary, write_report
+    from artefact.parity import summary, write_report
 
     report = pipeline_parity(args.model_id, args.run, args.head, args.emb_cache, args.max_clips)
     report["command"] = "python -m training.finetune " + " ".join(argv)
@@ -955,27 +955,30 @@ def pipeline_parity_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 def register(args: argparse.Namespace, path: Path, report: Path) -> None:
     """models/manifest.yaml entry of the single-file model (never made the default here)."""
-    from convert.register import DEFAULT_MANIFEST, file_ref, upsert
+    from artefact.manifest import DEFAULT_MANIFEST, file_ref, write_entry
+    from edge_ser.manifest import ModelEntry
 
     spec = json.loads((args.run / "head.json").read_text())
-    entry = {
-        "description": "YAMNet fine-tuned for emotion (last pointwise conv, low-rank) + head, one file",
-        "frontend": "waveform",
-        "sample_rate": 16000,
-        "window_s": 2.0,
-        "labels": list(MERGED_LABELS),
-        "head": file_ref(path, DEFAULT_MANIFEST, input="waveform", output="probs"),
-        "quantization": "dynamic",
-        "license": "inherits the training corpora (TESS/RAVDESS non-commercial, SAVEE research only, "
+    entry = ModelEntry(
+        id=args.model_id,
+        description="YAMNet fine-tuned for emotion (last pointwise conv, low-rank) + head, one file",
+        frontend="waveform",
+        window_s=2.0,
+        labels=tuple(MERGED_LABELS),
+        head=file_ref(path, DEFAULT_MANIFEST, input="waveform", output="probs"),
+        quantization="dynamic",
+        license="inherits the training corpora (TESS/RAVDESS non-commercial, SAVEE research only, "
         "see shared/corpora/README.md); YAMNet Apache-2.0",
-        "training": {
-            "command": spec["command"],
-            "data": ",".join(spec["corpora"]) + " (budget subset, training/finetune.py)",
-            "split": spec["protocol"],
+        extra={
+            "training": {
+                "command": spec["command"],
+                "data": ",".join(spec["corpora"]) + " (budget subset, training/finetune.py)",
+                "split": spec["protocol"],
+            },
+            "parity_report": os.path.relpath(report, REPO),
         },
-        "parity_report": os.path.relpath(report, REPO),
-    }
-    upsert(DEFAULT_MANIFEST, args.model_id, entry, make_default=False)
+    )
+    write_entry(DEFAULT_MANIFEST, entry, make_default=False)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m training.logmel_cnn cache                      # log-mel of every 2 s window (resumable)
     python -m training.logmel_cnn train --protocol speaker_independent --corpus all+ \
         --out runs/logmel-cnn/si-all+                        # checkpoint per epoch; rerun resumes
-    python -m convert logmel-cnn runs/logmel-cnn/si-all+ --builder training.logmel_cnn:build_cnn
+    python -m convert logmel-cnn runs/logmel-cnn/si-all+ --builder artefact.heads:build_cnn
 
 The paper's VGG16/ResNet50V2 rows use image-pretrained CNNs whose weights are not available here;
 this is the practical replacement: about 0.16 M parameters, log-mel in (edge_ser.logmel: the
@@ -27,40 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from artefact.heads import build_cnn
 from edge_ser.errors import UserError
 from training.loaders import MERGED_LABELS, Clip
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / "cache" / "logmel"
 CHUNK = 512
-
-
-class CompactCNN(nn.Module):
-    """Four conv-BN-ReLU blocks (max-pooled), mean+max pooling over time and frequency, dropout, dense."""
-
-    def __init__(self, n_labels: int, widths: tuple[int, ...] = (24, 48, 96, 128), dropout: float = 0.3):
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 1
-        for k, w in enumerate(widths):
-            layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
-            if k < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2))
-            cin = w
-        self.body = nn.Sequential(*layers)
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(2 * cin, n_labels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x)
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
-        return self.out(self.drop(pooled))
-
-
-def build_cnn(spec: dict) -> nn.Module:
-    """Builder for `python -m convert logmel-cnn --builder training.logmel_cnn:build_cnn`."""
-    return CompactCNN(len(spec["labels"]), tuple(spec.get("widths", (24, 48, 96, 128))),
-                      float(spec.get("dropout", 0.3)))
 
 
 # ---------------------------------------------------------------------------------------- cache
@@ -157,7 +130,7 @@ def train(args: argparse.Namespace) -> dict:
     sample = np.sort(np.random.default_rng(0).choice(rows, size=min(4000, len(rows)), replace=False))
     ref = np.asarray(store.mel[sample], np.float32)
     mean, std = ref.mean(axis=(0, 1)), np.maximum(ref.std(axis=(0, 1)), 1e-3)
-    spec = {"arch": "logmel-cnn", "builder": "training.logmel_cnn:build_cnn", "widths": [24, 48, 96, 128],
+    spec = {"arch": "logmel-cnn", "builder": "artefact.heads:build_cnn", "widths": [24, 48, 96, 128],
             "dropout": 0.3, "labels": labels, "input_shape": [1, 1, int(store.mel.shape[1]), 64],
             "feature_mean": mean.tolist(), "feature_std": std.tolist(), "frontend": "logmel",
             "window_s": 2.0, "protocol": args.protocol, "corpora": corpora, "heldout": args.heldout}
@@ -237,7 +210,7 @@ def train(args: argparse.Namespace) -> dict:
                  "SAVEE research only; see shared/corpora/README.md)"})
     (out / "head.json").write_text(json.dumps(spec, indent=1))
     # eval rows for convert/ (INT8 calibration on training windows, parity on test windows)
-    from convert.eval_data import EVAL_NAME
+    from artefact.eval_data import EVAL_NAME
 
     trows = np.sort(np.random.default_rng(1).choice(rows, size=min(300, len(rows)), replace=False))
     test_rows, owner = window_rows(part["test"], store)
