@@ -11,6 +11,7 @@ import yaml
 
 from artefact.manifest import upsert_entry
 from edge_ser import manifest as mf
+from edge_ser.cli import describe_models
 from edge_ser.errors import ModelError
 
 LABELS = ["anger_disgust", "fear_surprise", "happiness", "sadness"]
@@ -291,7 +292,7 @@ def test_describe_models_reports_found_missing_and_mismatch(tmp_path):
     assert rows["fine"]["default"] and rows["fine"]["files"][0]["status"] == "ok"
     assert rows["broken"]["files"][0]["status"] == "mismatch"
     assert rows["absent"]["files"][0]["status"] == "missing"
-    text = mf.describe_models(mpath)
+    text = describe_models(mpath)
     assert "fine (default)" in text and "[sha256 ok]" in text
     assert "SHA256 MISMATCH" in text and "MISSING" in text and "https://example.org/gone.onnx" in text
 
