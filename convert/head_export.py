@@ -66,7 +66,7 @@ def convert_head(
 
     default: the quantization whose entry becomes the manifest's default model (None: leave it).
     backbone_file: a YAMNet file other than the shared one (a fine-tuned backbone from
-    `python -m training.finetune export-backbone`) that the head was trained on; the entry names it.
+    `python -m training finetune export-backbone`) that the head was trained on; the entry names it.
     pooled_dim: the feature size of a head on another backbone (the Whisper route), which the
     caller has worked out; the head is then not checked against YAMNet and no YAMNet entry is
     written (pass register_manifest=False and write the entries yourself).
