@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime")
 
 from convert import cli, whisper_ckpt, whisper_export, whisper_quant  # noqa: E402
 from convert.macs import onnx_macs  # noqa: E402
+from convert.whisper_cli import WHISPER_CANDIDATES  # noqa: E402
 from convert.whisper_encoder import EncoderStates, encoder_states, export_onnx, run_torch  # noqa: E402
 from convert.whisper_model import convert_whisper_model, torch_pipeline  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
@@ -308,7 +309,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsy
 
 
 def test_cli_lists_every_quantization_candidate() -> None:
-    assert set(cli.WHISPER_CANDIDATES) == set(whisper_quant.CANDIDATES)
+    assert set(WHISPER_CANDIDATES) == set(whisper_quant.CANDIDATES)
     assert whisper_quant.FALLBACK in whisper_quant.DEFAULT_CANDIDATES
     table = {k: {"passed": True, "latency_ms_median": 10.0, "size_bytes": 100,
                  "cosine_vs_fp32": {"state_2": {"min": 0.99, "mean": 0.999}}} for k in ("a", "b")}
