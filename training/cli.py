@@ -75,7 +75,7 @@ def splits(corpora: str, root: Path | None) -> None:
 @click.option("--heldout", default=None, help="cross_corpus: the corpus left out (tested on).")
 @click.option("--classes", type=click.Choice(["original", "merged"]), default="merged", show_default=True)
 @click.option("--arch", type=click.Choice(["mlp", "linear", "wsum", "attn", "logreg"]), default="mlp",
-              show_default=True, help="logreg = the issue's probe (clip mean+max, sklearn), for reference.")
+              show_default=True, help="logreg = the reference probe (clip mean+max, sklearn).")
 @click.option("--pooling", default="mean", show_default=True, help="edge_ser pooling, or frames (attn).")
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)

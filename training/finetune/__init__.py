@@ -24,7 +24,7 @@ embedding: the 4 emotions + neutral ("merged") and the original labels of the tr
 conv) is frozen and computed by the original yamnet.tflite cut at that point
 (training/yamnet_tflite.py) from the rebuild's log-mel patches (training/yamnet_model.py,
 INT8-mel mode), so the exported file (the same graph with the merged weights) computes what was
-trained. Why not end to end: on this CPU, shared by eight engineers, one training step of layer
+trained. Why not end to end: on this shared 2-core CPU, one training step of layer
 14 alone took 22 ms per 2 s window (measured); with the frozen product W x cached, a low-rank
 step costs about 15x fewer multiplications and a whole run takes minutes.
 

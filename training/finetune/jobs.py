@@ -57,7 +57,7 @@ def records(runs: Path) -> list[dict]:
                 m = res[classes]
                 rec = {"model": r["model"], "protocol": r["protocol"], "corpus": corpus, "classes": classes}
                 rec.update({k: m[k] for k in RECORD_KEYS if k in m})
-                if r["protocol"] == "cross_corpus":  # the metric: UAR over the four emotions
+                if r["protocol"] == "cross_corpus":  # cross-corpus metric: UAR over the four emotions
                     rec["uar_all_classes"], rec["uar"] = m["uar"], m.get("uar4", m["uar"])
                 rec.update(
                     {
