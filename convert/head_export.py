@@ -13,13 +13,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artefact import eval_data, parity
+from artefact.manifest import (
+    DEFAULT_MANIFEST,
+    HEADS_DIR,
+    QUANT_SUFFIX,
+    REPO,
+    file_ref,
+    write_entry,
+    yamnet_backbone,
+)
+from artefact.parity import Result
 from edge_ser.errors import UserError
+from edge_ser.manifest import ModelEntry
 
-from . import eval_data, head_model, old_runtime, parity, register
-from .parity import Result
+from . import head_model, old_runtime
 from .tflite_export import TensorIO, export_torch, runner
 
-DEFAULT_OUT = register.REPO / "models" / "heads"
+DEFAULT_OUT = HEADS_DIR
 CALIBRATION_ROWS = 1000
 """Training rows the INT8 ranges are calibrated on (all of them in training's eval.npz)."""
 STRETCH = 2.0
@@ -40,7 +51,7 @@ def convert_head(
     out_dir: Path = DEFAULT_OUT,
     name: str | None = None,
     variants: tuple[str, ...] = ("int8", "float16", "float32"),
-    manifest: Path = register.DEFAULT_MANIFEST,
+    manifest: Path = DEFAULT_MANIFEST,
     keep_anyway: bool = False,
     default: str | None = None,
     backbone: str | None = None,
@@ -55,7 +66,7 @@ def convert_head(
 
     default: the quantization whose entry becomes the manifest's default model (None: leave it).
     backbone_file: a YAMNet file other than the shared one (a fine-tuned backbone from
-    `python -m training.finetune export-backbone`) that the head was trained on; the entry names it.
+    `python -m training finetune export-backbone`) that the head was trained on; the entry names it.
     pooled_dim: the feature size of a head on another backbone (the Whisper route), which the
     caller has worked out; the head is then not checked against YAMNet and no YAMNet entry is
     written (pass register_manifest=False and write the entries yourself).
@@ -126,7 +137,7 @@ def convert_head(
         key = max(tried, key=lambda k: tried[k][3])  # first (fastest) on ties
         mode = tried[key][4]
         blob, verdict, tfl_ms, hold, _ = tried[key]
-        model_id = f"{name}-{register.QUANT_SUFFIX[q]}"
+        model_id = f"{name}-{QUANT_SUFFIX[q]}"
         path = out_dir / f"{model_id}.tflite"
         keep = verdict["passed"] or keep_anyway
         report = {
@@ -164,10 +175,9 @@ def convert_head(
             report["tflite_runtime_2_14"] = old_runtime.check(path)
         jpath, _ = parity.write_report(model_id, report, reports_dir)
         if keep and register_manifest:
-            entry = _entry(spec, path, q, manifest, jpath, command, backbone_file) | {
-                "quantization_mode": MODE_TEXT.get(mode, mode)
-            }
-            register.upsert(manifest, model_id, entry, make_default=(q == default))
+            entry = _entry(model_id, spec, path, q, manifest, jpath, command, backbone_file,
+                           MODE_TEXT.get(mode, mode))
+            write_entry(manifest, entry, make_default=(q == default))
         results.append(Result(model_id, path if keep else None, jpath, verdict["passed"]))
     return results
 
@@ -182,7 +192,7 @@ def _split_train(data: eval_data.EvalData, holdout: float = 0.2) -> tuple[eval_d
 
 def _reference_probs(folder: Path, x: np.ndarray) -> np.ndarray:
     """Probabilities of the training code's own float inference model (the parity reference)."""
-    from training.heads import load_head
+    from artefact.heads import load_head
 
     _, ref = load_head(folder)
     with torch.no_grad():
@@ -191,36 +201,37 @@ def _reference_probs(folder: Path, x: np.ndarray) -> np.ndarray:
 
 def _display(path: Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(register.REPO))
+        return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
 
 
-def _entry(spec: dict, path: Path, q: str, manifest: Path, report: Path, command: str,
-           backbone_file: Path | None = None) -> dict:
+def _entry(model_id: str, spec: dict, path: Path, q: str, manifest: Path, report: Path, command: str,
+           backbone_file: Path | None, mode: str) -> ModelEntry:
     metrics = {k: spec[k] for k in ("val", "test", "metrics") if k in spec}
-    backbone = (register.yamnet_backbone(manifest) if backbone_file is None else register.file_ref(
+    backbone = (yamnet_backbone(manifest) if backbone_file is None else file_ref(
         backbone_file, manifest, input="waveform", output="Identity_1", scores_output="Identity"))
-    return {
-        "description": f"{'fine-tuned YAMNet' if backbone_file else 'YAMNet'} + {spec['arch']} head "
+    return ModelEntry(
+        id=model_id,
+        description=f"{'fine-tuned YAMNet' if backbone_file else 'YAMNet'} + {spec['arch']} head "
         f"({spec.get('data', 'trained head')}), {q} TFLite",
-        "frontend": "waveform",
-        "sample_rate": 16000,
-        "window_s": float(spec.get("window_s", 2.0)),
-        "labels": list(spec["labels"]),
-        "backbone": backbone,
-        "pooling": spec.get("pooling", "mean"),
-        "head": register.file_ref(
-            path, manifest, input="features", output="probs", input_dim=int(spec["input_dim"])
-        ),
-        "quantization": q,
-        "license": spec.get("license", "inherits the training corpora's terms; YAMNet Apache-2.0"),
-        "training": {
-            "command": spec.get("command", ""),
-            "data": spec.get("data", ""),
-            "split": spec.get("split", ""),
-        }
-        | metrics,
-        "conversion": {"command": command},
-        "parity_report": _display(report),
-    }
+        frontend="waveform",
+        window_s=float(spec.get("window_s", 2.0)),
+        labels=tuple(spec["labels"]),
+        backbone=backbone,
+        pooling=spec.get("pooling", "mean"),
+        head=file_ref(path, manifest, input="features", output="probs", input_dim=int(spec["input_dim"])),
+        quantization=q,
+        license=spec.get("license", "inherits the training corpora's terms; YAMNet Apache-2.0"),
+        extra={
+            "training": {
+                "command": spec.get("command", ""),
+                "data": spec.get("data", ""),
+                "split": spec.get("split", ""),
+            }
+            | metrics,
+            "conversion": {"command": command},
+            "parity_report": _display(report),
+            "quantization_mode": mode,
+        },
+    )

@@ -64,7 +64,7 @@ def check_input_dim(spec: dict, backbone: str | None = None, backbone_dim: int |
 
 def load_float_model(folder: str | Path) -> tuple[dict, nn.Module]:
     """(spec, torch module: raw pooled features [1, input_dim] -> probabilities [1, n_labels])."""
-    from training.heads import build_head
+    from artefact.heads import build_head
 
     spec = read_spec(folder)
     if spec["arch"] not in (*EXPORTABLE_ARCHS, "attn"):

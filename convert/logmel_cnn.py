@@ -3,7 +3,7 @@
 The daemon computes the log-mel itself (edge_ser.logmel, frontend `logmel` in the manifest) and
 feeds the file `logmel` [1, 1, frames, 64] (or whatever input_shape the model folder names); the
 file returns `probs`. The model folder follows the head interchange: head.pt + head.json with
-"arch" known to the builder (default training.heads.build_head), "labels", "input_shape"
+"arch" known to the builder (default artefact.heads.build_head), "labels", "input_shape"
 (default [1, 1, 198, 64]: a 2 s window), optional scalar/per-band "feature_mean"/"feature_std".
 """
 
@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from artefact import eval_data, parity
+from artefact.manifest import DEFAULT_MANIFEST, NO_FILE
 from edge_ser.errors import UserError
 from edge_ser.logmel import BANDS, n_frames
+from edge_ser.manifest import ModelEntry
 
-from . import eval_data, parity, register
 from .waveform_export import Result, convert_whole
 
 DEFAULT_SHAPE = (1, 1, n_frames(32000), BANDS)
@@ -42,7 +44,7 @@ class LogMelClassifier(nn.Module):
 
 def _builder(spec: str | None) -> Callable[[dict], nn.Module]:
     if spec is None:
-        from training.heads import build_head
+        from artefact.heads import build_head
 
         return build_head
     mod, _, fn = spec.partition(":")
@@ -93,7 +95,7 @@ def convert_logmel_cnn(
     out_dir: Path,
     name: str | None,
     variants: tuple[str, ...],
-    manifest: Path = register.DEFAULT_MANIFEST,
+    manifest: Path = DEFAULT_MANIFEST,
     keep_anyway: bool = False,
     builder: str | Callable | None = None,
     default: str | None = None,
@@ -125,20 +127,23 @@ def convert_logmel_cnn(
         with torch.no_grad():
             return model(torch.from_numpy(np.asarray(x, np.float32))).numpy()
 
-    entry = {
-        "description": f"compact log-mel {spec['arch']} ({spec.get('data', 'trained model')})",
-        "frontend": "logmel",
-        "sample_rate": 16000,
-        "window_s": float(spec.get("window_s", 2.0)),
-        "labels": labels,
-        "license": spec.get("license", "inherits the training corpora's terms"),
-        "training": {
-            "command": spec.get("command", ""),
-            "data": spec.get("data", ""),
-            "split": spec.get("split", ""),
+    entry = ModelEntry(
+        id=name or folder.name,
+        description=f"compact log-mel {spec['arch']} ({spec.get('data', 'trained model')})",
+        frontend="logmel",
+        window_s=float(spec.get("window_s", 2.0)),
+        labels=tuple(labels),
+        head=NO_FILE,
+        license=spec.get("license", "inherits the training corpora's terms"),
+        extra={
+            "training": {
+                "command": spec.get("command", ""),
+                "data": spec.get("data", ""),
+                "split": spec.get("split", ""),
+            },
+            "conversion": {"command": command},
         },
-        "conversion": {"command": command},
-    }
+    )
     return convert_whole(
         fn,
         "logmel",

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artefact.eval_data import EVAL_NAME, save_eval
 from edge_ser.labels import EMOTIONS, NEUTRAL
-
-from .eval_data import EVAL_NAME, save_eval
 
 
 def features(n: int, dim: int, n_labels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +35,7 @@ def make_head_folder(
     seed: int = 0,
 ) -> Path:
     """Train a head on synthetic features and write head.pt, head.json and eval.npz into folder."""
-    from training.heads import build_head, save_head
+    from artefact.heads import build_head, save_head
 
     torch.manual_seed(seed)
     labels = [*EMOTIONS, NEUTRAL]

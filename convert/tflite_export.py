@@ -1,6 +1,6 @@
 """Torch module or tf.function -> .tflite bytes in float32, float16, dynamic-range or full-integer INT8.
 
-The reusable entry points (also for the YAMNet fine-tuning export, issue 7):
+The reusable entry points:
 
 - `export_torch(module, inputs, quantization, representative=...)`: torch module -> TFLite bytes,
   via `torch2tf` and the official TFLite converter (tensorflow-cpu, the [convert] extra).

@@ -17,10 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from artefact import eval_data, parity
+from artefact.manifest import DEFAULT_MANIFEST, NO_FILE
 from edge_ser.errors import UserError
 from edge_ser.labels import EMOTIONS, NEUTRAL
+from edge_ser.manifest import ModelEntry
 
-from . import eval_data, frontend_tf, head_model, parity, register
+from . import frontend_tf, head_model
 from .waveform_export import Result, convert_whole
 
 SAMPLES = 32000
@@ -205,7 +208,7 @@ def convert_vggish(
     name: str,
     eval_path: Path | None,
     variants: tuple[str, ...],
-    manifest: Path = register.DEFAULT_MANIFEST,
+    manifest: Path = DEFAULT_MANIFEST,
     keep_anyway: bool = False,
     random_tiny: bool = False,
     command: str = "",
@@ -234,16 +237,16 @@ def convert_vggish(
         raise UserError(
             f"TensorFlow translation of VGGish differs from torch by {err:.3g}; refusing to convert"
         )
-    entry = {
-        "description": f"VGGish + head ({source})",
-        "frontend": "waveform",
-        "sample_rate": 16000,
-        "window_s": SAMPLES / 16000,
-        "labels": labels,
-        "pooling": "mean",
-        "license": "VGGish Apache-2.0; head inherits the training corpora's terms",
-        "conversion": {"command": command, "source": source},
-    }
+    entry = ModelEntry(
+        id=name,
+        description=f"VGGish + head ({source})",
+        frontend="waveform",
+        window_s=SAMPLES / 16000,
+        labels=tuple(labels),
+        head=NO_FILE,
+        license="VGGish Apache-2.0; head inherits the training corpora's terms",
+        extra={"conversion": {"command": command, "source": source}},
+    )
     return convert_whole(
         fn,
         "waveform",

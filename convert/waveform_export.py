@@ -6,14 +6,19 @@ builds the TensorFlow function and a float reference; this module quantizes, che
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from . import eval_data, old_runtime, parity, register
-from .parity import Result
+from artefact import eval_data, parity
+from artefact.manifest import DEFAULT_MANIFEST, QUANT_SUFFIX, file_ref, write_entry
+from artefact.parity import Result
+from edge_ser.manifest import ModelEntry
+
+from . import old_runtime
 from .tflite_export import export_concrete, runner
 
 
@@ -25,10 +30,10 @@ def convert_whole(
     name: str,
     out_dir: Path,
     variants: Sequence[str],
-    entry: dict,
+    entry: ModelEntry,
     kind: str,
     source: str,
-    manifest: Path = register.DEFAULT_MANIFEST,
+    manifest: Path = DEFAULT_MANIFEST,
     keep_anyway: bool = False,
     command: str = "",
     reports_dir: Path = parity.REPORTS_DIR,
@@ -40,7 +45,7 @@ def convert_whole(
     """Convert `fn` (one input -> {"output_0": probs}) to each variant and check it against `reference`.
 
     reference(x [1, ...]) -> probs [1, n]: the float model the file must agree with.
-    entry: the manifest entry without head/quantization/parity_report (filled in here).
+    entry: the manifest entry's template; id, head, quantization and parity_report are filled in here.
     int8 here is full-integer where the converter can, float elsewhere (log-mel frontends).
     """
     ref_probs = np.concatenate([reference(x[None]) for x in data.test_x])
@@ -64,7 +69,7 @@ def convert_whole(
         probs = np.concatenate([run(x[None])[0] for x in data.test_x])
         verdict = parity.compare(ref_probs, probs, data.test_y, targets)
         ms = parity.median_ms(lambda run=run: run(x1), runs=latency_runs, warmup=2)
-        model_id = f"{name}-{register.QUANT_SUFFIX[q]}"
+        model_id = f"{name}-{QUANT_SUFFIX[q]}"
         path = out_dir / f"{model_id}.tflite"
         keep = verdict["passed"] or keep_anyway
         report = {
@@ -90,12 +95,14 @@ def convert_whole(
             report["tflite_runtime_2_14"] = old_runtime.check(path)
         jpath, _ = parity.write_report(model_id, report, reports_dir)
         if keep and register_manifest:
-            e = dict(entry) | {
-                "head": register.file_ref(path, manifest, input=input_name, output="probs"),
-                "quantization": q,
-                "parity_report": str(jpath),
-            }
-            e["description"] = f"{entry.get('description', name)}, {q} TFLite"
-            register.upsert(manifest, model_id, e, make_default=(q == default))
+            e = dataclasses.replace(
+                entry,
+                id=model_id,
+                description=f"{entry.description or name}, {q} TFLite",
+                head=file_ref(path, manifest, input=input_name, output="probs"),
+                quantization=q,
+                extra=entry.extra | {"parity_report": str(jpath)},
+            )
+            write_entry(manifest, e, make_default=(q == default))
         results.append(Result(model_id, path if keep else None, jpath, verdict["passed"]))
     return results

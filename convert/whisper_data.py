@@ -18,10 +18,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from artefact.manifest import REPO
 from edge_ser.errors import UserError
 from edge_ser.windows import cut_windows
-
-from .register import REPO
 
 SPLIT_JSON = REPO / "training" / "splits" / "speaker_independent.json"
 CORPORA_ROOT = REPO.parent / "shared" / "corpora"

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artefact import parity
 from edge_ser.errors import UserError
 from edge_ser.whisper_mel import whisper_log_mel
 
-from . import parity, whisper_quant
+from . import whisper_quant
 from .macs import onnx_macs
 from .whisper_encoder import MEL_INPUT, EncoderStates, encoder_states, export_onnx, run_torch
 

@@ -30,15 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artefact import parity
+from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR, file_ref, write_entry
+from artefact.parity import Result
 from edge_ser.errors import UserError
 from edge_ser.features import parse_state_pooling, pool_states, pooled_dim
-from edge_ser.manifest import upsert_entry
+from edge_ser.manifest import ModelEntry
 from edge_ser.speech_level import prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
 
-from . import head_model, parity, register, whisper_quant
+from . import head_model, whisper_quant
 from .head_export import _display, convert_head
-from .parity import Result
 from .whisper_encoder import encoder_states, run_torch
 from .whisper_export import convert_encoder
 
@@ -98,10 +100,10 @@ def convert_whisper_model(
     checkpoint: Path,
     windows: np.ndarray,
     windows_source: str,
-    out_dir: Path = register.REPO / "models" / "heads",
+    out_dir: Path = HEADS_DIR,
     name: str | None = None,
     quants: tuple[str, ...] = ("float16",),
-    manifest: Path = register.DEFAULT_MANIFEST,
+    manifest: Path = DEFAULT_MANIFEST,
     keep_anyway: bool = False,
     make_default: bool = False,
     candidates: tuple[str, ...] = (),
@@ -148,8 +150,7 @@ def convert_whisper_model(
             q = json.loads(r.report.read_text())["quantization"]
             with tempfile.TemporaryDirectory() as tmp:
                 trial = Path(tmp) / "manifest.yaml"
-                upsert_entry(trial, r.model_id, _entry(spec, method, states, q, e, r, trial, command, info,
-                                                       enc.report))
+                write_entry(trial, _entry(spec, method, states, q, e, r, trial, command, info, enc.report))
                 probs, ms = daemon_probs(r.model_id, trial, windows,
                                          files_in=(e.path.parent, Path(r.path).parent))
             checks[r.model_id] = _pipeline_parity(ref, probs, windows_source, ms, e.variant)
@@ -178,7 +179,7 @@ def convert_whisper_model(
         elif register_manifest:
             q = report["quantization"]
             entry = _entry(spec, method, states, q, chosen, r, manifest, command, info, enc.report)
-            register.upsert(manifest, r.model_id, entry, make_default=ok and not default_done)
+            write_entry(manifest, entry, make_default=ok and not default_done)
             default_done = default_done or ok
         results.append(Result(r.model_id, r.path if (ok or keep_anyway) else None, r.report, ok))
     if not any(x.passed for x in results) and not keep_anyway:
@@ -226,32 +227,34 @@ def _pipeline_text(c: dict) -> str:
 
 
 def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encoder, head: Result,
-           manifest: Path, command: str, info: dict, enc_report: Path) -> dict:
+           manifest: Path, command: str, info: dict, enc_report: Path) -> ModelEntry:
     metrics = {k: spec[k] for k in ("val", "test", "metrics") if k in spec}
     source = {k: info[k] for k in ("format", "weights", "weights_sha256", "ct2_model_bin_sha256", "origin")
               if k in info}
     corpora = spec.get("license") or "inherits the training corpora's terms"
-    return {
-        "description": f"Whisper encoder ({spec['backbone']}, state {'+'.join(map(str, states))}, "
+    return ModelEntry(
+        id=head.model_id,
+        description=f"Whisper encoder ({spec['backbone']}, state {'+'.join(map(str, states))}, "
         f"{'INT8' if enc.int8 else 'float16-stored'} ONNX) + {spec['arch']} head "
         f"({spec.get('data', 'trained head')}), {q} TFLite",
-        "frontend": "whisper_logmel",
-        "sample_rate": 16000,
-        "window_s": float(spec.get("window_s", 2.0)),
-        "labels": list(spec["labels"]),
-        "backbone": register.file_ref(enc.path, manifest, input="mel", output="hidden"),
-        "pooling": method,
-        **({"window_level": spec["window_level"]} if spec.get("window_level", "raw") != "raw" else {}),
-        "head": register.file_ref(head.path, manifest, input="features", output="probs",
-                                  input_dim=int(spec["input_dim"])),
-        "quantization": q,
-        "license": f"{corpora}; Whisper encoder MIT (OpenAI)",
-        "training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
-                     "split": spec.get("split", "")} | metrics,
-        "conversion": {"command": command, "source": source,
-                       "encoder": {"states": list(states), "variant": enc.variant,
-                                   "report": _display(enc_report)}},
-        "backbone_quantization": f"dynamic int8 ({enc.variant})" if enc.int8
-        else "float32 compute, weights stored as float16 (fp16-weights)",
-        "parity_report": _display(head.report),
-    }
+        frontend="whisper_logmel",
+        window_s=float(spec.get("window_s", 2.0)),
+        labels=tuple(spec["labels"]),
+        backbone=file_ref(enc.path, manifest, input="mel", output="hidden"),
+        pooling=method,
+        window_level=str(spec.get("window_level", "raw")),
+        head=file_ref(head.path, manifest, input="features", output="probs",
+                      input_dim=int(spec["input_dim"])),
+        quantization=q,
+        license=f"{corpora}; Whisper encoder MIT (OpenAI)",
+        extra={
+            "training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
+                         "split": spec.get("split", "")} | metrics,
+            "conversion": {"command": command, "source": source,
+                           "encoder": {"states": list(states), "variant": enc.variant,
+                                       "report": _display(enc_report)}},
+            "backbone_quantization": f"dynamic int8 ({enc.variant})" if enc.int8
+            else "float32 compute, weights stored as float16 (fp16-weights)",
+            "parity_report": _display(head.report),
+        },
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -378,10 +379,31 @@ def devices() -> None:
               help="YAML config (model.manifest, model.search_path).")
 def models(config_path: str | None) -> None:
     """List the manifest's models, where each file was found and whether its sha256 matches."""
-    from .manifest import describe_models
-
     settings = load_settings(config_path)
     click.echo(describe_models(settings.model.manifest, settings.model.search_path))
+
+
+def describe_models(manifest: str | Path | None = None, extra: Sequence[str | Path] = ()) -> str:
+    """The text of `edge-ser models`: each model, its files, where found, sha256 status."""
+    import os
+
+    from .manifest import load_manifest, model_status, search_path
+
+    m = load_manifest(manifest)
+    lines = [f"manifest: {m.path}",
+             "search path: " + os.pathsep.join(str(d) for d in search_path(extra, m))]
+    for row in model_status(m, extra):
+        mark = " (default)" if row["default"] else ""
+        lines.append("")
+        lines.append(f"{row['id']}{mark}: {row['description']}")
+        lines.append(f"  labels: {', '.join(row['labels'])}; quantization: {row['quantization']}")
+        if row["license"]:
+            lines.append(f"  license: {row['license']}")
+        for f in row["files"]:
+            where = f["path"] or (f"not found; download: {f['url']}" if f["url"] else "not found")
+            status = {"ok": "sha256 ok", "mismatch": "SHA256 MISMATCH (refused)", "missing": "MISSING"}
+            lines.append(f"  {f['role']}: {f['file']} -> {where} [{status[f['status']]}]")
+    return "\n".join(lines)
 
 
 @cli.command()

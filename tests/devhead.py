@@ -201,7 +201,10 @@ def main() -> None:
     entry["head"]["file"] = rel
     entry["training"]["command"] = _command(args.per_folder, rel)
     if args.manifest:
-        from edge_ser.manifest import upsert_entry
+        import sys
+
+        sys.path.insert(0, str(REPO))  # artefact/ sits beside the package, outside the wheel
+        from artefact.manifest import upsert_entry
 
         upsert_entry(args.manifest, "yamnet-dev", entry)
     print(f"wrote {args.out} ({entry['head']['size']} bytes, sha256 {entry['head']['sha256']})")

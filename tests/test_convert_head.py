@@ -12,8 +12,9 @@ import pytest
 pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
-from convert import cli, head_export, parity  # noqa: E402
-from convert.eval_data import load_eval  # noqa: E402
+from artefact import parity  # noqa: E402
+from artefact.eval_data import load_eval  # noqa: E402
+from convert import cli, head_export  # noqa: E402
 from convert.synthetic import make_head_folder  # noqa: E402
 from edge_ser.backends.tflite import TFLiteBackend  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
@@ -54,7 +55,7 @@ def test_int8_and_fp16_match_the_torch_head(head: Path, tmp_path: Path) -> None:
     # The daemon's own backend loads the file by tensor names and gives the torch probabilities.
     spec = json.loads((head / "head.json").read_text())
     data = load_eval(head / "eval.npz", spec["labels"], 1024)
-    from training.heads import load_head
+    from artefact.heads import load_head
 
     _, ref = load_head(head)
     with torch.no_grad():

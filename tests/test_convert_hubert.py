@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from convert import cli, hubert  # noqa: E402
+from convert import cli, hubert, hubert_ckpt  # noqa: E402
 from edge_ser.backends.onnx import OnnxBackend  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
 from edge_ser.manifest import load_manifest  # noqa: E402
@@ -60,7 +60,7 @@ def test_fairseq_names_map_onto_transformers() -> None:
         "encoder.pos_conv_embed.conv.": "encoder.pos_conv.0.",
         "masked_spec_embed": "mask_emb",
     }
-    layer = {b: a for a, b in hubert._LAYER_RENAMES}
+    layer = {b: a for a, b in hubert_ckpt._LAYER_RENAMES}
     fairseq = {}
     for k, v in model.state_dict().items():
         k2 = k.replace(".conv_layers.0.layer_norm.", ".conv_layers.0.2.").replace(".conv.weight", ".0.weight")
@@ -76,9 +76,10 @@ def test_fairseq_names_map_onto_transformers() -> None:
             )
         fairseq[k2] = v
     fairseq["label_embs_concat"] = torch.zeros(3, 4)
-    back = hubert.fairseq_to_hf(fairseq)
+    back = hubert_ckpt.fairseq_to_hf(fairseq)
     assert set(back) == set(model.state_dict())
-    assert hubert.conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2")[1:3] == [(512, 3, 2)] * 2
+    layers = hubert_ckpt.conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2")
+    assert layers[1:3] == [(512, 3, 2)] * 2
 
 
 def test_bad_hubert_input_exits_2(

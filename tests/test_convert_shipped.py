@@ -28,7 +28,7 @@ def _converted_entries() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize("mid,entry", _converted_entries())
 def test_converted_head_matches_its_torch_head(mid: str, entry: dict) -> None:
-    from training.heads import load_head
+    from artefact.heads import load_head
 
     report = json.loads((REPO / entry["parity_report"]).read_text())
     folder = REPO / report["source"]

@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime")
 
 from convert import cli, whisper_ckpt, whisper_export, whisper_quant  # noqa: E402
 from convert.macs import onnx_macs  # noqa: E402
+from convert.whisper_cli import WHISPER_CANDIDATES  # noqa: E402
 from convert.whisper_encoder import EncoderStates, encoder_states, export_onnx, run_torch  # noqa: E402
 from convert.whisper_model import convert_whisper_model, torch_pipeline  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
@@ -196,8 +197,8 @@ def test_real_checkpoint_fp32_graph_matches_ctranslate2_reference(tmp_path: Path
 
 def _tiny_head(folder: Path, tiny_hf: Path) -> Path:
     """An MLP head on mean_std of state 1 of the tiny encoder, trained to tell the five tones apart."""
-    from convert.eval_data import save_eval
-    from training.heads import build_head, save_head
+    from artefact.eval_data import save_eval
+    from artefact.heads import build_head, save_head
 
     model, _ = encoder_states(tiny_hf, (1,))
     x = _windows(60, seed=3)
@@ -308,7 +309,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsy
 
 
 def test_cli_lists_every_quantization_candidate() -> None:
-    assert set(cli.WHISPER_CANDIDATES) == set(whisper_quant.CANDIDATES)
+    assert set(WHISPER_CANDIDATES) == set(whisper_quant.CANDIDATES)
     assert whisper_quant.FALLBACK in whisper_quant.DEFAULT_CANDIDATES
     table = {k: {"passed": True, "latency_ms_median": 10.0, "size_bytes": 100,
                  "cosine_vs_fp32": {"state_2": {"min": 0.99, "mean": 0.999}}} for k in ("a", "b")}

@@ -11,11 +11,15 @@ import pytest
 pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
+from click.testing import CliRunner  # noqa: E402
+
+from artefact.heads import build_cnn  # noqa: E402
 from convert import logmel_cnn as convert_cnn  # noqa: E402
 from edge_ser.logmel import log_mel  # noqa: E402
 from edge_ser.model import load_model  # noqa: E402
 from edge_ser.settings import ModelSettings  # noqa: E402
 from training import logmel_cnn  # noqa: E402
+from training.cli import cli  # noqa: E402
 from training.features import clip_windows  # noqa: E402
 
 
@@ -24,14 +28,15 @@ def test_cache_train_resume_convert_and_serve(tmp_path: Path) -> None:
     logmel_cnn.build_cache("tess", cache=cache, limit=6)
     mel = np.load(cache / "logmel.npy", mmap_mode="r")
     assert mel.shape[1:] == (198, 64)
-    args = ["train", "--protocol", "paper", "--corpus", "tess", "--out", str(run), "--cache", str(cache),
-            "--max-steps", "2", "--threads", "1", "--no-record"]
-    assert logmel_cnn.main([*args, "--epochs", "1"]) == 0
-    assert logmel_cnn.main([*args, "--epochs", "2", "--patience", "5"]) == 0  # resumes after epoch 1
+    args = ["logmel-cnn", "train", "--protocol", "paper", "--corpus", "tess", "--out", str(run),
+            "--cache", str(cache), "--max-steps", "2", "--threads", "1", "--no-record"]
+    for more in (["--epochs", "1"], ["--epochs", "2", "--patience", "5"]):  # the second resumes
+        done = CliRunner().invoke(cli, [*args, *more])
+        assert done.exit_code == 0, done.output
     history = [json.loads(ln) for ln in (run / "train.log").read_text().splitlines() if ln.startswith("{")]
     assert [h["epoch"] for h in history] == [1, 2]
     spec = json.loads((run / "head.json").read_text())
-    assert sum(p.numel() for p in logmel_cnn.build_cnn(spec).parameters()) < 2_000_000
+    assert sum(p.numel() for p in build_cnn(spec).parameters()) < 2_000_000
 
     manifest = tmp_path / "models" / "manifest.yaml"
     results = convert_cnn.convert_logmel_cnn(run, None, tmp_path / "models" / "heads", "cnn", ("float32",),

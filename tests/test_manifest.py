@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from artefact.manifest import upsert_entry
 from edge_ser import manifest as mf
+from edge_ser.cli import describe_models
 from edge_ser.errors import ModelError
 
 LABELS = ["anger_disgust", "fear_surprise", "happiness", "sadness"]
@@ -211,7 +213,7 @@ def test_manifest_with_download_and_traversal_writes_nothing_outside(tmp_path, m
 def test_unknown_model_id_lists_known(tmp_path):
     head = _file(tmp_path, "h.onnx", b"h")
     mpath = tmp_path / "manifest.yaml"
-    mf.upsert_entry(mpath, "one", _entry(head))
+    upsert_entry(mpath, "one", _entry(head))
     with pytest.raises(ModelError, match=r"unknown model 'two' .*known: one"):
         mf.load_manifest(mpath).get("two")
 
@@ -248,8 +250,8 @@ def test_upsert_adds_updates_and_keeps_the_file_readable(tmp_path):
     mpath = tmp_path / "manifest.yaml"
     mpath.write_text("# header comment kept\nversion: 1\nmodels: {}\n")
     head = _file(tmp_path, "heads/a.onnx", b"a")
-    mf.upsert_entry(mpath, "a", _entry(head, training={"command": "python -m training x"}))
-    mf.upsert_entry(mpath, "b", _entry(head, description="second"))
+    upsert_entry(mpath, "a", _entry(head, training={"command": "python -m training x"}))
+    upsert_entry(mpath, "b", _entry(head, description="second"))
     text = mpath.read_text()
     assert text.startswith("# header comment kept\n")
     assert mpath.stat().st_mode & 0o777 == 0o644 & ~_umask()  # never mkstemp's 0600
@@ -259,8 +261,8 @@ def test_upsert_adds_updates_and_keeps_the_file_readable(tmp_path):
     assert list(m.models) == ["a", "b"] and m.default == "a"
     assert m.models["a"].extra["training"]["command"] == "python -m training x"
 
-    mf.upsert_entry(mpath, "a", _entry(head, description="updated"), make_default=False)
-    mf.upsert_entry(mpath, "b", _entry(head, description="second"), make_default=True)
+    upsert_entry(mpath, "a", _entry(head, description="updated"), make_default=False)
+    upsert_entry(mpath, "b", _entry(head, description="second"), make_default=True)
     m = mf.load_manifest(mpath)
     assert m.models["a"].description == "updated" and m.default == "b"
     assert list(m.models) == ["a", "b"]
@@ -269,10 +271,10 @@ def test_upsert_adds_updates_and_keeps_the_file_readable(tmp_path):
 def test_upsert_refuses_a_bad_entry_and_leaves_the_file_alone(tmp_path):
     mpath = tmp_path / "manifest.yaml"
     head = _file(tmp_path, "h.onnx", b"h")
-    mf.upsert_entry(mpath, "good", _entry(head))
+    upsert_entry(mpath, "good", _entry(head))
     before = mpath.read_text()
     with pytest.raises(ModelError, match="labels"):
-        mf.upsert_entry(mpath, "bad", _entry(head, labels=["joy"]))
+        upsert_entry(mpath, "bad", _entry(head, labels=["joy"]))
     assert mpath.read_text() == before
     assert yaml.safe_load(before)["models"]["good"]["head"]["file"] == "h.onnx"
 
@@ -282,15 +284,15 @@ def test_describe_models_reports_found_missing_and_mismatch(tmp_path):
     ok = _file(tmp_path, "ok.onnx", b"ok")
     bad = _file(tmp_path, "bad.onnx", b"bad")
     (tmp_path / "bad.onnx").write_bytes(b"BAD")
-    mf.upsert_entry(mpath, "fine", _entry(ok))
-    mf.upsert_entry(mpath, "broken", _entry(bad))
-    mf.upsert_entry(mpath, "absent", _entry({"file": "gone.onnx", "sha256": "1" * 64,
+    upsert_entry(mpath, "fine", _entry(ok))
+    upsert_entry(mpath, "broken", _entry(bad))
+    upsert_entry(mpath, "absent", _entry({"file": "gone.onnx", "sha256": "1" * 64,
                                             "url": "https://example.org/gone.onnx"}))
     rows = {r["id"]: r for r in mf.model_status(mpath)}
     assert rows["fine"]["default"] and rows["fine"]["files"][0]["status"] == "ok"
     assert rows["broken"]["files"][0]["status"] == "mismatch"
     assert rows["absent"]["files"][0]["status"] == "missing"
-    text = mf.describe_models(mpath)
+    text = describe_models(mpath)
     assert "fine (default)" in text and "[sha256 ok]" in text
     assert "SHA256 MISMATCH" in text and "MISSING" in text and "https://example.org/gone.onnx" in text
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from artefact.manifest import upsert_entry
 from edge_ser import manifest as mf
 from edge_ser.backends import open_backend
 from edge_ser.errors import ModelError
@@ -36,7 +37,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
     entry = devhead.build_head(d / "heads" / "tiny.onnx", per_folder=4)
     entry["head"]["file"] = "heads/tiny.onnx"
     mpath = d / "manifest.yaml"
-    mf.upsert_entry(mpath, "tiny-onnx", entry)
+    upsert_entry(mpath, "tiny-onnx", entry)
     return mpath, entry
 
 
@@ -97,7 +98,7 @@ def test_tflite_head_gives_the_same_prediction_as_onnx(trained, tmp_path):
     tfl = devhead.write_tflite(init["W"], init["b"], mpath.parent / "heads" / "tiny.tflite")
     tfl_entry = {**entry, "head": {**entry["head"], "file": "heads/tiny.tflite",
                                    "sha256": mf.sha256_of(tfl), "size": tfl.stat().st_size}}
-    mf.upsert_entry(mpath, "tiny-tflite", tfl_entry)
+    upsert_entry(mpath, "tiny-tflite", tfl_entry)
     x = devhead.read_window(_held_out("YAF_happy")[0])
     a = load_model(_settings(mpath, "tiny-onnx")).predict(x)
     b = load_model(_settings(mpath, "tiny-tflite")).predict(x)
@@ -117,7 +118,7 @@ def test_wrong_sha256_refused_at_load(trained, tmp_path):
     mpath, entry = trained
     bad = {**entry, "head": {**entry["head"], "sha256": "0" * 64}}
     m2 = tmp_path / "manifest.yaml"
-    mf.upsert_entry(m2, "bad", bad)
+    upsert_entry(m2, "bad", bad)
     with pytest.raises(ModelError, match="sha256"):
         load_model(_settings(m2, search_path=(str(mpath.parent),)))
 
@@ -126,7 +127,7 @@ def test_head_that_does_not_fit_the_backbone(trained, tmp_path):
     _, entry = trained
     head = devhead.write_onnx(np.zeros((512, 5), np.float32), np.zeros(5, np.float32), tmp_path / "h512.onnx")
     mpath = tmp_path / "manifest.yaml"
-    mf.upsert_entry(mpath, "m", {**entry, "head": {"file": "h512.onnx", "sha256": mf.sha256_of(head),
+    upsert_entry(mpath, "m", {**entry, "head": {"file": "h512.onnx", "sha256": mf.sha256_of(head),
                                                    "input_dim": 512}})
     with pytest.raises(ModelError, match="takes 512 features"):
         load_model(_settings(mpath))
@@ -136,7 +137,7 @@ def test_mean_max_pooling_feeds_a_2048_head(trained, tmp_path):
     _, entry = trained
     head = devhead.write_onnx(np.zeros((2048, 5), np.float32), np.zeros(5, np.float32), tmp_path / "h.onnx")
     mpath = tmp_path / "manifest.yaml"
-    mf.upsert_entry(mpath, "m", {**entry, "pooling": "mean_max",
+    upsert_entry(mpath, "m", {**entry, "pooling": "mean_max",
                                  "head": {"file": "h.onnx", "sha256": mf.sha256_of(head), "input_dim": 2048}})
     probs = load_model(_settings(mpath)).predict(np.zeros(32000, np.float32)).probs
     assert probs == pytest.approx(dict.fromkeys(probs, 0.2))
@@ -145,7 +146,7 @@ def test_mean_max_pooling_feeds_a_2048_head(trained, tmp_path):
 def test_output_name_missing_from_the_file_is_named(trained, tmp_path):
     mpath, entry = trained
     m2 = tmp_path / "manifest.yaml"
-    mf.upsert_entry(m2, "m", {**entry, "backbone": {**entry["backbone"], "output": "embeddings"}})
+    upsert_entry(m2, "m", {**entry, "backbone": {**entry["backbone"], "output": "embeddings"}})
     with pytest.raises(ModelError, match="no output named 'embeddings'.*Identity_1"):
         load_model(_settings(m2, search_path=(str(mpath.parent),)))
 
@@ -174,7 +175,7 @@ def test_single_file_logmel_model(tmp_path):
     w = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32) * 0.1
     f = _logmel_cnn(tmp_path / "cnn.onnx", w)
     mpath = tmp_path / "manifest.yaml"
-    mf.upsert_entry(mpath, "cnn", {"frontend": "logmel", "labels": list(EMOTIONS),
+    upsert_entry(mpath, "cnn", {"frontend": "logmel", "labels": list(EMOTIONS),
                                    "head": {"file": "cnn.onnx", "sha256": mf.sha256_of(f)}})
     model = load_model(_settings(mpath))
     x = devhead.read_window(_held_out("OAF_Fear")[0])
@@ -204,7 +205,7 @@ def test_single_file_waveform_model(tmp_path):
     f = tmp_path / "wave.onnx"
     onnx.save(model, str(f))
     mpath = tmp_path / "manifest.yaml"
-    mf.upsert_entry(mpath, "wave", {"labels": list(EMOTIONS), "window_s": 1.0,
+    upsert_entry(mpath, "wave", {"labels": list(EMOTIONS), "window_s": 1.0,
                                     "head": {"file": "wave.onnx", "sha256": mf.sha256_of(f)}})
     m = load_model(_settings(mpath))
     assert m.window_samples == 16000
@@ -242,7 +243,7 @@ def test_adapt_applies_edge_ser_adaptation_before_the_head(trained, tmp_path):
     ref = tmp_path / "ref.json"
     ref.write_text(json.dumps({"mean": [0.1] * 1024, "std": [0.2] * 1024}))
     m2 = tmp_path / "manifest.yaml"
-    mf.upsert_entry(m2, "adapted", {**entry, "adaptation": {"reference": "ref.json",
+    upsert_entry(m2, "adapted", {**entry, "adaptation": {"reference": "ref.json",
                                                           "sha256": mf.sha256_of(ref)}})
     state = tmp_path / "state" / "adapt.json"
     model = load_model(_settings(m2, adapt=True, adapt_state=str(state),
@@ -256,6 +257,6 @@ def test_adapt_applies_edge_ser_adaptation_before_the_head(trained, tmp_path):
     model.close()
     assert json.loads(state.read_text())["n"] == 1
 
-    mf.upsert_entry(m2, "no-ref", entry)
+    upsert_entry(m2, "no-ref", entry)
     with pytest.raises(ModelError, match="adaptation"):
         load_model(_settings(m2, "no-ref", adapt=True, search_path=(str(mpath.parent),)))

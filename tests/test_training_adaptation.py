@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from artefact.heads import build_head
 from edge_ser.adaptation import FeatureAdapter, RunningStats, default_state_path, read_reference
 from edge_ser.errors import ModelError
 from training.adapt_eval import evaluate_adaptation
 from training.dataset import Part
-from training.heads import build_head
 
 
 def test_running_stats_equal_batch_statistics_then_forget():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from artefact.heads import build_head
 from convert.whisper_encoder import encoder_states, export_onnx
 from edge_ser.backends.onnx import OnnxBackend
 from edge_ser.features import pool_states
@@ -14,7 +15,6 @@ from edge_ser.whisper_mel import whisper_log_mel
 from tests.conftest import copy_savee
 from training import features, loaders, runner, splits
 from training.dataset import _pool_all
-from training.heads import build_head
 from training.whisper_states import WhisperStates, mark_cache
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

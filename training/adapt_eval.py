@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from artefact.heads import build_inference_model
 from edge_ser.adaptation import FeatureAdapter
 from training.dataset import Part
 from training.evaluate import clip_probs, metrics
-from training.heads import build_inference_model
 
 
 def _probs(model, x: np.ndarray) -> np.ndarray:

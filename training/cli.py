@@ -12,6 +12,8 @@ import numpy as np
 
 from edge_ser.errors import UserError
 from training import loaders
+from training.command import command_line
+from training.finetune.cli import finetune
 
 
 @click.group()
@@ -84,10 +86,6 @@ def splits(corpora: str, root: Path | None) -> None:
     click.echo(f"wrote splits for {', '.join(data)} under {sp.SPLITS_DIR}")
 
 
-def _command() -> str:
-    return "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 @cli.command()
 @click.option("--protocol", type=click.Choice(["paper", "speaker_independent", "cross_corpus"]),
               required=True)
@@ -96,7 +94,7 @@ def _command() -> str:
 @click.option("--heldout", default=None, help="cross_corpus: the corpus left out (tested on).")
 @click.option("--classes", type=click.Choice(["original", "merged"]), default="merged", show_default=True)
 @click.option("--arch", type=click.Choice(["mlp", "linear", "wsum", "attn", "logreg"]), default="mlp",
-              show_default=True, help="logreg = the issue's probe (clip mean+max, sklearn), for reference.")
+              show_default=True, help="logreg = the reference probe (clip mean+max, sklearn).")
 @click.option("--pooling", default="mean", show_default=True, help="edge_ser pooling, or frames (attn).")
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
@@ -112,7 +110,7 @@ def _command() -> str:
 @click.option("--no-record", is_flag=True, help="Do not store the result in cache/results.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Embedding cache root (default cache/; e.g. fine-tuned embeddings from "
-              "`python -m training.finetune embed`).")
+              "`python -m training finetune embed`).")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
         augment: int, room: int, grid: str, corpus_power: float, norm: str, name: str | None,
         save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None) -> None:
@@ -121,7 +119,7 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
-                                 corpus_power, name, _command(), save_head, plots, cache=cache, norm=norm,
+                                 corpus_power, name, command_line(), save_head, plots, cache=cache, norm=norm,
                                  room=room)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
@@ -196,9 +194,79 @@ def ship(head_dir: Path, name: str, onnx: bool, make_default: bool) -> None:
                 report.append_record(dict(r, shipped=name))
     if onnx:
         out = sh.export_onnx(head_dir, sh.MODELS / "heads" / f"{name}.onnx")
-        spec, _ = __import__("training.heads", fromlist=["load_head"]).load_head(head_dir)
+        from artefact.heads import load_head
+
+        spec, _ = load_head(head_dir)
         sh.register_onnx(out, name, spec, make_default)
         click.echo(f"onnx: {out} (manifest entry {name}{', default' if make_default else ''})")
+
+
+@cli.group("logmel-cnn")
+def logmel_cnn() -> None:
+    """A compact CNN trained from scratch on the daemon's log-mel (training/logmel_cnn.py)."""
+
+
+@logmel_cnn.command("cache")
+@click.option("--corpora", default="all+", show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), default=None)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Default cache/logmel.")
+@click.option("--limit", type=int, default=0, help="At most N clips per (corpus, label) (tests).")
+def logmel_cache(corpora: str, root: Path | None, cache: Path | None, limit: int) -> None:
+    """Log-mel of every 2 s window of every clip (resumable)."""
+    from training import logmel_cnn as cnn
+
+    click.echo(cnn.build_cache(corpora, root, cache or cnn.DEFAULT_CACHE, limit))
+
+
+@logmel_cnn.command("train")
+@click.option("--protocol", type=click.Choice(["paper", "speaker_independent", "cross_corpus"]),
+              required=True)
+@click.option("--corpus", required=True)
+@click.option("--heldout", default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--root", type=click.Path(path_type=Path), default=None)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Default cache/logmel.")
+@click.option("--epochs", type=int, default=12, show_default=True)
+@click.option("--patience", type=int, default=4, show_default=True)
+@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--max-steps", type=int, default=0, help="Cap steps per epoch (tests).")
+@click.option("--seed", type=int, default=0)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--no-record", is_flag=True, help="Do not add the result to accuracy.json.")
+def logmel_train(cache: Path | None, **options) -> None:
+    """One training run (resumes from its folder)."""
+    from training import logmel_cnn as cnn
+
+    rec = cnn.train(cnn.CnnTrainOptions(cache=cache or cnn.DEFAULT_CACHE, command=command_line(), **options))
+    keys = ("model", "protocol", "corpus", "accuracy", "macro_f1", "uar", "n_test")
+    click.echo(json.dumps({k: rec[k] for k in keys}))
+
+
+@cli.command("yamnet-parity")
+@click.option("--files", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0)
+@click.option("--tflite", type=click.Path(path_type=Path), default=None,
+              help="Default ../shared/weights/yamnet/yamnet.tflite.")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+def yamnet_parity(files: int, seed: int, tflite: Path | None, out: Path | None) -> None:
+    """How faithfully training/yamnet_model.py rebuilds yamnet.tflite on real corpus files."""
+    import time
+
+    from training import yamnet_parity as yp
+
+    start = time.time()
+    report = yp.compare(yp.sample_files(files, seed), tflite or yp.DEFAULT_TFLITE)
+    report["command"] = command_line()
+    report["seconds"] = round(time.time() - start, 1)
+    text = json.dumps(report, indent=2)
+    click.echo(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+cli.add_command(finetune)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ def confusion(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
 
 def metrics(y: np.ndarray, pred: np.ndarray, labels: tuple[str, ...]) -> dict:
     """accuracy, macro_f1, uar over all labels; for merged labels also uar4 (the 4 emotions only,
-    clips of the 4 emotions, a neutral answer counts as wrong) as in the issue's protocol (c)."""
+    clips of the 4 emotions, a neutral answer counts as wrong), the cross-corpus metric."""
     n = len(labels)
     cm = confusion(y, pred, n)
     support = cm.sum(axis=1)

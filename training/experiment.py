@@ -81,7 +81,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         return _probe(train, val, test, labels, len(sets["train"]), seed)
     fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log,
                  backbone=backbone_of(cache), window_level=cache_layout(cache).get("window_level", "raw"))
-    from training.heads import build_head
+    from artefact.heads import build_head
 
     model = build_head(fitted.spec)
     model.load_state_dict(fitted.state)
@@ -98,7 +98,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
 
 
 def _clip_mean_max(part: Part) -> Part:
-    """One row per clip: mean and max over every frame of every window (the issue's probe)."""
+    """One row per clip: mean and max over every frame of every window (the reference probe's input)."""
     frames = part.x.reshape(len(part.x), -1, part.x.shape[-1])
     d = frames.shape[-1]
     s = np.zeros((part.n_clips, d))
@@ -111,7 +111,7 @@ def _clip_mean_max(part: Part) -> Part:
 
 
 def _probe(train: Part, val: Part, test: Part, labels: tuple[str, ...], n_train: int, seed: int) -> Result:
-    """The issue's baseline on our splits: standardised logistic regression on clip mean+max."""
+    """The reference probe on these splits: standardised logistic regression on clip mean+max."""
     from sklearn.linear_model import LogisticRegression
 
     from training.evaluate import metrics

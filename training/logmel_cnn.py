@@ -1,9 +1,9 @@
 """A compact CNN trained from scratch on the daemon's log-mel spectrogram (no pretrained backbone).
 
-    python -m training.logmel_cnn cache                      # log-mel of every 2 s window (resumable)
-    python -m training.logmel_cnn train --protocol speaker_independent --corpus all+ \
+    python -m training logmel-cnn cache                      # log-mel of every 2 s window (resumable)
+    python -m training logmel-cnn train --protocol speaker_independent --corpus all+ \
         --out runs/logmel-cnn/si-all+                        # checkpoint per epoch; rerun resumes
-    python -m convert logmel-cnn runs/logmel-cnn/si-all+ --builder training.logmel_cnn:build_cnn
+    python -m convert logmel-cnn runs/logmel-cnn/si-all+ --builder artefact.heads:build_cnn
 
 The paper's VGG16/ResNet50V2 rows use image-pretrained CNNs whose weights are not available here;
 this is the practical replacement: about 0.16 M parameters, log-mel in (edge_ser.logmel: the
@@ -17,50 +17,22 @@ early stopping on clip-level validation UAR. Evaluation is clip level, as everyw
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from artefact.heads import build_cnn
 from edge_ser.errors import UserError
 from training.loaders import MERGED_LABELS, Clip
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / "cache" / "logmel"
 CHUNK = 512
-
-
-class CompactCNN(nn.Module):
-    """Four conv-BN-ReLU blocks (max-pooled), mean+max pooling over time and frequency, dropout, dense."""
-
-    def __init__(self, n_labels: int, widths: tuple[int, ...] = (24, 48, 96, 128), dropout: float = 0.3):
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 1
-        for k, w in enumerate(widths):
-            layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
-            if k < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2))
-            cin = w
-        self.body = nn.Sequential(*layers)
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(2 * cin, n_labels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x)
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
-        return self.out(self.drop(pooled))
-
-
-def build_cnn(spec: dict) -> nn.Module:
-    """Builder for `python -m convert logmel-cnn --builder training.logmel_cnn:build_cnn`."""
-    return CompactCNN(len(spec["labels"]), tuple(spec.get("widths", (24, 48, 96, 128))),
-                      float(spec.get("dropout", 0.3)))
 
 
 # ---------------------------------------------------------------------------------------- cache
@@ -116,7 +88,7 @@ def predict(model: nn.Module, store: Store, clips: list[Clip], mean: np.ndarray,
             batch: int = 256) -> np.ndarray:
     """Clip-level probabilities: window softmax averaged per clip."""
     from training.evaluate import clip_probs
-    from training.finetune import window_rows
+    from training.finetune.model import window_rows
 
     model.eval()
     rows, owner = window_rows(clips, store)
@@ -127,9 +99,31 @@ def predict(model: nn.Module, store: Store, clips: list[Clip], mean: np.ndarray,
     return clip_probs(np.concatenate(out), owner, len(clips))
 
 
-def train(args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class CnnTrainOptions:
+    """What `python -m training logmel-cnn train` takes."""
+
+    protocol: str
+    corpus: str
+    out: Path
+    heldout: str | None = None
+    root: Path | None = None
+    cache: Path = DEFAULT_CACHE
+    epochs: int = 12
+    patience: int = 4
+    batch: int = 64
+    lr: float = 2e-3
+    max_steps: int = 0
+    seed: int = 0
+    threads: int = 2
+    no_record: bool = False
+    command: str = ""
+    """The command line recorded with the result."""
+
+
+def train(args: CnnTrainOptions) -> dict:
     from training.evaluate import metrics
-    from training.finetune import harmonic_epoch, window_rows
+    from training.finetune.model import harmonic_epoch, window_rows
     from training.loaders import default_corpora_root, expand, load_set
     from training.report import append_record
     from training.splits import protocol_split
@@ -157,7 +151,7 @@ def train(args: argparse.Namespace) -> dict:
     sample = np.sort(np.random.default_rng(0).choice(rows, size=min(4000, len(rows)), replace=False))
     ref = np.asarray(store.mel[sample], np.float32)
     mean, std = ref.mean(axis=(0, 1)), np.maximum(ref.std(axis=(0, 1)), 1e-3)
-    spec = {"arch": "logmel-cnn", "builder": "training.logmel_cnn:build_cnn", "widths": [24, 48, 96, 128],
+    spec = {"arch": "logmel-cnn", "builder": "artefact.heads:build_cnn", "widths": [24, 48, 96, 128],
             "dropout": 0.3, "labels": labels, "input_shape": [1, 1, int(store.mel.shape[1]), 64],
             "feature_mean": mean.tolist(), "feature_std": std.tolist(), "frontend": "logmel",
             "window_s": 2.0, "protocol": args.protocol, "corpora": corpora, "heldout": args.heldout}
@@ -215,7 +209,7 @@ def train(args: argparse.Namespace) -> dict:
     pt = predict(model, store, part["test"], mean, std)
     yt = np.array([labels.index(c.merged) for c in part["test"]])
     m = metrics(yt, pt.argmax(1), tuple(labels))
-    command = "python -m training.logmel_cnn train " + " ".join(args.argv)
+    command = args.command
     per_corpus = {}
     for name in sorted({c.corpus for c in part["test"]}):
         sel = np.array([k for k, c in enumerate(part["test"]) if c.corpus == name])
@@ -237,7 +231,7 @@ def train(args: argparse.Namespace) -> dict:
                  "SAVEE research only; see shared/corpora/README.md)"})
     (out / "head.json").write_text(json.dumps(spec, indent=1))
     # eval rows for convert/ (INT8 calibration on training windows, parity on test windows)
-    from convert.eval_data import EVAL_NAME
+    from artefact.eval_data import EVAL_NAME
 
     trows = np.sort(np.random.default_rng(1).choice(rows, size=min(300, len(rows)), replace=False))
     test_rows, owner = window_rows(part["test"], store)
@@ -250,46 +244,3 @@ def train(args: argparse.Namespace) -> dict:
     if not args.no_record:
         append_record(rec)
     return rec
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m training.logmel_cnn", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("cache", help="log-mel of every 2 s window of every clip (resumable)")
-    c.add_argument("--corpora", default="all+")
-    c.add_argument("--root", type=Path, default=None)
-    c.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    c.add_argument("--limit", type=int, default=0, help="at most N clips per (corpus, label) (tests)")
-    t = sub.add_parser("train", help="one training run (resumes from its folder)")
-    t.add_argument("--protocol", choices=["paper", "speaker_independent", "cross_corpus"], required=True)
-    t.add_argument("--corpus", required=True)
-    t.add_argument("--heldout", default=None)
-    t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--root", type=Path, default=None)
-    t.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--patience", type=int, default=4)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (tests)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--no-record", action="store_true", help="do not add the result to accuracy.json")
-    args = ap.parse_args(argv)
-    if args.cmd == "cache":
-        print(build_cache(args.corpora, args.root, args.cache, args.limit))
-        return 0
-    args.argv = argv[1:]
-    rec = train(args)
-    keys = ("model", "protocol", "corpus", "accuracy", "macro_f1", "uar", "n_test")
-    print(json.dumps({k: rec[k] for k in keys}))
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -22,7 +22,7 @@ PAPER = {
     "paper: VGGish+MLP": (94.18, 50.55, 46.03, 40.05, 65.35, 50.87),
     "paper: HuBERT": (99.64, 88.54, 78.12, 72.53, 87.41, 86.51),
 }
-# The standardised logistic-regression probe on YAMNet mean+max (no trim, no augmentation).
+# The reference probe: standardised logistic regression on YAMNet mean+max (no trim, no augmentation).
 PROBE_PAPER = (95.1, 46.5, 47.9, 40.9, 60.9, None)  # 3 seeded stratified 80/20 splits
 PROBE_SI = (None, 38.2, 35.8, 39.8, 47.0, None)  # 25 % of speakers held out
 PROBE_XC = (0.499, 0.292, 0.308, 0.224, 0.270, None, None, None)

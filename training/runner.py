@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from artefact.heads import build_head, save_head
 from training import experiment, loaders
 from training.evaluate import metrics, plot_confusion
-from training.heads import build_head, save_head
 from training.splits import SPLITS_DIR, load_speaker_folds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def license_of(corpora: list[str]) -> str:
 
 def _save_eval(path: Path, r, labels: tuple[str, ...], n_test: int = 3000, n_train: int = 1000) -> None:
     """eval.npz for convert/ (INT8 calibration + parity): seeded subsets of windows."""
-    from convert.eval_data import save_eval
+    from artefact.eval_data import save_eval
 
     rng = np.random.default_rng(0)
     t = r.test_part
@@ -121,7 +121,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
                     window_s=2.0, sample_rate=16000,
                     note="build_head(spec) takes standardised features and returns logits; "
                          "fold (x - feature_mean) / feature_std in front and softmax after "
-                         "(training.heads.build_inference_model does both).")
+                         "(artefact.heads.build_inference_model does both).")
         head = build_head(spec)
         head.load_state_dict(r.fitted.state)
         save_head(save_to, spec, head)

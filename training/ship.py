@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artefact.heads import load_head
+from artefact.manifest import write_entry
 from edge_ser.errors import UserError
-from training.heads import load_head
+from edge_ser.manifest import ModelEntry, ModelFile, load_manifest, sha256_of
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -63,29 +65,24 @@ def export_onnx(src: Path, out: Path) -> Path:
 def register_onnx(onnx_path: Path, name: str, spec: dict, default: bool,
                   manifest: Path = MODELS / "manifest.yaml") -> None:
     """Upsert a manifest entry for an exported ONNX head (backbone: the shared YAMNet file)."""
-    from edge_ser.manifest import load_manifest, sha256_of, upsert_entry
-
     m = load_manifest(manifest)
     yam = next((e.backbone for e in m.models.values() if e.backbone and "yamnet" in e.backbone.file), None)
     if yam is None:
         raise UserError("no YAMNet backbone entry in the manifest to copy")
     rel = Path(onnx_path).resolve().relative_to(Path(manifest).resolve().parent).as_posix()
     norm = f"heads/{name}.norm.json"
-    entry = {
-        "description": f"YAMNet + {spec['arch']} head trained on {spec.get('data', '?')} "
-                       "(merged classes), ONNX",
-        "frontend": "waveform", "sample_rate": 16000, "window_s": 2.0, "labels": list(spec["labels"]),
-        "backbone": {k: v for k, v in {"file": yam.file, "sha256": yam.sha256, "size": yam.size,
-                                        "url": yam.url, "input": yam.input, "output": yam.output,
-                                        "scores_output": yam.scores_output}.items() if v is not None},
-        "pooling": spec["pooling"],
-        "head": {"file": rel, "sha256": sha256_of(onnx_path), "size": Path(onnx_path).stat().st_size,
-                 "input": "features", "output": "probs", "input_dim": int(spec["input_dim"])},
-        "quantization": "float32",
-        "license": spec.get("license", ""),
-        "training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
-                     "split": spec.get("split", ""), "test": spec.get("test", {})},
-        "adaptation": {"reference": norm,
-                       "sha256": sha256_of(Path(manifest).parent / norm)},
-    }
-    upsert_entry(manifest, name, entry, make_default=default)
+    entry = ModelEntry(
+        id=name,
+        description=f"YAMNet + {spec['arch']} head trained on {spec.get('data', '?')} (merged classes), ONNX",
+        frontend="waveform", window_s=2.0, labels=tuple(spec["labels"]),
+        backbone=yam,
+        pooling=spec["pooling"],
+        head=ModelFile(file=rel, sha256=sha256_of(onnx_path), size=Path(onnx_path).stat().st_size,
+                       input="features", output="probs", input_dim=int(spec["input_dim"])),
+        quantization="float32",
+        license=spec.get("license", ""),
+        adaptation=ModelFile(file=norm, sha256=sha256_of(Path(manifest).parent / norm)),
+        extra={"training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
+                            "split": spec.get("split", ""), "test": spec.get("test", {})}},
+    )
+    write_entry(manifest, entry, make_default=default)

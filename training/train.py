@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from artefact.heads import build_head
 from training.dataset import Part
 from training.evaluate import clip_probs, metrics
-from training.heads import build_head
 
 DEFAULT_GRID = {
     "mlp": {"hidden": [[256], [512, 128], [1024, 256]], "dropout": [0.3, 0.5], "lr": [1e-3, 3e-4]},

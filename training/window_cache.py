@@ -1,6 +1,6 @@
 """A resumable on-disk cache of per-window arrays of many clips: <name>.npy + index.json.
 
-Used by the fine-tune trunk features (finetune.py) and the log-mel CNN (logmel_cnn.py): chunks of
+Used by the fine-tune trunk features (finetune/cache.py) and the log-mel CNN (logmel_cnn.py): chunks of
 clips are computed into chunk_NNNN.npz files (a finished chunk is never recomputed), then packed
 into one float16 array [windows, *row_shape] and an index {clip path relative to root: [first, n]}.
 """

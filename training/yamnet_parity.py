@@ -1,6 +1,6 @@
 """Measure how faithfully training/yamnet_model.py rebuilds yamnet.tflite on real corpus files.
 
-    python -m training.yamnet_parity --files 200 --out training/reports/yamnet_rebuild_parity.json
+    python -m training yamnet-parity --files 200 --out training/reports/yamnet_rebuild_parity.json
 
 Per frame: cosine similarity of the 1024-d embeddings (rebuild vs the file's Identity_1) and
 whether the top AudioSet class (Identity) is the same. Reported for both frontends of the rebuild:
@@ -10,11 +10,7 @@ whether the top AudioSet class (Identity) is the same. Reported for both fronten
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -95,27 +91,3 @@ def sample_files(n: int, seed: int = 0) -> list[str]:
         k = n // len(corpora) + (1 if i < n % len(corpora) else 0)
         picked += rng.sample(clips, min(k, len(clips)))
     return picked
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tflite", type=Path, default=DEFAULT_TFLITE)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args(argv)
-    start = time.time()
-    paths = sample_files(args.files, args.seed)
-    report = compare(paths, args.tflite)
-    report["command"] = "python -m training.yamnet_parity " + " ".join(argv or sys.argv[1:])
-    report["seconds"] = round(time.time() - start, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 - `trunk_bytes`: log-mel patches [n, 96, 64, 1] -> activations after layer 14's depthwise conv
   [n, 3, 2, 1024], i.e. the frozen part of the fine-tuned model, run by ai_edge_litert (INT8 hybrid
-  kernels, XNNPACK). The fine-tuning cache (training/finetune.py) stores its output so a 2-core CPU
+  kernels, XNNPACK). The fine-tuning cache (training/finetune/cache.py) stores its output so a 2-core CPU
   only has to train the last pointwise convolution (1.05 M of YAMNet's 3.2 M backbone weights)
   and the heads.
 - `export_finetuned`: the original file with layer 14's pointwise conv replaced by the fine-tuned

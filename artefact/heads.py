@@ -1,4 +1,5 @@
-"""Torch heads over YAMNet features, and `build_head(spec)` for the head interchange format.
+"""The head folder: what training writes and conversion reads. Torch heads over backbone features,
+and `build_head(spec)` for the head interchange format.
 
 A head folder (runs/heads/<name>/ or models/heads/<name>/) holds head.pt (the state_dict of
 `build_head(spec)`) and head.json (spec: arch, arch params, input_dim, labels, pooling, backbone,
@@ -14,6 +15,9 @@ Archs:
   (pooling "method@k+j+..."), so it exports like an mlp.
 - attn: attentive pooling over frames (input [batch, n_frames, frame_dim]; input_dim = frame_dim),
   then an mlp. Not exportable to the daemon's pooled `features` input; an experiment.
+
+A log-mel model folder has the same two files; its spec names `build_cnn` (the compact CNN) as its
+builder.
 """
 
 from __future__ import annotations
@@ -152,3 +156,33 @@ def load_head(folder: Path) -> tuple[dict, InferenceModel]:
     spec = json.loads((folder / "head.json").read_text())
     state = torch.load(folder / "head.pt", map_location="cpu", weights_only=True)
     return spec, build_inference_model(spec, state)
+
+
+# --- the compact log-mel CNN (a whole model: log-mel in, logits out) ---------------------------
+
+class CompactCNN(nn.Module):
+    """Four conv-BN-ReLU blocks (max-pooled), mean+max pooling over time and frequency, dropout, dense."""
+
+    def __init__(self, n_labels: int, widths: tuple[int, ...] = (24, 48, 96, 128), dropout: float = 0.3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for k, w in enumerate(widths):
+            layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+            if k < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(2 * cin, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return self.out(self.drop(pooled))
+
+
+def build_cnn(spec: dict) -> nn.Module:
+    """Builder for `python -m convert logmel-cnn --builder artefact.heads:build_cnn`."""
+    return CompactCNN(len(spec["labels"]), tuple(spec.get("widths", (24, 48, 96, 128))),
+                      float(spec.get("dropout", 0.3)))
