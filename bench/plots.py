@@ -104,7 +104,7 @@ def _room_language(records: list[dict]) -> str:
 
 
 def room_chart(records: list[dict], out: Path, smoothing: str = "none") -> Path:
-    """Weighted F1 per condition (x, registry order: clean first), one line per model."""
+    """Weighted F1 per condition (x, registry order: clean first), one line per model (and gate)."""
     from acoustics.conditions import ordered
 
     plt = _plt()
@@ -116,8 +116,10 @@ def room_chart(records: list[dict], out: Path, smoothing: str = "none") -> Path:
     for i in range(1, len(order)):  # light separators between kinds of condition
         if kinds[i] != kinds[i - 1]:
             ax.axvline(i - 0.5, color="0.85", linewidth=1)
-    for model in dict.fromkeys(r["model"] for r in recs):
-        cell = {r["condition"]: r["weighted_f1"] for r in recs if r["model"] == model}
+    from bench.render_quality import room_series
+
+    for model in dict.fromkeys(room_series(r) for r in recs):
+        cell = {r["condition"]: r["weighted_f1"] for r in recs if room_series(r) == model}
         xs = [i for i, c in enumerate(order) if c in cell]
         ax.plot(xs, [cell[order[i]] for i in xs], marker="o", linewidth=1.5, label=model)
     ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)

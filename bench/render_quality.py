@@ -126,8 +126,19 @@ def stream_tables(records: list[Record]) -> str:
     return "\n".join(out).rstrip()
 
 
+def room_series(r: Record) -> str:
+    """A room record's column (table) and line (chart): the model, and its gate when not the default."""
+    gate = []
+    if r.get("rms_threshold") is not None:
+        gate.append(f"rms {r['rms_threshold']:g}")
+    if r.get("vad", "none") != "none":
+        gate.append(f"vad {r['vad']}")
+    return r["model"] + (f" (gate {', '.join(gate)})" if gate else "")
+
+
 def room_table(records: list[Record]) -> str:
-    """Rows: conditions in registry order; columns: models; cells wF1 / 4-emotion UAR / sadness share."""
+    """Rows: conditions in registry order; columns: models (and gates other than the default); cells
+    wF1 / 4-emotion UAR / sadness share."""
     from acoustics.conditions import ordered
 
     langs = list(dict.fromkeys(r["language"] for r in records))
@@ -135,9 +146,9 @@ def room_table(records: list[Record]) -> str:
     recs = [r for r in records if r["language"] == lang and r.get("smoothing", "none") == "none"]
     if not recs:
         return "No room records."
-    models = list(dict.fromkeys(r["model"] for r in recs))
+    models = list(dict.fromkeys(room_series(r) for r in recs))
     order = ordered([r["condition"] for r in recs])
-    cell = {(r["model"], r["condition"]): r for r in recs}
+    cell = {(room_series(r), r["condition"]): r for r in recs}
     n = sorted({r["n_windows"] for r in recs})
 
     def fmt(r: Record | None) -> str:

@@ -290,6 +290,19 @@ def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path)
     assert tables.GENERATORS["room"](tables.Results(folder=tmp_path)) == "No room records."
 
 
+def test_a_gate_other_than_the_default_is_a_column_and_a_rerun_of_its_own(tmp_path):
+    base = {"model": "a", "language": "all", "condition": "clean", "kind": "clean", "smoothing": "none",
+            "weighted_f1": 50.0, "uar_emotions": 40.0, "sad_share": 1.0, "n_windows": 9}
+    gated = dict(base, weighted_f1=60.0, vad="none", rms_threshold=0.003)
+    text = render_quality.room_table([base, gated])
+    assert "| condition | a | a (gate rms 0.003) |" in text
+    assert "| clean | 50.0 / 40.0 / 1.0 | 60.0 / 40.0 / 1.0 |" in text
+    out = tmp_path / "room.json"
+    out.write_text(json.dumps([base, gated]))
+    again = room.merged(out, [dict(gated, weighted_f1=61.0)])
+    assert sorted(r["weighted_f1"] for r in again) == [50.0, 61.0]
+
+
 def test_room_chart_puts_clean_first(tmp_path):
     recs = [{"model": "a", "language": "pl", "condition": c, "kind": conds.get(c).kind, "smoothing": "none",
              "weighted_f1": 30.0, "n_windows": 9} for c in ["phone", "clean"]]
