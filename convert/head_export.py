@@ -68,7 +68,7 @@ def _export(model: torch.nn.Module, dim: int, mode: str, representative, x1: np.
 
 def convert_head(
     folder: Path,
-    features: Path | None,
+    features: Path | eval_data.EvalData | None,
     out_dir: Path = DEFAULT_OUT,
     name: str | None = None,
     variants: tuple[str, ...] = ("int8", "float16", "float32"),
@@ -85,6 +85,8 @@ def convert_head(
 ) -> list[Result]:
     """Convert every variant; write the passing ones (all with keep_anyway), their reports and entries.
 
+    features: eval .npz (default <folder>/eval.npz), or the rows themselves (EvalData; test_y None:
+    unlabelled rows, parity by agreement only, no int8).
     default: the quantization whose entry becomes the manifest's default model (None: leave it).
     backbone_file: a YAMNet file other than the shared one (a fine-tuned backbone from
     `python -m training finetune export-backbone`) that the head was trained on; the entry names it.
@@ -107,13 +109,19 @@ def convert_head(
     else:
         head_model.check_input_dim(spec, backbone)
     labels, dim = list(spec["labels"]), int(spec["input_dim"])
-    if features is None and not (folder / eval_data.EVAL_NAME).is_file():
-        raise UserError(
-            f"no {eval_data.EVAL_NAME} in {folder}: pass --features PATH (training writes it "
-            "beside the head it trains, runs/heads/<name>/eval.npz)"
-        )
-    features = Path(features) if features else folder / eval_data.EVAL_NAME
-    data = eval_data.load_eval(features, labels, dim)
+    if isinstance(features, eval_data.EvalData):
+        data = features
+        if data.test_y is None and "int8" in variants:
+            raise UserError(f"an int8 head needs labelled training rows to calibrate on: no "
+                            f"{eval_data.EVAL_NAME} in {folder}; pass --features PATH")
+    else:
+        if features is None and not (folder / eval_data.EVAL_NAME).is_file():
+            raise UserError(
+                f"no {eval_data.EVAL_NAME} in {folder}: pass --features PATH (training writes it "
+                "beside the head it trains, runs/heads/<name>/eval.npz)"
+            )
+        features = Path(features) if features else folder / eval_data.EVAL_NAME
+        data = eval_data.load_eval(features, labels, dim)
     name = name or folder.name
     ref_probs = _reference_probs(folder, data.test_x)
     with torch.no_grad():

@@ -94,6 +94,9 @@ def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool, refere
 @click.option("--default", "make_default", is_flag=True,
               help="Make the first variant that passes (in --quant order) the manifest's default.")
 @click.option("--keep-fp32-encoder", is_flag=True, help="Also keep the FP32 encoder (else only if < 10 MB).")
+@click.option("--features", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="The head's eval .npz (default <head folder>/eval.npz; without one the head variants "
+              "are checked on the float features of the --windows, unlabelled, and int8 is refused).")
 @click.option("--encoder", "encoder_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Use this encoder .onnx, converted before for the same checkpoint and states (e.g. "
               "the one of an existing entry), instead of exporting one; the end-to-end check still "
@@ -101,7 +104,8 @@ def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool, refere
 @_audio_options
 @common_options
 def whisper_model(head_folder: Path, checkpoint: Path, out: Path, name: str | None, quants: tuple[str, ...],
-                  make_default: bool, keep_fp32_encoder: bool, encoder_file: Path | None, n_windows: int,
+                  make_default: bool, keep_fp32_encoder: bool, features: Path | None,
+                  encoder_file: Path | None, n_windows: int,
                   audio: tuple[Path, ...],
                   candidates: tuple[str, ...], manifest: Path, no_manifest: bool, keep_anyway: bool,
                   reports: Path) -> None:
@@ -116,6 +120,6 @@ def whisper_model(head_folder: Path, checkpoint: Path, out: Path, name: str | No
     results = convert_whisper_model(
         head_folder, checkpoint, windows, source, out, name, quants or ("float16",), manifest,
         keep_anyway, make_default, candidates, keep_fp32_encoder, command=command_line(), reports_dir=reports,
-        register_manifest=not no_manifest, encoder_file=encoder_file,
+        register_manifest=not no_manifest, encoder_file=encoder_file, features=features,
     )
     finish(results, keep_anyway)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artefact import parity
+from artefact import eval_data, parity
 from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR, file_ref, write_entry
 from artefact.parity import Result
 from edge_ser.errors import ModelError, UserError
@@ -68,10 +68,9 @@ def read_whisper_head(folder: Path) -> tuple[dict, str, tuple[int, ...]]:
     return spec, method, states
 
 
-def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray,
-                   window_level: str = "raw") -> np.ndarray:
-    """Float reference: whisper_log_mel -> torch encoder states -> pool_states -> torch head -> probs
-    (window_level speech: edge_ser.speech_level.prepare first, speech frames pooled)."""
+def torch_features(model, method: str, windows: np.ndarray, window_level: str = "raw") -> np.ndarray:
+    """Pooled features [n, dim] of the float pipeline: whisper_log_mel -> torch encoder states ->
+    pool_states (window_level speech: edge_ser.speech_level.prepare first, speech frames pooled)."""
     rows = []
     for w in windows:
         prepared = prepare(w) if window_level == "speech" else None
@@ -79,8 +78,14 @@ def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarra
         if prepared is not None:
             states = speech_frames(states, prepared.speech)
         rows.append(pool_states(states, method))
+    return np.stack(rows).astype(np.float32)
+
+
+def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray,
+                   window_level: str = "raw") -> np.ndarray:
+    """Float reference: torch_features -> torch head -> probs."""
     with torch.no_grad():
-        return head(torch.from_numpy(np.stack(rows))).numpy()
+        return head(torch.from_numpy(torch_features(model, method, windows, window_level))).numpy()
 
 
 def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
@@ -121,8 +126,14 @@ def convert_whisper_model(
     register_manifest: bool = True,
     latency_runs: int = 200,
     encoder_file: Path | None = None,
+    features: Path | None = None,
 ) -> list[Result]:
-    """Encoder + head files, reports and (after the end-to-end check) manifest entries."""
+    """Encoder + head files, reports and (after the end-to-end check) manifest entries.
+
+    features: the head's eval .npz (default <head folder>/eval.npz). Without one (a shipped head
+    folder keeps only head.pt + head.json) the head variants are checked on the pooled float
+    features of `windows`, unlabelled: agreement with the float head only, and no int8 variant.
+    """
     torch.set_num_threads(1)
     head_folder, out_dir = Path(head_folder), Path(out_dir)
     spec, method, states = read_whisper_head(head_folder)
@@ -139,12 +150,19 @@ def convert_whisper_model(
     else:
         encoders, enc_report = _export_encoders(checkpoint, states, out_dir, name, windows, windows_source,
                                                 candidates, reports_dir, command, keep_fp32_encoder)
-    heads = convert_head(head_folder, None, out_dir, name, quants, manifest, keep_anyway, None,
+    _, head = head_model.load_float_model(head_folder)
+    feats = torch_features(model, method, windows, str(spec.get("window_level", "raw")))
+    with torch.no_grad():
+        ref = head(torch.from_numpy(feats)).numpy()
+    if features is None and not (head_folder / eval_data.EVAL_NAME).is_file():
+        features = eval_data.EvalData(
+            feats, feats, None, tuple(spec["labels"]),
+            f"pooled float features (torch encoder) of the end-to-end windows, unlabelled "
+            f"(no {eval_data.EVAL_NAME} in {_display(head_folder)}): {windows_source}")
+    heads = convert_head(head_folder, features, out_dir, name, quants, manifest, keep_anyway, None,
                          str(spec["backbone"]), command, reports_dir, latency_runs,
                          register_manifest=False, pooled_dim=want)
     live = [r for r in heads if r.path is not None]
-    _, head = head_model.load_float_model(head_folder)
-    ref = torch_pipeline(model, head, method, windows, str(spec.get("window_level", "raw")))
     # The smallest, fastest encoder whose decisions agree with float for every head variant wins:
     # INT8 first, then the float16-stored FP32 graph (dynamic INT8 can move near-tie windows).
     attempts: list[dict] = []

@@ -300,6 +300,10 @@ def test_onnx_head_entry_reuses_the_encoder_and_runs_without_tflite(tiny_hf: Pat
         candidates=("matmul-s8",), reports_dir=tmp_path / "rep", latency_runs=3)
     encoder = heads / "tones-encoder-int8.onnx"
     before = sorted(p.name for p in heads.iterdir())
+    (head_folder / "eval.npz").unlink()  # as a shipped head folder: head.pt + head.json only
+    with pytest.raises(UserError, match="int8 head needs labelled"):
+        convert_whisper_model(head_folder, tiny_hf, _windows(6, seed=7), "tones", heads, "tones", ("int8",),
+                              manifest, reports_dir=tmp_path / "rep", latency_runs=3, encoder_file=encoder)
     (r,) = convert_whisper_model(
         head_folder, tiny_hf, _windows(6, seed=7), "tones", heads, "tones", ("onnx-float32",), manifest,
         make_default=True, reports_dir=tmp_path / "rep", latency_runs=3, encoder_file=encoder)
@@ -308,6 +312,7 @@ def test_onnx_head_entry_reuses_the_encoder_and_runs_without_tflite(tiny_hf: Pat
     assert sorted(p.name for p in heads.iterdir()) == sorted([*before, "tones-onnx-fp32.onnx"])
     report = json.loads(r.report.read_text())
     assert report["format"] == "onnx" and report["quantization"] == "float32"
+    assert "unlabelled" in report["data"] and report["parity"]["accuracy"] is None
     assert report["parity"]["argmax_agreement"] == 1.0 and report["parity"]["max_abs_prob_diff"] < 1e-5
     assert report["pipeline"]["argmax_agreement"] >= 0.99
     entry = load_manifest(manifest).get()
