@@ -160,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         records.append(rec)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.merge and out.is_file():
-        # Records of other models stay where they were; a remeasured model's record moves to the end
-        # so the models measured side by side in this run stay next to each other.
-        measured = {r["model"] for r in records}
-        records = [r for r in json.loads(out.read_text()) if r["model"] not in measured] + records
+    if args.merge:
+        from bench.stream_eval import merged
+
+        # the models measured side by side in this run stay next to each other, at the end
+        records = merged(out, records)
     out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
     print(f"wrote {out}")
     return 0
