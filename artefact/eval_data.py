@@ -31,8 +31,8 @@ class EvalData:
     test_x: np.ndarray
     """Test-split inputs."""
 
-    test_y: np.ndarray
-    """Test labels as indices into `labels`."""
+    test_y: np.ndarray | None
+    """Test labels as indices into `labels`; None for unlabelled rows (parity measures agreement only)."""
 
     labels: tuple[str, ...]
     """Label order of test_y."""

@@ -31,8 +31,11 @@ DEFAULT_MANIFEST = REPO / "models" / "manifest.yaml"
 HEADS_DIR = REPO / "models" / "heads"
 """Where converted files of the project's own models are written by default."""
 YAMNET_FILE = "yamnet/yamnet.tflite"
-QUANT_SUFFIX = {"float32": "fp32", "float16": "fp16", "dynamic": "dyn", "int8": "int8"}
-"""File/model-id suffix of each quantization."""
+QUANT_SUFFIX = {"float32": "fp32", "float16": "fp16", "dynamic": "dyn", "int8": "int8",
+                "onnx-float32": "onnx-fp32"}
+"""File/model-id suffix of each quantization (`onnx-float32`: a float32 head in ONNX instead of TFLite)."""
+ONNX_HEAD = "onnx-float32"
+"""The head variant written as ONNX; its manifest quantization is float32."""
 
 NO_FILE = ModelFile(file="", sha256="")
 """The head of an entry template whose file is not written yet (filled in before writing)."""

@@ -65,24 +65,28 @@ def median_ms(fn: Callable[[], object], runs: int = 100, warmup: int = 5) -> flo
     return float(np.median(times))
 
 
-def compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, targets: Targets) -> dict:
-    """Agreement, probability error and accuracies of `probs` against `ref_probs` on labels y."""
+def compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray | None, targets: Targets) -> dict:
+    """Agreement, probability error and accuracies of `probs` against `ref_probs` on labels y
+    (y None: unlabelled rows; accuracies are None and only the agreement target applies)."""
     ref_probs, probs = np.asarray(ref_probs, np.float64), np.asarray(probs, np.float64)
     diff = np.abs(ref_probs - probs)
-    acc_ref = float(np.mean(ref_probs.argmax(1) == y))
-    acc = float(np.mean(probs.argmax(1) == y))
     agree = float(np.mean(ref_probs.argmax(1) == probs.argmax(1)))
-    drop = (acc_ref - acc) * 100.0
+    acc_ref = acc = drop = None
+    if y is not None:
+        acc_ref = float(np.mean(ref_probs.argmax(1) == y))
+        acc = float(np.mean(probs.argmax(1) == y))
+        drop = (acc_ref - acc) * 100.0
     return {
-        "n_test": int(len(y)),
+        "n_test": int(len(ref_probs)),
         "argmax_agreement": round(agree, 5),
         "max_abs_prob_diff": round(float(diff.max()), 6),
         "mean_abs_prob_diff": round(float(diff.mean()), 6),
-        "accuracy_float": round(acc_ref, 5),
-        "accuracy": round(acc, 5),
-        "accuracy_drop_pt": round(drop, 3),
+        "accuracy_float": None if acc_ref is None else round(acc_ref, 5),
+        "accuracy": None if acc is None else round(acc, 5),
+        "accuracy_drop_pt": None if drop is None else round(drop, 3),
         "targets": asdict(targets),
-        "passed": bool(agree >= targets.min_agreement and drop <= targets.max_accuracy_drop_pt),
+        "passed": bool(agree >= targets.min_agreement
+                       and (drop is None or drop <= targets.max_accuracy_drop_pt)),
     }
 
 
@@ -117,7 +121,8 @@ def summary(model_id: str, r: dict) -> str:
         + f"); prob diff max {p['max_abs_prob_diff']:.4f} "
         f"mean {p['mean_abs_prob_diff']:.5f}",
         f"  accuracy float {p['accuracy_float'] * 100:.2f} % -> converted {p['accuracy'] * 100:.2f} % "
-        f"(drop {p['accuracy_drop_pt']:.2f} pt, limit {p['targets']['max_accuracy_drop_pt']} pt)",
+        f"(drop {p['accuracy_drop_pt']:.2f} pt, limit {p['targets']['max_accuracy_drop_pt']} pt)"
+        if p["accuracy"] is not None else "  accuracy not measured (unlabelled rows)",
         f"  size {r.get('size_bytes')} B (float file {r.get('float_size_bytes')} B)",
         "  median latency ms: " + ", ".join(f"{k} {v:.3f}" for k, v in lat.items()),
         f"  tflite-runtime 2.14: {r.get('tflite_runtime_2_14', {}).get('result', 'not applicable')}",

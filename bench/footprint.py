@@ -2,6 +2,7 @@
 
     nice -n 5 python3 -m bench.footprint                     # every manifest model + random HuBERT INT8
     python3 -m bench.footprint --models yamnet-dev --seconds 20 --out /tmp/fp.json
+    python3 -m bench.footprint --models A B --no-hubert --seconds 30 --merge  # only A, B replaced in --out
 
 For each model, two runs of the real CLI in a child process, paced like a microphone (--realtime):
 - `silent`: a quiet room (pink noise at RMS 0.002, below the 0.01 gate): every window is gated, the
@@ -119,11 +120,14 @@ def watch(proc: subprocess.Popen, t0: float, settle: float) -> tuple[int, Any, f
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", help="manifest ids (default: all, plus random HuBERT INT8)")
+    ap.add_argument("--models", nargs="*", action="extend",
+                    help="manifest ids (repeatable; default: all, plus random HuBERT INT8)")
     ap.add_argument("--seconds", type=float, default=40.0, help="audio per run (paced in real time)")
     ap.add_argument("--settle", type=float, default=10.0, help="seconds excluded from the CPU share")
     ap.add_argument("--no-hubert", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "footprint.json"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other models' records in --out (a measured model's record is replaced)")
     args = ap.parse_args(argv)
     command = "python3 -m bench.footprint " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -156,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         records.append(rec)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        from bench.stream_eval import merged
+
+        # the models measured side by side in this run stay next to each other, at the end
+        records = merged(out, records)
     out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
     print(f"wrote {out}")
     return 0

@@ -2,6 +2,8 @@
 
 The daemon runs YAMNet (the shared backbone file) and then this head on the pooled embeddings, so
 only the head is converted here: `features` [1, input_dim] float32 -> `probs` [1, n_labels].
+The `onnx-float32` variant is the same graph as a float32 ONNX file (artefact.onnx_head), for
+backbones that are ONNX themselves: the daemon then needs no TFLite runtime at all.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from artefact import eval_data, parity
 from artefact.manifest import (
     DEFAULT_MANIFEST,
     HEADS_DIR,
+    ONNX_HEAD,
     QUANT_SUFFIX,
     REPO,
     file_ref,
     write_entry,
     yamnet_backbone,
 )
+from artefact.onnx_head import export_onnx_head, onnx_runner
 from artefact.parity import Result
 from edge_ser.errors import UserError
 from edge_ser.manifest import ModelEntry
@@ -40,14 +44,31 @@ INT8_CANDIDATES = (("int8", 1.0), ("int16x8", 1.0), ("int16x8", STRETCH))
 MODE_TEXT = {
     "int8": "int8 weights, int8 activations",
     "int16x8": "int8 weights, int16 activations (TFLite 16x8 full-integer mode)",
+    ONNX_HEAD: "float32 ONNX (onnxruntime)",
 }
+
+
+def head_format(variant: str) -> tuple[str, str]:
+    """(file suffix, manifest quantization) of a head variant."""
+    return (".onnx", "float32") if variant == ONNX_HEAD else (".tflite", variant)
+
+
+def _export(model: torch.nn.Module, dim: int, mode: str, representative, x1: np.ndarray):
+    """(file bytes, runner: features [1, dim] -> probs) of one head variant."""
+    if mode == ONNX_HEAD:
+        blob = export_onnx_head(model, dim, x1)
+        return blob, onnx_runner(blob, threads=1)
+    blob = export_torch(model, [TensorIO("features", (1, dim))], ["probs"], mode,
+                        representative=representative, check_inputs=[x1])
+    run = runner(blob, threads=1)
+    return blob, (lambda x: run(x)[0])
 
 
 
 
 def convert_head(
     folder: Path,
-    features: Path | None,
+    features: Path | eval_data.EvalData | None,
     out_dir: Path = DEFAULT_OUT,
     name: str | None = None,
     variants: tuple[str, ...] = ("int8", "float16", "float32"),
@@ -64,6 +85,8 @@ def convert_head(
 ) -> list[Result]:
     """Convert every variant; write the passing ones (all with keep_anyway), their reports and entries.
 
+    features: eval .npz (default <folder>/eval.npz), or the rows themselves (EvalData; test_y None:
+    unlabelled rows, parity by agreement only, no int8).
     default: the quantization whose entry becomes the manifest's default model (None: leave it).
     backbone_file: a YAMNet file other than the shared one (a fine-tuned backbone from
     `python -m training finetune export-backbone`) that the head was trained on; the entry names it.
@@ -86,13 +109,19 @@ def convert_head(
     else:
         head_model.check_input_dim(spec, backbone)
     labels, dim = list(spec["labels"]), int(spec["input_dim"])
-    if features is None and not (folder / eval_data.EVAL_NAME).is_file():
-        raise UserError(
-            f"no {eval_data.EVAL_NAME} in {folder}: pass --features PATH (training writes it "
-            "beside the head it trains, runs/heads/<name>/eval.npz)"
-        )
-    features = Path(features) if features else folder / eval_data.EVAL_NAME
-    data = eval_data.load_eval(features, labels, dim)
+    if isinstance(features, eval_data.EvalData):
+        data = features
+        if data.test_y is None and "int8" in variants:
+            raise UserError(f"an int8 head needs labelled training rows to calibrate on: no "
+                            f"{eval_data.EVAL_NAME} in {folder}; pass --features PATH")
+    else:
+        if features is None and not (folder / eval_data.EVAL_NAME).is_file():
+            raise UserError(
+                f"no {eval_data.EVAL_NAME} in {folder}: pass --features PATH (training writes it "
+                "beside the head it trains, runs/heads/<name>/eval.npz)"
+            )
+        features = Path(features) if features else folder / eval_data.EVAL_NAME
+        data = eval_data.load_eval(features, labels, dim)
     name = name or folder.name
     ref_probs = _reference_probs(folder, data.test_x)
     with torch.no_grad():
@@ -118,19 +147,10 @@ def convert_head(
         tried = {}
         for mode, stretch in INT8_CANDIDATES if q == "int8" else ((q, 1.0),):
             key = mode if stretch == 1.0 else f"{mode}+stretch{stretch:g}"
-            blob = export_torch(
-                model,
-                [TensorIO("features", (1, dim))],
-                ["probs"],
-                mode,
-                representative=calib.representative(CALIBRATION_ROWS, stretch=stretch)
-                if q == "int8"
-                else None,
-                check_inputs=[x1],
-            )
-            run = runner(blob, threads=1)
-            hold = float(np.mean(np.concatenate([run(x[None])[0] for x in holdout]).argmax(1) == hold_ref))
-            probs = np.concatenate([run(x[None])[0] for x in data.test_x])
+            representative = calib.representative(CALIBRATION_ROWS, stretch=stretch) if q == "int8" else None
+            blob, run = _export(model, dim, mode, representative, x1)
+            hold = float(np.mean(np.concatenate([run(x[None]) for x in holdout]).argmax(1) == hold_ref))
+            probs = np.concatenate([run(x[None]) for x in data.test_x])
             verdict = parity.compare(ref_probs, probs, data.test_y, parity.HEAD_TARGETS)
             ms = parity.median_ms(lambda run=run: run(x1), runs=latency_runs)
             tried[key] = (blob, verdict, ms, hold, mode)
@@ -138,13 +158,15 @@ def convert_head(
         mode = tried[key][4]
         blob, verdict, tfl_ms, hold, _ = tried[key]
         model_id = f"{name}-{QUANT_SUFFIX[q]}"
-        path = out_dir / f"{model_id}.tflite"
+        suffix, manifest_q = head_format(q)
+        path = out_dir / f"{model_id}{suffix}"
         keep = verdict["passed"] or keep_anyway
         report = {
             "model_id": model_id,
             "kind": "yamnet-head" if pooled_dim is None else f"{backbone}-head",
             "source": str(folder),
-            "quantization": q,
+            "quantization": manifest_q,
+            "format": suffix[1:],
             "mode": MODE_TEXT.get(mode, mode),
             "artifact": _display(path) if keep else None,
             "data": data.source,
@@ -152,8 +174,10 @@ def convert_head(
             "parity": verdict,
             "size_bytes": len(blob),
             "float_size_bytes": float_size,
-            "latency_ms_median": {"torch_float": round(torch_ms, 4), f"tflite_{mode}": round(tfl_ms, 4)},
-            "latency_note": f"one row, 1 thread, median of {latency_runs}, ai_edge_litert; "
+            "latency_ms_median": {"torch_float": round(torch_ms, 4),
+                                  f"{suffix[1:]}_{mode.removeprefix('onnx-')}": round(tfl_ms, 4)},
+            "latency_note": f"one row, 1 thread, median of {latency_runs}, "
+            f"{'onnxruntime' if suffix == '.onnx' else 'ai_edge_litert'}; "
             f"{parity.machine()}",
             "command": command,
             "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -172,10 +196,11 @@ def convert_head(
         if keep:
             out_dir.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
-            report["tflite_runtime_2_14"] = old_runtime.check(path)
+            if suffix == ".tflite":
+                report["tflite_runtime_2_14"] = old_runtime.check(path)
         jpath, _ = parity.write_report(model_id, report, reports_dir)
         if keep and register_manifest:
-            entry = _entry(model_id, spec, path, q, manifest, jpath, command, backbone_file,
+            entry = _entry(model_id, spec, path, manifest_q, manifest, jpath, command, backbone_file,
                            MODE_TEXT.get(mode, mode))
             write_entry(manifest, entry, make_default=(q == default))
         results.append(Result(model_id, path if keep else None, jpath, verdict["passed"]))
@@ -214,7 +239,7 @@ def _entry(model_id: str, spec: dict, path: Path, q: str, manifest: Path, report
     return ModelEntry(
         id=model_id,
         description=f"{'fine-tuned YAMNet' if backbone_file else 'YAMNet'} + {spec['arch']} head "
-        f"({spec.get('data', 'trained head')}), {q} TFLite",
+        f"({spec.get('data', 'trained head')}), {q} {'ONNX' if path.suffix == '.onnx' else 'TFLite'}",
         frontend="waveform",
         window_s=float(spec.get("window_s", 2.0)),
         labels=tuple(spec["labels"]),

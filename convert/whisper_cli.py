@@ -12,7 +12,10 @@ from artefact import parity
 from artefact.manifest import HEADS_DIR
 from edge_ser.errors import UserError
 
-from .cli_options import QUANT_CHOICES, command_line, common_options, finish
+from .cli_options import command_line, common_options, finish
+
+HEAD_VARIANTS = click.Choice(["int8", "float16", "float32", "onnx-float32"])
+"""Head variants of whisper-model: TFLite ones, or onnx-float32 (the entry needs only onnxruntime)."""
 
 
 def _audio_options(f):
@@ -84,16 +87,26 @@ def whisper_encoder(checkpoint: Path, layers: str, out: Path, int8: bool, refere
 @click.option("--out", type=click.Path(path_type=Path), default=HEADS_DIR,
               show_default=True, help="Folder for the encoder .onnx and head .tflite files.")
 @click.option("--name", default=None, help="Model name (default: the head folder's name).")
-@click.option("--quant", "quants", multiple=True, type=QUANT_CHOICES,
+@click.option("--quant", "quants", multiple=True, type=HEAD_VARIANTS,
               help="Head variants to write (repeatable; default float16: next to the encoder an INT8 "
-              "head saves nothing measurable).")
+              "head saves nothing measurable). onnx-float32: the head as a float32 ONNX file, entry "
+              "<name>-onnx-fp32, which runs without the TFLite runtime (lower peak memory).")
 @click.option("--default", "make_default", is_flag=True,
               help="Make the first variant that passes (in --quant order) the manifest's default.")
 @click.option("--keep-fp32-encoder", is_flag=True, help="Also keep the FP32 encoder (else only if < 10 MB).")
+@click.option("--features", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="The head's eval .npz (default <head folder>/eval.npz; without one the head variants "
+              "are checked on the float features of the --windows, unlabelled, and int8 is refused).")
+@click.option("--encoder", "encoder_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Use this encoder .onnx, converted before for the same checkpoint and states (e.g. "
+              "the one of an existing entry), instead of exporting one; the end-to-end check still "
+              "decides.")
 @_audio_options
 @common_options
 def whisper_model(head_folder: Path, checkpoint: Path, out: Path, name: str | None, quants: tuple[str, ...],
-                  make_default: bool, keep_fp32_encoder: bool, n_windows: int, audio: tuple[Path, ...],
+                  make_default: bool, keep_fp32_encoder: bool, features: Path | None,
+                  encoder_file: Path | None, n_windows: int,
+                  audio: tuple[Path, ...],
                   candidates: tuple[str, ...], manifest: Path, no_manifest: bool, keep_anyway: bool,
                   reports: Path) -> None:
     """A head trained on Whisper states (head.json pooling "mean_std@2") -> encoder + head + entries."""
@@ -107,6 +120,6 @@ def whisper_model(head_folder: Path, checkpoint: Path, out: Path, name: str | No
     results = convert_whisper_model(
         head_folder, checkpoint, windows, source, out, name, quants or ("float16",), manifest,
         keep_anyway, make_default, candidates, keep_fp32_encoder, command=command_line(), reports_dir=reports,
-        register_manifest=not no_manifest,
+        register_manifest=not no_manifest, encoder_file=encoder_file, features=features,
     )
     finish(results, keep_anyway)

@@ -9,9 +9,14 @@ Writes, into models/heads/ by default:
   with one scale per call, which moved 4-8 % of a trained head's decisions on real windows
   (convert/README.md, "Whisper"), so the check, not the hidden-state cosine, decides;
 - `<name>-int8.tflite`, `<name>-fp16.tflite` ...: the head through the same export as YAMNet heads
-  (`convert.head_export.convert_head`: TFLite, parity on the head folder's eval.npz). The head
-  stays TFLite because that route already calibrates and checks INT8/float16 heads; the daemon
-  picks the runtime per file, so an ONNX backbone with a TFLite head is an ordinary entry;
+  (`convert.head_export.convert_head`: TFLite, parity on the head folder's eval.npz), since that
+  route already calibrates and checks INT8/float16 heads; the daemon picks the runtime per file, so
+  an ONNX backbone with a TFLite head is an ordinary entry. Variant `onnx-float32` writes
+  `<name>-onnx-fp32.onnx` instead: the float32 head as ONNX, so the entry runs on onnxruntime alone
+  and the process never loads the TFLite runtime (less peak memory);
+- with `encoder_file`, no encoder is exported: the entry uses that file (an encoder converted
+  before for the same checkpoint and states), still only after the end-to-end check. An exported
+  encoder byte-identical to a file already in the output folder is replaced by that file;
 - one manifest entry per head variant (`frontend: whisper_logmel`, backbone = the INT8 encoder,
   pooling = the head's method), registered only after an end-to-end check: the entry is loaded
   with the daemon's own `edge_ser.model.load_model` and classifies real 2 s windows of
@@ -24,16 +29,15 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from artefact import parity
+from artefact import eval_data, parity
 from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR, file_ref, write_entry
 from artefact.parity import Result
-from edge_ser.errors import UserError
+from edge_ser.errors import ModelError, UserError
 from edge_ser.features import parse_state_pooling, pool_states, pooled_dim
 from edge_ser.manifest import ModelEntry
 from edge_ser.speech_level import prepare, speech_frames
@@ -43,6 +47,7 @@ from . import head_model, whisper_quant
 from .head_export import _display, convert_head
 from .whisper_encoder import encoder_states, run_torch
 from .whisper_export import convert_encoder
+from .whisper_reuse import Encoder, existing_encoder, same_file
 
 PIPELINE_MIN_AGREEMENT = 0.99
 KEEP_FP32_BELOW = 10_000_000
@@ -63,10 +68,9 @@ def read_whisper_head(folder: Path) -> tuple[dict, str, tuple[int, ...]]:
     return spec, method, states
 
 
-def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray,
-                   window_level: str = "raw") -> np.ndarray:
-    """Float reference: whisper_log_mel -> torch encoder states -> pool_states -> torch head -> probs
-    (window_level speech: edge_ser.speech_level.prepare first, speech frames pooled)."""
+def torch_features(model, method: str, windows: np.ndarray, window_level: str = "raw") -> np.ndarray:
+    """Pooled features [n, dim] of the float pipeline: whisper_log_mel -> torch encoder states ->
+    pool_states (window_level speech: edge_ser.speech_level.prepare first, speech frames pooled)."""
     rows = []
     for w in windows:
         prepared = prepare(w) if window_level == "speech" else None
@@ -74,8 +78,14 @@ def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarra
         if prepared is not None:
             states = speech_frames(states, prepared.speech)
         rows.append(pool_states(states, method))
+    return np.stack(rows).astype(np.float32)
+
+
+def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray,
+                   window_level: str = "raw") -> np.ndarray:
+    """Float reference: torch_features -> torch head -> probs."""
     with torch.no_grad():
-        return head(torch.from_numpy(np.stack(rows))).numpy()
+        return head(torch.from_numpy(torch_features(model, method, windows, window_level))).numpy()
 
 
 def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
@@ -88,8 +98,11 @@ def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
     from edge_ser.model import load_model
     from edge_ser.settings import ModelSettings
 
-    model = load_model(ModelSettings(id=entry_id, manifest=str(manifest), threads=1,
-                                     search_path=tuple(str(f) for f in files_in)))
+    try:
+        model = load_model(ModelSettings(id=entry_id, manifest=str(manifest), threads=1,
+                                         search_path=tuple(str(f) for f in files_in)))
+    except ModelError as exc:  # e.g. an --encoder file that returns other states than the head's
+        raise UserError(f"the converted entry {entry_id} does not load: {exc}") from None
     preds = [model.predict(w) for w in windows]
     probs = np.array([[p.probs[lb] for lb in model.labels] for p in preds])
     return probs, float(np.median([p.infer_ms for p in preds]))
@@ -112,8 +125,15 @@ def convert_whisper_model(
     reports_dir: Path = parity.REPORTS_DIR,
     register_manifest: bool = True,
     latency_runs: int = 200,
+    encoder_file: Path | None = None,
+    features: Path | None = None,
 ) -> list[Result]:
-    """Encoder + head files, reports and (after the end-to-end check) manifest entries."""
+    """Encoder + head files, reports and (after the end-to-end check) manifest entries.
+
+    features: the head's eval .npz (default <head folder>/eval.npz). Without one (a shipped head
+    folder keeps only head.pt + head.json) the head variants are checked on the pooled float
+    features of `windows`, unlabelled: agreement with the float head only, and no int8 variant.
+    """
     torch.set_num_threads(1)
     head_folder, out_dir = Path(head_folder), Path(out_dir)
     spec, method, states = read_whisper_head(head_folder)
@@ -124,21 +144,25 @@ def convert_whisper_model(
         raise UserError(f"head input_dim {spec['input_dim']} does not match {checkpoint}: "
                         f"{len(states)} state(s) of width {info['d_model']} pooled {method} give {want}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    enc = convert_encoder(checkpoint, states, out_dir / f"{name}-encoder-fp32.onnx", windows, windows_source,
-                          candidates=candidates, name=f"{name}-encoder", reports_dir=reports_dir,
-                          command=command, int8_out=out_dir / f"{name}-encoder-int8.onnx")
-    encoders = [Encoder(enc.int8, enc.chosen)] if enc.int8 else []
-    fallback = out_dir / f"{name}-encoder-fp16w.onnx"
-    encoders.append(Encoder(whisper_quant.quantize(enc.fp32, fallback, whisper_quant.FALLBACK),
-                            whisper_quant.FALLBACK))
-    if not (keep_fp32_encoder or enc.fp32.stat().st_size < KEEP_FP32_BELOW):
-        enc.fp32.unlink()
-    heads = convert_head(head_folder, None, out_dir, name, quants, manifest, keep_anyway, None,
+    if encoder_file is not None:
+        reused, enc_report = existing_encoder(encoder_file, manifest)
+        encoders = [reused]
+    else:
+        encoders, enc_report = _export_encoders(checkpoint, states, out_dir, name, windows, windows_source,
+                                                candidates, reports_dir, command, keep_fp32_encoder)
+    _, head = head_model.load_float_model(head_folder)
+    feats = torch_features(model, method, windows, str(spec.get("window_level", "raw")))
+    with torch.no_grad():
+        ref = head(torch.from_numpy(feats)).numpy()
+    if features is None and not (head_folder / eval_data.EVAL_NAME).is_file():
+        features = eval_data.EvalData(
+            feats, feats, None, tuple(spec["labels"]),
+            f"pooled float features (torch encoder) of the end-to-end windows, unlabelled "
+            f"(no {eval_data.EVAL_NAME} in {_display(head_folder)}): {windows_source}")
+    heads = convert_head(head_folder, features, out_dir, name, quants, manifest, keep_anyway, None,
                          str(spec["backbone"]), command, reports_dir, latency_runs,
                          register_manifest=False, pooled_dim=want)
     live = [r for r in heads if r.path is not None]
-    _, head = head_model.load_float_model(head_folder)
-    ref = torch_pipeline(model, head, method, windows, str(spec.get("window_level", "raw")))
     # The smallest, fastest encoder whose decisions agree with float for every head variant wins:
     # INT8 first, then the float16-stored FP32 graph (dynamic INT8 can move near-tie windows).
     attempts: list[dict] = []
@@ -150,7 +174,7 @@ def convert_whisper_model(
             q = json.loads(r.report.read_text())["quantization"]
             with tempfile.TemporaryDirectory() as tmp:
                 trial = Path(tmp) / "manifest.yaml"
-                write_entry(trial, _entry(spec, method, states, q, e, r, trial, command, info, enc.report))
+                write_entry(trial, _entry(spec, method, states, q, e, r, trial, command, info, enc_report))
                 probs, ms = daemon_probs(r.model_id, trial, windows,
                                          files_in=(e.path.parent, Path(r.path).parent))
             checks[r.model_id] = _pipeline_parity(ref, probs, windows_source, ms, e.variant)
@@ -160,8 +184,12 @@ def convert_whisper_model(
         if all(c["passed"] for c in checks.values()):
             break
     for e in encoders:
-        if e is not chosen:
+        if e is not chosen and e.owned:
             e.path.unlink()
+    twin = same_file(chosen.path, out_dir) if chosen.owned else None
+    if twin is not None:
+        chosen.path.unlink()
+        chosen = Encoder(twin, chosen.variant, owned=False)
     results, default_done = [], not make_default
     for r in heads:
         if r.path is None:
@@ -169,7 +197,8 @@ def convert_whisper_model(
             continue
         check = checks[r.model_id] | {"encoders_tried": attempts}
         report = json.loads(r.report.read_text()) | {
-            "pipeline": check, "encoder_report": _display(enc.report), "encoder_file": _display(chosen.path)}
+            "pipeline": check, "encoder_report": enc_report and _display(enc_report),
+            "encoder_file": _display(chosen.path)}
         r.report.write_text(json.dumps(report, indent=1) + "\n")
         r.report.with_suffix(".txt").write_text(parity.summary(r.model_id, report) + "\n"
                                                 + _pipeline_text(check) + "\n")
@@ -178,25 +207,29 @@ def convert_whisper_model(
             r.path.unlink()
         elif register_manifest:
             q = report["quantization"]
-            entry = _entry(spec, method, states, q, chosen, r, manifest, command, info, enc.report)
+            entry = _entry(spec, method, states, q, chosen, r, manifest, command, info, enc_report)
             write_entry(manifest, entry, make_default=ok and not default_done)
             default_done = default_done or ok
         results.append(Result(r.model_id, r.path if (ok or keep_anyway) else None, r.report, ok))
-    if not any(x.passed for x in results) and not keep_anyway:
+    if not any(x.passed for x in results) and not keep_anyway and chosen.owned:
         chosen.path.unlink(missing_ok=True)
     return results
 
 
-@dataclass(frozen=True)
-class Encoder:
-    """An encoder file the entry may use and the variant it is (convert.whisper_quant)."""
-
-    path: Path
-    variant: str
-
-    @property
-    def int8(self) -> bool:
-        return self.variant != whisper_quant.FALLBACK
+def _export_encoders(checkpoint: Path, states: tuple[int, ...], out_dir: Path, name: str,
+                     windows: np.ndarray, source: str, candidates: tuple[str, ...], reports_dir: Path,
+                     command: str, keep_fp32: bool) -> tuple[list[Encoder], Path]:
+    """(the encoders to try, smallest first: chosen INT8 then the float16-stored one; their report)."""
+    enc = convert_encoder(checkpoint, states, out_dir / f"{name}-encoder-fp32.onnx", windows, source,
+                          candidates=candidates, name=f"{name}-encoder", reports_dir=reports_dir,
+                          command=command, int8_out=out_dir / f"{name}-encoder-int8.onnx")
+    encoders = [Encoder(enc.int8, enc.chosen)] if enc.int8 else []
+    fallback = out_dir / f"{name}-encoder-fp16w.onnx"
+    encoders.append(Encoder(whisper_quant.quantize(enc.fp32, fallback, whisper_quant.FALLBACK),
+                            whisper_quant.FALLBACK))
+    if not (keep_fp32 or enc.fp32.stat().st_size < KEEP_FP32_BELOW):
+        enc.fp32.unlink()
+    return encoders, enc.report
 
 
 def _pipeline_parity(ref: np.ndarray, probs: np.ndarray, source: str, ms: float, encoder: str) -> dict:
@@ -235,8 +268,8 @@ def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encode
     return ModelEntry(
         id=head.model_id,
         description=f"Whisper encoder ({spec['backbone']}, state {'+'.join(map(str, states))}, "
-        f"{'INT8' if enc.int8 else 'float16-stored'} ONNX) + {spec['arch']} head "
-        f"({spec.get('data', 'trained head')}), {q} TFLite",
+        f"{enc.text} ONNX) + {spec['arch']} head ({spec.get('data', 'trained head')}), "
+        f"{q} {'ONNX' if Path(head.path).suffix == '.onnx' else 'TFLite'}",
         frontend="whisper_logmel",
         window_s=float(spec.get("window_s", 2.0)),
         labels=tuple(spec["labels"]),
@@ -252,9 +285,10 @@ def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encode
                          "split": spec.get("split", "")} | metrics,
             "conversion": {"command": command, "source": source,
                            "encoder": {"states": list(states), "variant": enc.variant,
-                                       "report": _display(enc_report)}},
+                                       "report": enc_report and _display(enc_report)}},
             "backbone_quantization": f"dynamic int8 ({enc.variant})" if enc.int8
-            else "float32 compute, weights stored as float16 (fp16-weights)",
+            else "float32 compute, weights stored as float16 (fp16-weights)"
+            if enc.variant == whisper_quant.FALLBACK else "float32",
             "parity_report": _display(head.report),
         },
     )

@@ -4,6 +4,7 @@
 #
 #   sudo apt install qemu-user-static debootstrap      # once (Debian/Ubuntu host, any arch)
 #   scripts/qemu_arm64_smoke.sh                         # prints the results and the time it took
+#   scripts/qemu_arm64_smoke.sh cortex-a72              # only the named cores (each run takes minutes)
 #
 # No binfmt_misc or chroot is needed (containers often have neither): debootstrap --foreign only
 # downloads the arm64 packages, dpkg-deb unpacks them, the host's pip installs the aarch64 wheels
@@ -20,6 +21,11 @@
 #   cortex-a72 the embeddings matched x86 to 0.06.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cores=("${@:-cortex-a53 cortex-a72 cortex-a76}")
+cores=" ${cores[*]} "
+for c in $cores; do
+    case $c in cortex-a53|cortex-a72|cortex-a76) ;; *) echo "unknown core $c (cortex-a53, cortex-a72, cortex-a76)" >&2; exit 2;; esac
+done
 
 root="${EDGE_SER_ARM64_ROOT:-$PWD/cache/qemu-arm64/root}"
 site="$root/opt/edge-ser/site"
@@ -72,6 +78,7 @@ fixtures=("$repo/tests/fixtures/speech_angry_sad.wav" "$repo/tests/fixtures/sile
 for pi in "cortex-a53 0xd03 Raspberry Pi 3 Model B" "cortex-a72 0xd08 Raspberry Pi 4 Model B" \
           "cortex-a76 0xd0b Raspberry Pi 5 Model B"; do
     read -r cpu part model <<<"$pi"
+    [[ $cores == *" $cpu "* ]] || continue
     if [ "$cpu" != cortex-a76 ]; then feat="fp asimd evtstrm crc32 cpuid"; else
         feat="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"; fi
     cpuinfo "$part" "$feat" "$model"

@@ -331,3 +331,17 @@ def test_provenance_names_machine_dates_load_range_and_version():
     assert "Test CPU, 2 cores" in line and "2026-12-06" in line
     assert "1-minute load 9.1 to 10.2" in line and "edge-ser 0.1.0, 0.2.0" in line
     assert "1-minute load 9.1;" in render_perf.provenance([_latency_record("a", 5.0, [9.1, 9.1])])
+
+
+def test_footprint_merge_replaces_only_the_models_it_measured(tmp_path, monkeypatch):
+    from bench import footprint
+
+    out = tmp_path / "footprint.json"
+    out.write_text(json.dumps([{"model": "a", "peak_rss_mb": 1.0}, {"model": "b", "peak_rss_mb": 1.0}]))
+    run = {"peak_rss_mb": 2.0, "cpu_pct": 0.5, "published": 1, "inferred": 1}
+    monkeypatch.setattr(footprint, "audio_files", lambda seconds: {"silent": "s.wav", "speech": "p.wav"})
+    monkeypatch.setattr(footprint, "measure", lambda model, wav, config, settle: dict(run))
+    argv = ["--models", "a", "--models", "c", "--no-hubert", "--merge", "--out", str(out)]
+    assert footprint.main(argv) == 0
+    records = json.loads(out.read_text())
+    assert [(r["model"], r["peak_rss_mb"]) for r in records] == [("b", 1.0), ("a", 2.0), ("c", 2.0)]

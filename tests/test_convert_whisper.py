@@ -288,6 +288,60 @@ def test_whisper_model_falls_back_to_the_float_encoder_when_int8_moves_decisions
     assert not (tmp_path / "models" / "heads" / "tones-encoder-int8.onnx").exists()
 
 
+def test_onnx_head_entry_reuses_the_encoder_and_runs_without_tflite(tiny_hf: Path, tmp_path: Path) -> None:
+    from convert.head_model import load_float_model
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    head_folder = _tiny_head(tmp_path / "tones-head", tiny_hf)
+    heads, manifest = tmp_path / "models" / "heads", tmp_path / "models" / "manifest.yaml"
+    (first,) = convert_whisper_model(
+        head_folder, tiny_hf, _windows(6, seed=7), "tones", heads, "tones", ("float16",), manifest,
+        candidates=("matmul-s8",), reports_dir=tmp_path / "rep", latency_runs=3)
+    encoder = heads / "tones-encoder-int8.onnx"
+    before = sorted(p.name for p in heads.iterdir())
+    (head_folder / "eval.npz").unlink()  # as a shipped head folder: head.pt + head.json only
+    with pytest.raises(UserError, match="int8 head needs labelled"):
+        convert_whisper_model(head_folder, tiny_hf, _windows(6, seed=7), "tones", heads, "tones", ("int8",),
+                              manifest, reports_dir=tmp_path / "rep", latency_runs=3, encoder_file=encoder)
+    (r,) = convert_whisper_model(
+        head_folder, tiny_hf, _windows(6, seed=7), "tones", heads, "tones", ("onnx-float32",), manifest,
+        make_default=True, reports_dir=tmp_path / "rep", latency_runs=3, encoder_file=encoder)
+    assert first.passed and r.passed and r.model_id == "tones-onnx-fp32"
+    assert r.path.name == "tones-onnx-fp32.onnx"
+    assert sorted(p.name for p in heads.iterdir()) == sorted([*before, "tones-onnx-fp32.onnx"])
+    report = json.loads(r.report.read_text())
+    assert report["format"] == "onnx" and report["quantization"] == "float32"
+    assert "unlabelled" in report["data"] and report["parity"]["accuracy"] is None
+    assert report["parity"]["argmax_agreement"] == 1.0 and report["parity"]["max_abs_prob_diff"] < 1e-5
+    assert report["pipeline"]["argmax_agreement"] >= 0.99
+    entry = load_manifest(manifest).get()
+    assert entry.id == "tones-onnx-fp32" and entry.quantization == "float32"
+    assert entry.backbone.file == "heads/tones-encoder-int8.onnx"
+    assert entry.head.file == "heads/tones-onnx-fp32.onnx"
+    assert entry.extra["conversion"]["encoder"]["variant"] == "matmul-s8"  # from the first entry
+    assert entry.description.endswith("float32 ONNX")
+
+    daemon = load_model(ModelSettings(id="tones-onnx-fp32", manifest=str(manifest)))
+    assert daemon._head.path.endswith(".onnx") and daemon._backbone.path.endswith(".onnx")
+    model, _ = encoder_states(tiny_hf, (1,))
+    _, head = load_float_model(head_folder)
+    w = _windows(3, seed=11)
+    want = torch_pipeline(model, head, "mean_std", w)
+    got = np.array([[daemon.predict(x).probs[lb] for lb in daemon.labels] for x in w])
+    assert (got.argmax(1) == want.argmax(1)).all() and np.abs(got - want).max() < 0.05
+
+
+def test_an_encoder_identical_to_a_file_already_there_is_found(tmp_path: Path) -> None:
+    from convert.whisper_reuse import same_file
+
+    (tmp_path / "a-encoder.onnx").write_bytes(b"graph")
+    (tmp_path / "b-encoder.onnx").write_bytes(b"graph")
+    (tmp_path / "c-encoder.onnx").write_bytes(b"other")
+    assert same_file(tmp_path / "b-encoder.onnx", tmp_path) == tmp_path / "a-encoder.onnx"
+    assert same_file(tmp_path / "c-encoder.onnx", tmp_path) is None
+
+
 def _run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["convert", *args])
     with pytest.raises(SystemExit) as exc:
