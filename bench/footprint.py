@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from edge_ser.audio import MODEL_RATE as RATE
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "cache" / "bench"
-RATE = 16000
 TICK = os.sysconf("SC_CLK_TCK")
 
 

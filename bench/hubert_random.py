@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ser.audio import MODEL_RATE
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "cache" / "bench" / "hubert-random"
 MANIFEST = CACHE / "manifest.yaml"
@@ -43,8 +45,8 @@ def torch_dir(seed: int = 0) -> Path:
                               label2id={k: i for i, k in enumerate(LABELS)})
         out.mkdir(parents=True, exist_ok=True)
         HubertForSequenceClassification(config).eval().save_pretrained(out)
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                 return_attention_mask=False).save_pretrained(out)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=MODEL_RATE, padding_value=0.0,
+                                 do_normalize=True, return_attention_mask=False).save_pretrained(out)
     return out
 
 

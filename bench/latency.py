@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_ser.audio import MODEL_RATE
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 HUBERT_CONFIGS = ("hubert-torch-pipeline", "hubert-torch", "hubert-onnx-fp32", "hubert-onnx-int8")
@@ -97,7 +99,7 @@ class _HubertTorch:
         t0 = time.perf_counter()
         x = np.asarray(window, np.float32)
         if self._pipe is not None:
-            out = self._pipe({"raw": x, "sampling_rate": 16000}, top_k=None)
+            out = self._pipe({"raw": x, "sampling_rate": MODEL_RATE}, top_k=None)
             probs = {d["label"]: float(d["score"]) for d in out}
         else:
             with self._torch.inference_mode():

@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the mosquitto helper shared with the 
 
 from mosquitto import Mosquitto  # noqa: E402
 
+from edge_ser.audio import MODEL_RATE as RATE  # noqa: E402
 from edge_ser.config import load_settings  # noqa: E402
 from edge_ser.model import load_model  # noqa: E402
 from edge_ser.pipeline import Pipeline  # noqa: E402
@@ -47,7 +48,6 @@ from edge_ser.publish.mqtt import MqttPublisher  # noqa: E402
 
 TESS = REPO.parent / "shared" / "corpora" / "tess" / "TESS Toronto emotional speech set data"
 CACHE = REPO / "cache" / "soak"
-RATE = 16000
 OUT_RATE = 48000
 
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(settings.output.log_level)
 
-    from edge_ser.cli import open_source
+    from edge_ser.listen import open_source
 
     model = load_model(settings.model)
     publisher = MqttPublisher(settings.mqtt, settings.site)
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                             "down_s": round(time.monotonic() - t_stop, 2),
                             "queued_before": before["queued"]})
     wall = time.monotonic() - t0
+    source.close()
     drained = wait_until(lambda: publisher.stats()["queued"] == 0, 120)
     rss_end = rss_mb()
     samples.append((round(pipeline.counters.audio_s, 1), round(rss_end, 2)))

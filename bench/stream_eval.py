@@ -36,16 +36,18 @@ import pickle
 import sys
 import time
 from collections import Counter, defaultdict
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 
+from edge_ser.audio import MODEL_RATE as RATE
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "cache" / "bench" / "streams"
-RATE = 16000
 LANGUAGES = {"en": ("tess", "ravdess", "savee", "crema-d"), "bn": ("banglaser", "subesco"),
              "pl": ("nemo",), "tr": ("turev-db",), "am": ("ased",)}
 """Language -> corpora (as training/loaders.py names them)."""
@@ -214,34 +216,19 @@ class MemoModel:
             tmp.replace(self._store)
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    def publish(self, m: dict[str, Any]) -> None:
-        self.messages.append(m)
-
-    def publish_stats(self, s: dict[str, Any]) -> None:
-        pass
-
-    def stats(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none") -> list[dict[str, Any]]:
     """Every window's result message for `wav`, as `edge-ser listen --input wav` computes it."""
     from edge_ser.audio.source_file import FileSource
     from edge_ser.pipeline import Pipeline
+    from edge_ser.publish.memory import MemoryPublisher
     from edge_ser.settings import GateSettings, OutputSettings, Settings, SmoothingSettings
 
     settings = Settings(gate=GateSettings(neutral_once=False, vad=vad),
                         smoothing=SmoothingSettings(method=smoothing),
                         output=OutputSettings(stats_interval_s=0))
-    sink = _Collect()
-    Pipeline(settings, model, [sink]).run(FileSource(wav))
+    sink = MemoryPublisher()
+    with closing(FileSource(wav)) as source:
+        Pipeline(settings, model, [sink]).run(source)
     return sink.messages
 
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from .audio import MODEL_RATE as RATE
+from .audio import to_samples
 from .pipeline import Pipeline
+from .publish.memory import MemoryPublisher
 from .settings import ModelSettings, Settings, setting_range
-
-RATE = 16000
-"""Model sample rate."""
 
 MAX_SECONDS = 3600.0
 """Longest benchmark per model and thread count (one latency is kept per window)."""
@@ -109,27 +109,6 @@ def speechlike(seconds: float, seed: int = 0, rate: int = RATE) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-class _Collector:
-    """Publisher that keeps the messages and wakes the lockstep source."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.event = threading.Event()
-
-    def publish(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-        self.event.set()
-
-    def publish_stats(self, stats: dict[str, Any]) -> None:
-        pass
-
-    def stats(self) -> dict[str, int]:
-        return {"published": len(self.messages)}
-
-    def close(self) -> None:
-        pass
-
-
 class LockstepSource:
     """A live 16 kHz source that feeds the next hop only after the previous window is finished.
 
@@ -139,6 +118,7 @@ class LockstepSource:
 
     live = True
     rate = RATE
+    warnings: list[str] = []
 
     def __init__(self, audio: np.ndarray, hop_samples: int, window_samples: int, total: int | None = None):
         self.audio = np.asarray(audio, dtype=np.float32)
@@ -146,7 +126,7 @@ class LockstepSource:
         self.hop = int(hop_samples)
         self.window = int(window_samples)
         self.pipeline: Pipeline | None = None
-        self.collector: _Collector | None = None
+        self.collector: MemoryPublisher | None = None
 
     def _finished(self) -> int:
         c = self.pipeline.counters
@@ -160,12 +140,12 @@ class LockstepSource:
             fed += len(block)
             if fed >= self.window:
                 expected += 1
-            self.collector.event.clear()
+            self.collector.arrived.clear()
             yield block[:, None]
             deadline = time.monotonic() + 60.0
             while self._finished() < expected and time.monotonic() < deadline:
-                self.collector.event.wait(0.005)
-                self.collector.event.clear()
+                self.collector.arrived.wait(0.005)
+                self.collector.arrived.clear()
 
     def stats(self) -> dict[str, int]:
         return {"overruns": 0, "reopens": 0}
@@ -225,13 +205,12 @@ def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None 
     time at the configured hop): what continuous speech costs; rtf is wall time per window / hop.
     """
     settings = settings or Settings()
-    hop = int(round(settings.window.hop_s * RATE))
-    window = int(round(settings.window.window_s * RATE))
+    hop, window = settings.window.hop_samples, settings.window.window_samples
     for _ in range(warmup):  # first calls allocate tensors and JIT kernels
         model.predict(speechlike(settings.window.window_s, seed=seed + 99))
     loop = speechlike(LOOP_S, seed=seed)  # looped: content does not change these models' compute
-    source = LockstepSource(loop, hop, window, total=int(round(seconds * RATE)))
-    collector = _Collector()
+    source = LockstepSource(loop, hop, window, total=to_samples(seconds))
+    collector = MemoryPublisher()
     pipeline = Pipeline(replace(settings, output=replace(settings.output, stats_interval_s=0)), model,
                         [collector])
     source.pipeline, source.collector = pipeline, collector

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audio import to_samples
+
 PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
 """Environment variable holding the broker password (wins over mqtt.password_file)."""
 
@@ -95,6 +97,16 @@ class WindowSettings:
 
     max_pending: int = bounded(8, 1, 64)
     """Windows waiting for inference; when full the oldest is dropped and counted."""
+
+    @property
+    def window_samples(self) -> int:
+        """window_s in samples at MODEL_RATE."""
+        return to_samples(self.window_s)
+
+    @property
+    def hop_samples(self) -> int:
+        """hop_s in samples at MODEL_RATE."""
+        return to_samples(self.hop_s)
 
 
 @dataclass(frozen=True)

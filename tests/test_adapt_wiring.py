@@ -14,6 +14,7 @@ from edge_ser import manifest as mf
 from edge_ser.errors import ModelError
 from edge_ser.model import load_model
 from edge_ser.pipeline import Pipeline
+from edge_ser.publish.memory import MemoryPublisher
 from edge_ser.settings import ModelSettings, Settings
 
 MODELS = REPO / "models"
@@ -79,11 +80,11 @@ class ClosingModel(FakeModel):
 
 
 def test_a_model_replaced_by_a_reload_is_closed_once_by_the_pipeline() -> None:
-    from test_pipeline import ArraySource, Collect, tone
+    from test_pipeline import ArraySource, tone
 
     first, second = ClosingModel("first"), ClosingModel("second")
     new = Settings(model=ModelSettings(id="second"))
-    p = Pipeline(Settings(), first, [Collect()], reloader=lambda: new, model_loader=lambda _: second)
+    p = Pipeline(Settings(), first, [MemoryPublisher()], reloader=lambda: new, model_loader=lambda _: second)
     p.run(ArraySource(tone(6, 0.1), on_block=lambda n: p.request_reload() if n == 20 else None))
     assert p.model is second and second.calls > 0
     assert (first.closed, second.closed) == (1, 0)  # the one in use is closed by its owner, the CLI

@@ -15,9 +15,8 @@ from conftest import FakeModel
 
 from bench import conditions as conds
 from bench import noises, plots, render_quality, reverb, room, stream_eval, tables, telephone
+from edge_ser.audio import MODEL_RATE as RATE
 from edge_ser.benchmark import speechlike
-
-RATE = 16000
 
 
 def _stream(seconds: float = 6.0) -> tuple[np.ndarray, list[tuple[int, int, str]]]:

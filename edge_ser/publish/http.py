@@ -106,6 +106,8 @@ def _dumps(obj: dict[str, Any]) -> str:
 class HttpPublisher:
     """Serves the live page; every publish only queues an encoded event (never waits for a browser)."""
 
+    name = "http"
+
     def __init__(self, settings: Settings, token: str | None) -> None:
         s = settings.http
         self.settings = s

@@ -150,6 +150,8 @@ class MqttPublisher:
     results queue up (bounded) and reconnects are retried with backoff.
     """
 
+    name = "mqtt"
+
     def __init__(self, settings: MqttSettings, site: str, *, connect: bool = True,
                  connect_timeout_s: float = 5.0) -> None:
         if not settings.host:
