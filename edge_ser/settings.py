@@ -16,6 +16,9 @@ PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
 MAX_BUFFERED_AUDIO_S = 60.0
 """Capture queue limit, audio.queue_blocks x audio.block_s (48 kHz stereo: 23 MB at most)."""
 
+MQTT_WILDCARDS = "+#\0"
+"""Characters no topic we publish to may hold (+ and # are subscription wildcards; NUL is invalid)."""
+
 FOREVER_S = 10**9
 """Upper bound of intervals where 0 means never (about 31 years): finite, so NaN/inf are refused."""
 
@@ -176,7 +179,7 @@ class MqttSettings:
     port: int = bounded(1883, 1, 65535)
     """Broker port (8883 is usual with TLS)."""
 
-    topic_prefix: str | None = without(None, "+#\0")
+    topic_prefix: str | None = without(None, MQTT_WILDCARDS)
     """Topic prefix; null = edge_ser/<site>. Must not contain + or #."""
 
     client_id: str | None = None
@@ -269,7 +272,7 @@ class OutputSettings:
 class Settings:
     """Everything `edge-ser listen` needs."""
 
-    site: str = without("default", "+#/\0")
+    site: str = without("default", MQTT_WILDCARDS + "/")
     """Name of this device's place (topic and message field), e.g. kitchen."""
 
     audio: AudioSettings = field(default_factory=AudioSettings)

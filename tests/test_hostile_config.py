@@ -266,7 +266,7 @@ def test_inference_threads_are_bounded_by_the_cores(tmp_path: Path, monkeypatch:
 
 def test_password_file_that_is_not_text_or_too_big_is_one_line(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_ser.publish.mqtt import MAX_PASSWORD_FILE_BYTES, read_password
+    from edge_ser.publish.mqtt_client import MAX_PASSWORD_FILE_BYTES, read_password
     from edge_ser.settings import PASSWORD_ENV, MqttSettings
 
     monkeypatch.delenv(PASSWORD_ENV, raising=False)

@@ -18,8 +18,8 @@ from mosquitto import Mosquitto, free_port, make_certs
 
 from edge_ser.errors import ConfigError, UserError
 from edge_ser.labels import EMOTIONS, NEUTRAL
-from edge_ser.publish.mqtt import PASSWORD_ENV, MqttPublisher
-from edge_ser.settings import MqttSettings
+from edge_ser.publish.mqtt import MqttPublisher
+from edge_ser.settings import PASSWORD_ENV, MqttSettings
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "edge_ser/kitchen"
