@@ -1,6 +1,6 @@
 """`edge-ser bench`: how fast a model is on this machine, through the real listen pipeline.
 
-Latency is what issue 6 asks for: from the moment a 2 s window's last sample arrives to the moment its
+Latency here is the time from the moment a 2 s window's last sample arrives to the moment its
 result message is handed to the publisher (gate, model, smoothing, message). Audio is synthetic and
 speech-like, so no corpus is needed; compute time of these models does not depend on what is said.
 

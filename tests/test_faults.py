@@ -1,4 +1,4 @@
-"""Faults a months-long daemon meets (issue 8), injected into the real thing: `edge-ser listen` on the
+"""Faults a months-long daemon meets, injected into the real thing: `edge-ser listen` on the
 virtual ALSA microphone (tests/virtual_mic.py), a real mosquitto (tests/mosquitto.py), and a socket
 standing in for systemd's NOTIFY_SOCKET (Type=notify readiness and the watchdog of
 systemd/edge-ser.service).
