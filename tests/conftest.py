@@ -71,6 +71,9 @@ class FakeModel:
         probs = {k: (0.7 if k == top else 0.1) for k in self.labels}
         return FakePrediction(probs, self.speech, (time.perf_counter() - t0) * 1000)
 
+    def close(self) -> None:
+        """Nothing to save."""
+
 
 def copy_savee(dst: Path, stems: tuple[str, ...]) -> Path:
     """A SAVEE corpus under dst holding only `stems` of each of its 4 speakers: tiny real training data."""

@@ -15,10 +15,9 @@ from torch import nn  # noqa: E402
 from convert.tflite_export import export_concrete  # noqa: E402
 from convert.yamnet_tf import n_patches, yamnet_function  # noqa: E402
 from edge_ser.backends.tflite import TFLiteBackend  # noqa: E402
-from tests.conftest import SHARED  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-YAMNET = SHARED / "weights" / "yamnet" / "yamnet.tflite"
+YAMNET = REPO.parent / "shared" / "weights" / "yamnet" / "yamnet.tflite"
 
 
 def test_tf_rebuild_matches_torch_yamnet_and_exports_with_a_head(tmp_path: Path) -> None:

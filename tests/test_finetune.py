@@ -10,13 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.conftest import SHARED  # noqa: E402
 from training import finetune  # noqa: E402
 from training.loaders import default_corpora_root  # noqa: E402
 from training.yamnet_model import YAMNet  # noqa: E402
 from training.yamnet_tflite import export_finetuned  # noqa: E402
 
-TFLITE = SHARED / "weights" / "yamnet" / "yamnet.tflite"
+TFLITE = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "yamnet" / "yamnet.tflite"
 CLIP = TFLITE.parents[2] / "corpora" / "ravdess" / "Audio_Speech_Actors_01-24" / "Actor_01"
 CLIP = CLIP / "03-01-05-01-01-01-01.opus"
 

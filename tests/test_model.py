@@ -62,6 +62,7 @@ def test_trained_head_through_a_temp_manifest(trained):
     assert abs(sum(pred.probs.values()) - 1.0) < 1e-5
     assert pred.infer_ms > 0
     assert pred.speech is not None and pred.speech > 0.5  # AudioSet "Speech" on a TESS utterance
+    assert max(pred.probs, key=pred.probs.__getitem__) == "anger_disgust"  # a held-out angry clip
 
 
 @pytest.mark.parametrize("folder, label", [("YAF_angry", "anger_disgust"), ("OAF_Sad", "sadness")])

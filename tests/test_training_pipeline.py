@@ -14,6 +14,7 @@ from tests.conftest import copy_savee
 from training import features, loaders, report, runner, splits
 from training.heads import load_head
 
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PICK = ("a01", "a02", "d01", "f01", "f02", "h01", "h02", "n01", "n02", "sa01", "sa02", "su01")
 
 

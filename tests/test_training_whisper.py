@@ -1,6 +1,8 @@
 """Whisper hidden-state features through the training pipeline, on a tiny real SAVEE subset:
 encoder graph -> cache of pooled states -> state choice -> heads (linear, weighted sum of states)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,12 +11,13 @@ from convert.whisper_encoder import encoder_states, export_onnx
 from edge_ser.backends.onnx import OnnxBackend
 from edge_ser.features import pool_states
 from edge_ser.whisper_mel import whisper_log_mel
-from tests.conftest import SHARED, copy_savee
+from tests.conftest import copy_savee
 from training import features, loaders, runner, splits
 from training.dataset import _pool_all
 from training.heads import build_head
 from training.whisper_states import WhisperStates, mark_cache
 
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WHISPER = SHARED / "weights" / "whisper-tiny.en"
 PICK = ("a01", "d01", "f01", "h01", "n01", "sa01", "su01", "a02", "h02", "sa02")
 
