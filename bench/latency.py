@@ -72,6 +72,9 @@ class _YamnetBackbone:
         speech = float(out["Identity"][:, 0].max())
         return Prediction({k: 0.25 for k in self.labels}, speech, (time.perf_counter() - t0) * 1000)
 
+    def close(self) -> None:
+        """Nothing to save."""
+
 
 class _HubertTorch:
     """Random-weight HuBERT-base classifier in PyTorch float32, bare module or transformers pipeline."""
@@ -109,6 +112,9 @@ class _HubertTorch:
                 p = self._torch.softmax(logits, dim=-1)[0].numpy()
             probs = dict(zip(self.labels, map(float, p), strict=True))
         return Prediction(probs, None, (time.perf_counter() - t0) * 1000)
+
+    def close(self) -> None:
+        """Nothing to save."""
 
 
 def _hubert_onnx(threads: int, precision: str):

@@ -24,6 +24,7 @@ import numpy as np
 
 from .audio import MODEL_RATE as RATE
 from .audio import to_samples
+from .classifier import Classifier
 from .pipeline import Pipeline
 from .publish.memory import MemoryPublisher
 from .settings import ModelSettings, Settings, setting_range
@@ -194,13 +195,13 @@ def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
-def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None = None, warmup: int = 3,
-                backend: str | None = None, precision: str | None = None, threads: int | None = None,
-                command: str = "", seed: int = 0) -> dict[str, Any]:
+def bench_model(model: Classifier, *, seconds: float = 60.0, settings: Settings | None = None,
+                warmup: int = 3, backend: str | None = None, precision: str | None = None,
+                threads: int | None = None, command: str = "", seed: int = 0) -> dict[str, Any]:
     """Stream `seconds` of synthetic speech through the real Pipeline with `model`; one latency record.
 
-    `model` is anything with EmotionModel's interface (id, labels, window_samples, predict), so
-    benchmark scripts can time other runtimes (e.g. plain PyTorch) through the very same pipeline.
+    `model` is any Classifier (id, labels, window_samples, predict, close), so benchmark scripts
+    can time other runtimes (e.g. plain PyTorch) through the very same pipeline.
     cpu_pct is the CPU time the process spent per second of audio (100 = one core busy all the
     time at the configured hop): what continuous speech costs; rtf is wall time per window / hop.
     """

@@ -128,6 +128,18 @@ USES = {
 FIXTURES_NEEDING = {"broker": "needs_broker"}
 """Fixtures that start a resource."""
 
+BY_HAND = {
+    "needs_shared": (
+        # the YAMNet backbone or the corpora, found by training/ and convert/ on their own
+        "tests/test_convert_head.py::test_int8_and_fp16_match_the_torch_head",
+        "tests/test_convert_head.py::test_missed_target_writes_nothing_unless_kept",
+        "tests/test_finetune.py::",
+        "tests/test_logmel_cnn.py::test_cache_train_resume_convert_and_serve",
+    ),
+}
+"""Tests (node id prefixes) that need a resource their code does not show, in modules edited with
+training/ and convert/; elsewhere the marker sits on the test itself."""
+
 
 def have(marker: str) -> str | None:
     """None when this machine has what `marker` needs, else why not."""
@@ -139,6 +151,13 @@ def have(marker: str) -> str | None:
         return None if ctypes.util.find_library("portaudio") and Path("/usr/share/alsa").is_dir() \
             else "no PortAudio/ALSA"
     return None
+
+
+def _shared_names(module: object) -> set[str]:
+    """Module-level names bound to paths under ../shared (REFERENCE = SHARED / ... .npz)."""
+    roots = {str(SHARED), str(REPO.parent / "shared")}
+    return {name for name, value in vars(module).items()
+            if isinstance(value, Path) and any(str(value).startswith(r) for r in roots)}
 
 
 def _code_of(item: pytest.Item, depth: int = 2) -> str:
@@ -176,6 +195,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         wanted |= {FIXTURES_NEEDING[f] for f in getattr(item, "fixturenames", ()) if f in FIXTURES_NEEDING}
         code = _code_of(item)
         wanted |= {m for m, pattern in USES.items() if pattern.search(code)}
+        module = getattr(item, "module", None)
+        names = _shared_names(module) if module is not None else set()
+        if names and re.search(r"\b(" + "|".join(sorted(names)) + r")\b", code):
+            wanted.add("needs_shared")
+        wanted |= {m for m, prefixes in BY_HAND.items() if item.nodeid.startswith(prefixes)}
         for marker in sorted(wanted):
             if not item.get_closest_marker(marker):
                 item.add_marker(getattr(pytest.mark, marker))

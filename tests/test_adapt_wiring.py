@@ -22,7 +22,8 @@ REFERENCE = "heads/yamnet-mlp-allplus.norm.json"
 
 
 def adapted_manifest(tmp_path: Path, **adaptation) -> Path:
-    """The shipped default model with an adaptation block; its files resolve in the package models/."""
+    """A YAMNet model of the shipped manifest with an adaptation block (its head resolves in the package
+    models/, its backbone in ../shared/weights)."""
     shipped = yaml.safe_load((MODELS / "manifest.yaml").read_text())
     entry = dict(shipped["models"]["yamnet-mlp-allplus-int8"])
     entry["adaptation"] = adaptation
@@ -31,6 +32,7 @@ def adapted_manifest(tmp_path: Path, **adaptation) -> Path:
     return path
 
 
+@pytest.mark.needs_shared
 def test_listen_writes_the_adaptation_state_when_it_exits(tmp_path: Path) -> None:
     manifest = adapted_manifest(tmp_path, reference=REFERENCE, sha256=mf.sha256_of(MODELS / REFERENCE))
     state = tmp_path / "state" / "adapt.json"
@@ -50,6 +52,7 @@ def test_listen_writes_the_adaptation_state_when_it_exits(tmp_path: Path) -> Non
     assert json.loads(state.read_text())["n"] == 2 * inferred
 
 
+@pytest.mark.needs_shared
 def test_the_reference_file_is_checked_by_sha256(tmp_path: Path) -> None:
     manifest = adapted_manifest(tmp_path, reference="ref.json", sha256="0" * 64)
     (tmp_path / "ref.json").write_text((MODELS / REFERENCE).read_text())
