@@ -253,6 +253,7 @@ def test_inference_slower_than_real_time_drops_and_counts_windows(tmp_path: Path
     model = FakeModel(delay_s=0.4)
     with VirtualMic(tmp_path, audio=x, rate=rate) as mic:
         os.environ["HOME"], home = str(mic.home), os.environ.get("HOME", "")
+        source = None
         try:
             settings = load_settings(None, {"audio.device": "fakemic", "window.hop_s": 0.1,
                                             "window.max_pending": 4, "gate.rms_threshold": 0.0})
@@ -282,6 +283,8 @@ def test_inference_slower_than_real_time_drops_and_counts_windows(tmp_path: Path
             sampler_stop.set()
             sampler.join()
         finally:
+            if source is not None:
+                source.close()  # the opener closes the source, not the pipeline
             os.environ["HOME"] = home
     c = pipeline.counters
     produced = round((c.audio_s - settings.window.window_s) / settings.window.hop_s) + 1

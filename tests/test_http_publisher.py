@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import time
+from contextlib import closing
 from dataclasses import replace
 
 import pytest
@@ -297,7 +298,8 @@ def test_every_window_gets_a_level_even_when_silence_publishes_no_result(fake_mo
 
     sink = LevelSink()
     pipeline = Pipeline(Settings(), fake_model, [sink])
-    stats = pipeline.run(FileSource(str(SPEECH), block_s=1.0))
+    with closing(FileSource(str(SPEECH), block_s=1.0)) as source:
+        stats = pipeline.run(source)
     assert stats["neutral_suppressed"] >= 1
     assert len(sink.levels) == stats["windows"] > len(sink.messages)
     assert {k for level in sink.levels for k in level} == {"ts", "window_start", "rms", "gated", "reason",

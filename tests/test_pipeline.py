@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import closing
 from dataclasses import replace
 
 import numpy as np
@@ -71,7 +72,8 @@ def run(x, settings=None, model=None, live=False, **kw):
 def test_speech_fixture_streams_every_window_in_order() -> None:
     out = MemoryPublisher()
     p = Pipeline(Settings(site="kitchen"), FakeModel(), [out])
-    stats = p.run(FileSource(SPEECH))
+    with closing(FileSource(SPEECH)) as source:
+        stats = p.run(source)
     starts = [m["window_start"] for m in out.messages]
     assert starts == sorted(starts) and starts[0] == 0.0
     assert all(tuple(m) == KEYS for m in out.messages)
