@@ -20,6 +20,7 @@ from .settings import Settings
 def classify_files(settings: Settings, paths: tuple[str, ...], as_json: bool) -> None:
     """Print each file's windows (--json) or summary; exit 2 after the rest when a file failed."""
     from .audio.source_file import FileSource
+    from .gate import Gate
     from .listen import close_model
     from .model import load_model
     from .pipeline import Pipeline
@@ -33,11 +34,12 @@ def classify_files(settings: Settings, paths: tuple[str, ...], as_json: bool) ->
     model = load_model(settings.model)
     failed = 0
     try:
+        gate = Gate(settings.gate, model)  # once for every file (a Silero VAD loads once)
         for path in files:
             try:
                 with closing(FileSource(path, block_s=1.0)) as source:
                     collector = MemoryPublisher()
-                    Pipeline(settings, model, [collector]).run(source)
+                    Pipeline(settings, model, [collector], gate=gate).run(source)
                     damage = source.damage()
             except AudioError as e:
                 click.echo(f"edge-ser: error: {e}", err=True)
