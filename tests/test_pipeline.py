@@ -290,3 +290,35 @@ def test_a_hung_model_stops_the_watchdog_pets(tmp_path, monkeypatch) -> None:
     p.run(ArraySource(tone(6, 0.1), live=True, on_block=on_block))
     assert marks["hung"] >= 1  # petted while the worker was answering
     assert marks["later"] == marks["hung"]  # none while it hung
+
+
+def test_the_gate_handed_in_is_used_and_kept_by_a_reload_that_leaves_it_alone() -> None:
+    from edge_ser.gate import Gate
+
+    gate = Gate(GateSettings(), None)
+    base = Settings()
+    new = replace(base, smoothing=SmoothingSettings(method="ema"))
+    p = Pipeline(base, FakeModel(), [MemoryPublisher()], gate=gate, reloader=lambda: new)
+    p.run(ArraySource(tone(3, 0.1), on_block=lambda n: p.request_reload() if n == 1 else None))
+    assert p.settings.smoothing.method == "ema" and p.gate is gate
+    changed = replace(base, gate=GateSettings(rms_threshold=0.5))
+    p = Pipeline(base, FakeModel(), [MemoryPublisher()], gate=gate, reloader=lambda: changed)
+    p.run(ArraySource(tone(3, 0.1), on_block=lambda n: p.request_reload() if n == 1 else None))
+    assert p.gate is not gate and p.gate.settings.rms_threshold == 0.5
+
+
+def test_publisher_stats_are_keyed_by_publisher_name_and_failures_counted_per_publisher() -> None:
+    class Failing(MemoryPublisher):
+        def publish_stats(self, stats):
+            raise OSError("gone")
+
+        def stats(self):
+            raise OSError("gone")
+
+    good, bad = MemoryPublisher("good"), Failing("bad")
+    settings = Settings(output=OutputSettings(stats_interval_s=0.01))
+    p = Pipeline(settings, FakeModel(delay_s=0.02), [bad, good])
+    stats = p.run(ArraySource(tone(4, 0.1)))
+    assert stats["good_published"] == len(good.messages) == 3
+    assert not any(k.startswith("bad_") for k in stats)
+    assert good.stats_messages and stats["errors"] == 0  # stats failures are logged, not window errors
