@@ -13,6 +13,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import fftconvolve
 
+from edge_ser.audio import MODEL_RATE
+
 SPEED_OF_SOUND = 343.0
 
 
@@ -50,7 +52,7 @@ def _positions(rng: np.random.Generator, room: np.ndarray) -> tuple[np.ndarray, 
 
 
 @lru_cache(maxsize=16)
-def simulate_rir(rt60_s: float, seed: int, rate: int = 16000) -> Rir:
+def simulate_rir(rt60_s: float, seed: int, rate: int = MODEL_RATE) -> Rir:
     """Impulse response of a seeded shoebox room (size, speaker and mic positions) with RT60 `rt60_s`.
 
     Deterministic for (rt60_s, seed, rate); memoised because the image source method takes seconds.

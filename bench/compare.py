@@ -31,6 +31,8 @@ from typing import Any
 import click
 import numpy as np
 
+from edge_ser.audio import MODEL_RATE
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -149,7 +151,7 @@ def stages(model: Any) -> dict[str, Any]:
     from edge_ser.model import _shape_like
     from edge_ser.whisper_mel import whisper_log_mel
 
-    x = speechlike(model.window_samples / 16000, seed=7)
+    x = speechlike(model.window_samples / MODEL_RATE, seed=7)
     head, head_in = model._head, model._head_in
     out: dict[str, Any] = {}
     if model._backbone is not None and model.entry.frontend == "whisper_logmel":
@@ -203,7 +205,7 @@ def breakdown(variants: list[Variant], threads: int, repeat: int, command: str) 
             "stages": [{"stage": n, "wall_ms_p50": round(float(np.median(wall[(v.id, n)])), 3),
                         "cpu_ms_mean": round(float(np.mean(cpu[(v.id, n)])), 3),
                         "thread_cpu_ms_mean": round(float(np.mean(own[(v.id, n)])), 3)} for n in names],
-            "calls_per_stage": repeat, "window_s": v.model.window_samples / 16000,
+            "calls_per_stage": repeat, "window_s": v.model.window_samples / MODEL_RATE,
             "machine": machine(), "cores": os.cpu_count(), "command": command, "version": __version__,
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "load_1min": [round(load0, 2), round(load1, 2)],

@@ -18,23 +18,26 @@ points at bench/hubert_random.py's ONNX files.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import soundfile as sf
+
+from bench.options import run
+from edge_ser.audio import MODEL_RATE as RATE
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "cache" / "bench"
-RATE = 16000
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -118,19 +121,50 @@ def watch(proc: subprocess.Popen, t0: float, settle: float) -> tuple[int, Any, f
     return os.waitstatus_to_exitcode(status), usage, cpu, (t2 - t1) if t1 else 0.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", action="extend",
-                    help="manifest ids (repeatable; default: all, plus random HuBERT INT8)")
-    ap.add_argument("--seconds", type=float, default=40.0, help="audio per run (paced in real time)")
-    ap.add_argument("--settle", type=float, default=10.0, help="seconds excluded from the CPU share")
-    ap.add_argument("--no-hubert", action="store_true")
-    ap.add_argument("--out", default=str(RESULTS / "footprint.json"))
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the other models' records in --out (a measured model's record is replaced)")
-    args = ap.parse_args(argv)
-    command = "python3 -m bench.footprint " + " ".join(sys.argv[1:] if argv is None else argv)
+@dataclass(frozen=True)
+class FootprintOptions:
+    """What one footprint run measures (the options of `python -m bench footprint`)."""
 
+    models: tuple[str, ...] = ()
+    """Manifest ids (empty: every manifest model, plus the random HuBERT INT8)."""
+    seconds: float = 40.0
+    """Audio per run (paced in real time)."""
+    settle: float = 10.0
+    """Seconds excluded from the CPU share."""
+    no_hubert: bool = False
+    """Leave out the random HuBERT INT8."""
+    merge: bool = False
+    """Keep the other models' records in `out` (a measured model's record is replaced)."""
+    out: str = str(RESULTS / "footprint.json")
+    """Where the records go."""
+    command: str = ""
+    """The command line, recorded in each record."""
+
+
+@click.command(help=__doc__.splitlines()[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--models", multiple=True, metavar="ID...",
+              help="Manifest ids (default: all, plus random HuBERT INT8).")
+@click.option("--seconds", type=float, default=FootprintOptions.seconds, show_default=True,
+              help="Audio per run (paced in real time).")
+@click.option("--settle", type=float, default=FootprintOptions.settle, show_default=True,
+              help="Seconds excluded from the CPU share.")
+@click.option("--no-hubert", is_flag=True, help="Leave out the random HuBERT INT8.")
+@click.option("--out", default=FootprintOptions.out, show_default=True)
+@click.option("--merge", is_flag=True,
+              help="Keep the other models' records in --out (a measured model's record is replaced).")
+def command(**options: Any) -> int:
+    argv = click.get_current_context().obj or ()
+    return footprint(FootprintOptions(**options, command="python3 -m bench.footprint " + " ".join(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench footprint ARGS` and `python -m bench.footprint ARGS`."""
+    return run(command, argv, "python -m bench footprint", "--models")
+
+
+def footprint(args: FootprintOptions) -> int:
+    """Peak RSS and CPU share of each model, silent room and non-stop speech; writes args.out."""
+    command = args.command
     from edge_ser import __version__
     from edge_ser.benchmark import load_warning, machine
     from edge_ser.manifest import load_manifest

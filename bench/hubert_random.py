@@ -5,7 +5,7 @@ does not depend on weight values, so the architecture with random weights gives 
 ways to serve it: plain transformers/PyTorch float, ONNX FP32, ONNX INT8. Accuracy numbers must never
 come from these files.
 
-The ONNX files are made by the convert engineer's own toolkit (`convert.hubert.convert_hubert`: the
+The ONNX files are made by the conversion toolkit (`convert.hubert.convert_hubert`: the
 same export, head folding, input normalisation and INT8 candidate choice a real checkpoint gets), into
 a separate manifest under cache/bench/ so the random model never enters models/manifest.yaml.
 Everything is cached under cache/bench/ (git-ignored); reruns reuse it.
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ser.audio import MODEL_RATE
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "cache" / "bench" / "hubert-random"
 MANIFEST = CACHE / "manifest.yaml"
@@ -26,7 +28,7 @@ NAME = "hubert-base-random"
 LABELS = ("anger_disgust", "fear_surprise", "happiness", "sadness")
 WINDOW_SAMPLES = 32000
 CANDIDATES = ("int8-matmul",)
-"""INT8 settings convert tries here; its own runs found all-op INT8 slower than float (issue 5)."""
+"""INT8 settings tried here (all-op INT8 measured slower than float, so only MatMuls are quantised)."""
 
 
 def torch_dir(seed: int = 0) -> Path:
@@ -43,8 +45,8 @@ def torch_dir(seed: int = 0) -> Path:
                               label2id={k: i for i, k in enumerate(LABELS)})
         out.mkdir(parents=True, exist_ok=True)
         HubertForSequenceClassification(config).eval().save_pretrained(out)
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                 return_attention_mask=False).save_pretrained(out)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=MODEL_RATE, padding_value=0.0,
+                                 do_normalize=True, return_attention_mask=False).save_pretrained(out)
     return out
 
 

@@ -19,16 +19,20 @@ Configurations:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
+
+from bench.options import run
+from edge_ser.audio import MODEL_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -68,6 +72,9 @@ class _YamnetBackbone:
         speech = float(out["Identity"][:, 0].max())
         return Prediction({k: 0.25 for k in self.labels}, speech, (time.perf_counter() - t0) * 1000)
 
+    def close(self) -> None:
+        """Nothing to save."""
+
 
 class _HubertTorch:
     """Random-weight HuBERT-base classifier in PyTorch float32, bare module or transformers pipeline."""
@@ -97,7 +104,7 @@ class _HubertTorch:
         t0 = time.perf_counter()
         x = np.asarray(window, np.float32)
         if self._pipe is not None:
-            out = self._pipe({"raw": x, "sampling_rate": 16000}, top_k=None)
+            out = self._pipe({"raw": x, "sampling_rate": MODEL_RATE}, top_k=None)
             probs = {d["label"]: float(d["score"]) for d in out}
         else:
             with self._torch.inference_mode():
@@ -105,6 +112,9 @@ class _HubertTorch:
                 p = self._torch.softmax(logits, dim=-1)[0].numpy()
             probs = dict(zip(self.labels, map(float, p), strict=True))
         return Prediction(probs, None, (time.perf_counter() - t0) * 1000)
+
+    def close(self) -> None:
+        """Nothing to save."""
 
 
 def _hubert_onnx(threads: int, precision: str):
@@ -156,22 +166,57 @@ def run_one(config: str, threads: int, seconds: float, command: str) -> dict[str
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", nargs="*", help="configurations (default: all YAMNet ones, then HuBERT)")
-    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
-    ap.add_argument("--seconds", type=float, default=302.0,
-                    help="seconds of synthetic speech per manifest configuration (windows = seconds - 1)")
-    ap.add_argument("--hubert-seconds", type=float, default=102.0,
-                    help="the same for HuBERT configurations (each window costs ~0.5-1 s here)")
-    ap.add_argument("--out", default=str(RESULTS / "latency.json"))
-    ap.add_argument("--no-hubert", action="store_true")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the records of --out for configurations not run now (replace the others)")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    command = "python3 -m bench.latency " + " ".join(sys.argv[1:] if argv is None else argv)
+@dataclass(frozen=True)
+class LatencyOptions:
+    """What one latency sweep runs (the options of `python -m bench latency`)."""
 
+    configs: tuple[str, ...] = ()
+    """Configurations (empty: every YAMNet one, then HuBERT)."""
+    threads: tuple[int, ...] = (1, 2)
+    """Inference thread counts, each configuration runs with each."""
+    seconds: float = 302.0
+    """Seconds of synthetic speech per manifest configuration (windows = seconds - 1)."""
+    hubert_seconds: float = 102.0
+    """The same for HuBERT configurations (each window costs ~0.5-1 s here)."""
+    out: str = str(RESULTS / "latency.json")
+    """Where the records go."""
+    no_hubert: bool = False
+    """Leave out the HuBERT configurations."""
+    merge: bool = False
+    """Keep the records of `out` for configurations not run now (replace the others)."""
+    one: str | None = None
+    """Child process: run this one configuration and print its record."""
+    command: str = ""
+    """The command line, recorded in each record."""
+
+
+@click.command(help=__doc__.splitlines()[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--configs", multiple=True, metavar="CONFIG...",
+              help="Configurations (default: all YAMNet ones, then HuBERT).")
+@click.option("--threads", type=int, multiple=True, default=LatencyOptions.threads, show_default=True,
+              metavar="N...")
+@click.option("--seconds", type=float, default=LatencyOptions.seconds, show_default=True,
+              help="Seconds of synthetic speech per manifest configuration (windows = seconds - 1).")
+@click.option("--hubert-seconds", type=float, default=LatencyOptions.hubert_seconds, show_default=True,
+              help="The same for HuBERT configurations (each window costs ~0.5-1 s here).")
+@click.option("--out", default=LatencyOptions.out, show_default=True)
+@click.option("--no-hubert", is_flag=True)
+@click.option("--merge", is_flag=True,
+              help="Keep the records of --out for configurations not run now (replace the others).")
+@click.option("--one", hidden=True)
+def command(**options: Any) -> int:
+    argv = click.get_current_context().obj or ()
+    return sweep(LatencyOptions(**options, command="python3 -m bench.latency " + " ".join(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench latency ARGS` and `python -m bench.latency ARGS`."""
+    return run(command, argv, "python -m bench latency", "--configs", "--threads")
+
+
+def sweep(args: LatencyOptions) -> int:
+    """Every configuration x thread count, each in a fresh process; writes args.out."""
+    command = args.command
     if args.one:  # child process: one configuration, record as JSON on stdout
         rec = run_one(args.one, args.threads[0], args.seconds, command=os.environ.get("BENCH_COMMAND", ""))
         print("RECORD " + json.dumps(rec))

@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
+
+from bench.options import run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -137,11 +139,11 @@ def room_chart(records: list[dict], out: Path, smoothing: str = "none") -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    results = Path(args.results)
+@click.command(help=__doc__.splitlines()[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--results", "results_dir", default=str(RESULTS), show_default=True, metavar="DIR",
+              help="Folder of the results to draw (and of the charts written).")
+def command(results_dir: str) -> int:
+    results = Path(results_dir)
     written = []
     if (results / "latency_windows.json").exists():
         written += latency_histograms(results)
@@ -152,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     for p in written:
         print(p)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench plots ARGS` and `python -m bench.plots ARGS`."""
+    return run(command, argv, "python -m bench plots")
 
 
 if __name__ == "__main__":

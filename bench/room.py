@@ -28,6 +28,7 @@ import soundfile as sf
 
 from acoustics import conditions as conds
 from bench import stream_eval
+from bench.memo_model import MemoModel
 
 RESULTS = stream_eval.RESULTS
 RATE = stream_eval.RATE
@@ -202,8 +203,8 @@ def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, 
     for mid in models or stream_eval.default_models():
         entry = manifest.get(mid)
         files = "-".join(f.sha256[:12] for _, f in entry.files())
-        model = stream_eval.MemoModel(load_model(ModelSettings(id=mid, threads=threads)),
-                                      store=stream_eval.CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
+        model = MemoModel(load_model(ModelSettings(id=mid, threads=threads)),
+                          store=stream_eval.CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
         split = (entry.extra.get("training") or {}).get("split")
         records += evaluate(model, mid, streams, conditions, smoothing,
                             {"per_class": per_class, "model_training_split": split, "command": command},

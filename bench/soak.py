@@ -17,7 +17,6 @@ error, a result the broker never delivered) or RSS growth >= --max-growth-mb (de
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -28,9 +27,11 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import soundfile as sf
 import soxr
@@ -40,6 +41,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the mosquitto helper shared with the 
 
 from mosquitto import Mosquitto  # noqa: E402
 
+from bench.options import run  # noqa: E402
+from edge_ser.audio import MODEL_RATE as RATE  # noqa: E402
 from edge_ser.config import load_settings  # noqa: E402
 from edge_ser.model import load_model  # noqa: E402
 from edge_ser.pipeline import Pipeline  # noqa: E402
@@ -47,7 +50,6 @@ from edge_ser.publish.mqtt import MqttPublisher  # noqa: E402
 
 TESS = REPO.parent / "shared" / "corpora" / "tess" / "TESS Toronto emotional speech set data"
 CACHE = REPO / "cache" / "soak"
-RATE = 16000
 OUT_RATE = 48000
 
 
@@ -177,18 +179,56 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--audio-s", type=float, default=3600.0, help="seconds of audio (default one hour)")
-    ap.add_argument("--bounces", type=int, default=4, help="broker stop/start cycles during the run")
-    ap.add_argument("--down-s", type=float, default=3.0, help="seconds the broker stays down each time")
-    ap.add_argument("--model", default=None, help="model id (default: the manifest's default)")
-    ap.add_argument("--threads", type=int, default=1, help="inference threads")
-    ap.add_argument("--max-growth-mb", type=float, default=5.0, help="RSS growth that fails the run")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, help="write the JSON result here (e.g. bench/results/soak.json)")
-    args = ap.parse_args(argv)
+@dataclass(frozen=True)
+class SoakOptions:
+    """What one soak run does (the options of `python -m bench soak`)."""
 
+    audio_s: float = 3600.0
+    """Seconds of audio (default one hour)."""
+    bounces: int = 4
+    """Broker stop/start cycles during the run."""
+    down_s: float = 3.0
+    """Seconds the broker stays down each time."""
+    model: str | None = None
+    """Model id (default: the manifest's default)."""
+    threads: int = 1
+    """Inference threads."""
+    max_growth_mb: float = 5.0
+    """RSS growth that fails the run."""
+    seed: int = 0
+    """Seed of the synthetic audio."""
+    out: Path | None = None
+    """Write the JSON result here (e.g. bench/results/soak.json)."""
+    argv: tuple[str, ...] = ()
+    """The arguments as given (recorded in the result)."""
+
+
+@click.command(help=__doc__.split("\n\n")[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--audio-s", type=float, default=SoakOptions.audio_s, show_default=True,
+              help="Seconds of audio (default one hour).")
+@click.option("--bounces", type=int, default=SoakOptions.bounces, show_default=True,
+              help="Broker stop/start cycles during the run.")
+@click.option("--down-s", type=float, default=SoakOptions.down_s, show_default=True,
+              help="Seconds the broker stays down each time.")
+@click.option("--model", default=None, help="Model id (default: the manifest's default).")
+@click.option("--threads", type=int, default=SoakOptions.threads, show_default=True,
+              help="Inference threads.")
+@click.option("--max-growth-mb", type=float, default=SoakOptions.max_growth_mb, show_default=True,
+              help="RSS growth that fails the run.")
+@click.option("--seed", type=int, default=SoakOptions.seed, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON result here (e.g. bench/results/soak.json).")
+def command(**options: Any) -> int:
+    return soak(SoakOptions(**options, argv=tuple(click.get_current_context().obj or ())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench soak ARGS` and `python -m bench.soak ARGS`."""
+    return run(command, argv, "python -m bench soak")
+
+
+def soak(args: SoakOptions) -> int:
+    """One soak run; 0 when nothing was lost and memory stayed flat, else 1."""
     audio = soak_audio(args.audio_s, args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="edge-ser-soak-"))
     broker = Mosquitto(tmp).start()
@@ -213,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(settings.output.log_level)
 
-    from edge_ser.cli import open_source
+    from edge_ser.listen import open_source
 
     model = load_model(settings.model)
     publisher = MqttPublisher(settings.mqtt, settings.site)
@@ -251,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                             "down_s": round(time.monotonic() - t_stop, 2),
                             "queued_before": before["queued"]})
     wall = time.monotonic() - t0
+    source.close()
     drained = wait_until(lambda: publisher.stats()["queued"] == 0, 120)
     rss_end = rss_mb()
     samples.append((round(pipeline.counters.audio_s, 1), round(rss_end, 2)))
@@ -286,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"only {len(bounces)} of {args.bounces} broker bounces happened")
 
     report = {
-        "command": "python3 bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python3 bench/soak.py " + " ".join(args.argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
                    f"{platform.python_version()}",

@@ -28,24 +28,27 @@ Writes bench/results/stream.json (records {"model", "language", "snr_db", "smoot
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import logging
-import pickle
 import sys
 import time
 from collections import Counter, defaultdict
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import soundfile as sf
+
+from bench.memo_model import MemoModel
+from bench.options import run
+from edge_ser.audio import MODEL_RATE as RATE
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "cache" / "bench" / "streams"
-RATE = 16000
 LANGUAGES = {"en": ("tess", "ravdess", "savee", "crema-d"), "bn": ("banglaser", "subesco"),
              "pl": ("nemo",), "tr": ("turev-db",), "am": ("ased",)}
 """Language -> corpora (as training/loaders.py names them)."""
@@ -179,72 +182,22 @@ def noisy_file(language: str, clean: Path, segments: list, snr_db: float | None,
 
 # -- pipeline -----------------------------------------------------------------------------------------
 
-class MemoModel:
-    """Wraps an EmotionModel; remembers predictions by window content (reruns for other smoothings).
-
-    With `store`, the memo is kept on disk (under cache/, keyed by the model's file hashes), so a rerun
-    that adds models or smoothings does not recompute windows it has already seen.
-    """
-
-    def __init__(self, model: Any, store: Path | None = None):
-        self._model = model
-        self._store = store
-        self._memo: dict[bytes, Any] = {}
-        if store is not None and store.exists():
-            with store.open("rb") as f:
-                self._memo = pickle.load(f)
-        self.id, self.labels, self.window_samples = model.id, model.labels, model.window_samples
-        self.has_speech_score = getattr(model, "has_speech_score", False)
-        self.calls = 0
-
-    def predict(self, window: np.ndarray) -> Any:
-        key = hashlib.blake2b(np.ascontiguousarray(window, np.float32).tobytes(), digest_size=16).digest()
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = self._model.predict(window)
-            self.calls += 1
-        return hit
-
-    def save(self) -> None:
-        if self._store is not None and self.calls:
-            self._store.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._store.with_suffix(".tmp")
-            with tmp.open("wb") as f:
-                pickle.dump(self._memo, f)
-            tmp.replace(self._store)
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    def publish(self, m: dict[str, Any]) -> None:
-        self.messages.append(m)
-
-    def publish_stats(self, s: dict[str, Any]) -> None:
-        pass
-
-    def stats(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none",
                  rms_threshold: float | None = None) -> list[dict[str, Any]]:
     """Every window's result message for `wav`, as `edge-ser listen --input wav` computes it
     (gate.rms_threshold: the daemon's default unless given)."""
     from edge_ser.audio.source_file import FileSource
     from edge_ser.pipeline import Pipeline
+    from edge_ser.publish.memory import MemoryPublisher
     from edge_ser.settings import GateSettings, OutputSettings, Settings, SmoothingSettings
 
     rms = {} if rms_threshold is None else {"rms_threshold": rms_threshold}
     settings = Settings(gate=GateSettings(neutral_once=False, vad=vad, **rms),
                         smoothing=SmoothingSettings(method=smoothing),
                         output=OutputSettings(stats_interval_s=0))
-    sink = _Collect()
-    Pipeline(settings, model, [sink]).run(FileSource(wav))
+    sink = MemoryPublisher()
+    with closing(FileSource(wav)) as source:
+        Pipeline(settings, model, [sink]).run(source)
     return sink.messages
 
 
@@ -298,22 +251,64 @@ def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in old if r["model"] not in rerun] + new
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """What one streaming evaluation scores (the options of `python -m bench stream-eval`)."""
+
+    models: tuple[str, ...] = ()
+    """Manifest ids (empty: every manifest model)."""
+    languages: tuple[str, ...] = tuple(LANGUAGES)
+    """Languages whose test speakers make the streams."""
+    snrs: tuple[str, ...] = ("clean", "20", "10", "0")
+    """Noise levels: `clean` or an SNR in dB."""
+    smoothing: tuple[str, ...] = SMOOTHINGS
+    """smoothing.method settings to score."""
+    vad: tuple[str, ...] = ("none",)
+    """gate.vad settings to score (yamnet: AudioSet Speech score, free on YAMNet models)."""
+    per_class: int = 40
+    """Test utterances per class and language."""
+    seed: int = 0
+    threads: int = 1
+    out: str = str(RESULTS / "stream.json")
+    """Where the records go."""
+    merge: bool = False
+    """Keep the records of `out` (and its confusions) of the models not run now."""
+    command: str = ""
+    """The command line, recorded in each record."""
+
+
+@click.command(help=__doc__.splitlines()[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--models", multiple=True, metavar="ID...",
+              help="Manifest ids (default: every manifest model).")
+@click.option("--languages", multiple=True, default=StreamOptions.languages, show_default=True,
+              metavar="LANG...")
+@click.option("--snrs", multiple=True, default=StreamOptions.snrs, show_default=True, metavar="clean|DB...")
+@click.option("--smoothing", multiple=True, default=StreamOptions.smoothing, show_default=True,
+              metavar="METHOD...")
+@click.option("--vad", multiple=True, default=StreamOptions.vad, show_default=True,
+              type=click.Choice(["none", "yamnet"]),
+              help="gate.vad settings to score (yamnet: AudioSet Speech score, free on YAMNet models).")
+@click.option("--per-class", type=int, default=StreamOptions.per_class, show_default=True,
+              help="Test utterances per class and language.")
+@click.option("--seed", type=int, default=StreamOptions.seed, show_default=True)
+@click.option("--threads", type=int, default=StreamOptions.threads, show_default=True)
+@click.option("--out", default=StreamOptions.out, show_default=True)
+@click.option("--merge", is_flag=True,
+              help="Keep the records of --out (and its confusions) of the models not run now.")
+def command(**options: Any) -> int:
+    argv = click.get_current_context().obj or ()
+    return evaluate(StreamOptions(**options, command="python3 -m bench.stream_eval " + " ".join(argv)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", help="manifest ids (default: every manifest model)")
-    ap.add_argument("--languages", nargs="*", default=list(LANGUAGES))
-    ap.add_argument("--snrs", nargs="*", default=["clean", "20", "10", "0"])
-    ap.add_argument("--smoothing", nargs="*", default=list(SMOOTHINGS))
-    ap.add_argument("--vad", nargs="*", default=["none"], choices=["none", "yamnet"],
-                    help="gate.vad settings to score (yamnet: AudioSet Speech score, free on YAMNet models)")
-    ap.add_argument("--per-class", type=int, default=40, help="test utterances per class and language")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS / "stream.json"))
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the records of --out (and its confusions) of the models not run now")
-    args = ap.parse_args(argv)
-    command = "python3 -m bench.stream_eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    """`python -m bench stream-eval ARGS` and `python -m bench.stream_eval ARGS`."""
+    return run(command, argv, "python -m bench stream-eval",
+               "--models", "--languages", "--snrs", "--smoothing", "--vad")
+
+
+def evaluate(args: StreamOptions) -> int:
+    """Score every model x language x noise x smoothing x vad; writes args.out and its confusions."""
+    command = args.command
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("edge_ser").setLevel(logging.WARNING)
 

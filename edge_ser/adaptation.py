@@ -27,7 +27,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -146,9 +145,8 @@ def read_reference(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ModelError(f"adaptation reference {path} unreadable: {exc}") from exc
 
 
-def load_adapter(settings: Any, entry: Any, reference: Path) -> FeatureAdapter:
-    """The adapter for a manifest entry; `reference` is its statistics file, already checked by sha256
-    (edge_ser.model calls this when model.adapt is true)."""
+def load_adapter(reference: Path, state: Path, model_id: str) -> FeatureAdapter:
+    """The adapter of model `model_id`: `reference` is its statistics file, already found and checked
+    by sha256 (edge_ser.model); `state` is where the device's statistics are kept across restarts."""
     mean, std = read_reference(reference)
-    state = settings.adapt_state or default_state_path(entry.id)
-    return FeatureAdapter(mean, std, state, model_id=entry.id)
+    return FeatureAdapter(mean, std, state, model_id=model_id)

@@ -1,6 +1,6 @@
 """`edge-ser bench`: how fast a model is on this machine, through the real listen pipeline.
 
-Latency is what issue 6 asks for: from the moment a 2 s window's last sample arrives to the moment its
+Latency here is the time from the moment a 2 s window's last sample arrives to the moment its
 result message is handed to the publisher (gate, model, smoothing, message). Audio is synthetic and
 speech-like, so no corpus is needed; compute time of these models does not depend on what is said.
 
@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from .audio import MODEL_RATE as RATE
+from .audio import to_samples
+from .classifier import Classifier
 from .pipeline import Pipeline
+from .publish.memory import MemoryPublisher
 from .settings import ModelSettings, Settings, setting_range
-
-RATE = 16000
-"""Model sample rate."""
 
 MAX_SECONDS = 3600.0
 """Longest benchmark per model and thread count (one latency is kept per window)."""
@@ -109,27 +110,6 @@ def speechlike(seconds: float, seed: int = 0, rate: int = RATE) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-class _Collector:
-    """Publisher that keeps the messages and wakes the lockstep source."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.event = threading.Event()
-
-    def publish(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-        self.event.set()
-
-    def publish_stats(self, stats: dict[str, Any]) -> None:
-        pass
-
-    def stats(self) -> dict[str, int]:
-        return {"published": len(self.messages)}
-
-    def close(self) -> None:
-        pass
-
-
 class LockstepSource:
     """A live 16 kHz source that feeds the next hop only after the previous window is finished.
 
@@ -139,6 +119,7 @@ class LockstepSource:
 
     live = True
     rate = RATE
+    warnings: list[str] = []
 
     def __init__(self, audio: np.ndarray, hop_samples: int, window_samples: int, total: int | None = None):
         self.audio = np.asarray(audio, dtype=np.float32)
@@ -146,7 +127,7 @@ class LockstepSource:
         self.hop = int(hop_samples)
         self.window = int(window_samples)
         self.pipeline: Pipeline | None = None
-        self.collector: _Collector | None = None
+        self.collector: MemoryPublisher | None = None
 
     def _finished(self) -> int:
         c = self.pipeline.counters
@@ -160,12 +141,12 @@ class LockstepSource:
             fed += len(block)
             if fed >= self.window:
                 expected += 1
-            self.collector.event.clear()
+            self.collector.arrived.clear()
             yield block[:, None]
             deadline = time.monotonic() + 60.0
             while self._finished() < expected and time.monotonic() < deadline:
-                self.collector.event.wait(0.005)
-                self.collector.event.clear()
+                self.collector.arrived.wait(0.005)
+                self.collector.arrived.clear()
 
     def stats(self) -> dict[str, int]:
         return {"overruns": 0, "reopens": 0}
@@ -214,24 +195,23 @@ def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
-def bench_model(model: Any, *, seconds: float = 60.0, settings: Settings | None = None, warmup: int = 3,
-                backend: str | None = None, precision: str | None = None, threads: int | None = None,
-                command: str = "", seed: int = 0) -> dict[str, Any]:
+def bench_model(model: Classifier, *, seconds: float = 60.0, settings: Settings | None = None,
+                warmup: int = 3, backend: str | None = None, precision: str | None = None,
+                threads: int | None = None, command: str = "", seed: int = 0) -> dict[str, Any]:
     """Stream `seconds` of synthetic speech through the real Pipeline with `model`; one latency record.
 
-    `model` is anything with EmotionModel's interface (id, labels, window_samples, predict), so
-    benchmark scripts can time other runtimes (e.g. plain PyTorch) through the very same pipeline.
+    `model` is any Classifier (id, labels, window_samples, predict, close), so benchmark scripts
+    can time other runtimes (e.g. plain PyTorch) through the very same pipeline.
     cpu_pct is the CPU time the process spent per second of audio (100 = one core busy all the
     time at the configured hop): what continuous speech costs; rtf is wall time per window / hop.
     """
     settings = settings or Settings()
-    hop = int(round(settings.window.hop_s * RATE))
-    window = int(round(settings.window.window_s * RATE))
+    hop, window = settings.window.hop_samples, settings.window.window_samples
     for _ in range(warmup):  # first calls allocate tensors and JIT kernels
         model.predict(speechlike(settings.window.window_s, seed=seed + 99))
     loop = speechlike(LOOP_S, seed=seed)  # looped: content does not change these models' compute
-    source = LockstepSource(loop, hop, window, total=int(round(seconds * RATE)))
-    collector = _Collector()
+    source = LockstepSource(loop, hop, window, total=to_samples(seconds))
+    collector = MemoryPublisher()
     pipeline = Pipeline(replace(settings, output=replace(settings.output, stats_interval_s=0)), model,
                         [collector])
     source.pipeline, source.collector = pipeline, collector

@@ -6,21 +6,17 @@ Every UserError (bad config, file, device, model, broker) ends as one line on st
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__, notify
+from . import __version__
 from .config import load_settings
 from .errors import AudioError, UserError
-from .labels import NEUTRAL
-from .message import encode, silence_probs
-from .settings import PASSWORD_ENV, Settings
+from .settings import PASSWORD_ENV
 
 log = logging.getLogger("edge_ser")
 
@@ -69,67 +65,9 @@ def listen(config_path: str | None, device: str | None, mqtt_addr: str | None, t
     if realtime and not settings.audio.input:
         raise UserError("--realtime only applies to --input FILE")
     setup_logging(settings.output.log_level)
-    http_token = None
-    if settings.http.port is not None:
-        from .publish.http import check_http
+    from .listen import run_listen
 
-        http_token = check_http(settings.http)  # an open port is refused before anything starts
-
-    from .gate import Gate
-    from .model import load_model
-    from .pipeline import Pipeline
-
-    stopping: list[int] = []
-    _install_stop_handlers(lambda signum: stopping.append(signum))
-    if hasattr(signal, "SIGHUP"):  # the config is being read right now anyway
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    model = load_model(settings.model)
-    log.info("model %s loaded (labels: %s)", model.id, ", ".join(model.labels))
-    Gate(settings.gate, model)  # a VAD that cannot run is refused before a device or broker is touched
-    source = open_source(settings)
-    publishers: list[Any] = []
-    pipeline = None
-    try:
-        publishers = make_publishers(settings, http_token)
-        pipeline = Pipeline(
-            settings, model, publishers,
-            reloader=(lambda: load_settings(config_path, overrides)) if config_path else None,
-            model_loader=load_model,
-        )
-        if stopping:
-            pipeline.stop()
-        if len(publishers) == 1 and hasattr(publishers[0], "on_closed"):
-            publishers[0].on_closed = pipeline.stop  # `edge-ser listen | head`: nobody left to tell
-        wire_live_page(publishers, pipeline)
-
-        def on_stop(signum: int) -> None:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            notify.stopping()
-            pipeline.stop()
-
-        _install_stop_handlers(on_stop)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda *_: pipeline.request_reload())
-        pipeline.run(source)
-        for warning in getattr(source, "warnings", []):
-            log.warning("%s: %s", settings.audio.input, warning)
-    finally:
-        source.close()
-        # Once per model: the pipeline closes each model a reload replaced, this the one in use.
-        close_model(pipeline.model if pipeline is not None else model)
-        for publisher in publishers:
-            try:
-                publisher.close()
-            except Exception:  # noqa: BLE001 - closing must reach every publisher
-                log.exception("closing %s failed", type(publisher).__name__)
-
-
-def close_model(model: Any) -> None:
-    """Save what the model keeps across runs (adaptation statistics); once, at exit."""
-    try:
-        model.close()
-    except Exception:  # noqa: BLE001 - exiting must go on (the state is saved periodically as well)
-        log.exception("closing model %s failed", model.id)
+    run_listen(settings, config_path, overrides)
 
 
 def listen_overrides(**flags: Any) -> dict[str, Any]:
@@ -190,81 +128,7 @@ def parse_host_port(addr: str) -> tuple[str, int | None]:
     return host, int(port)
 
 
-def _install_stop_handlers(handler: Any) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: handler(signum))
-
-
-def open_source(settings: Settings) -> Any:
-    """The file source when audio.input is set, else the microphone (sounddevice imported only then)."""
-    audio = settings.audio
-    if audio.input:
-        from .audio.source_file import FileSource
-
-        return FileSource(audio.input, block_s=audio.block_s, realtime=audio.realtime)
-    from .audio.source_mic import MicSource
-
-    return MicSource(audio)
-
-
-def make_publishers(settings: Settings, http_token: str | None = None) -> list[Any]:
-    """MQTT when a broker is set; stdout when asked, or when there is no broker; the live page when
-    http.port is set (`http_token` from publish.http.check_http)."""
-    publishers: list[Any] = []
-    if settings.mqtt.host:
-        from .publish.mqtt import MqttPublisher
-
-        publishers.append(MqttPublisher(settings.mqtt, settings.site))
-    want_stdout = settings.output.stdout
-    if want_stdout or (want_stdout is None and not settings.mqtt.host):
-        from .publish.stdout import StdoutPublisher
-
-        publishers.append(StdoutPublisher())
-    if settings.http.port is not None:
-        from .publish.http import HttpPublisher
-
-        publishers.append(HttpPublisher(settings, http_token))
-    return publishers
-
-
-def wire_live_page(publishers: list[Any], pipeline: Any) -> None:
-    """Give the live page the pipeline's counters and the broker state (its stats have no such flag)."""
-    from .publish.http import HttpPublisher
-
-    pages = [p for p in publishers if isinstance(p, HttpPublisher)]
-    if not pages:
-        return
-    mqtt = next((p for p in publishers if hasattr(p, "connected")), None)
-
-    def counters() -> dict[str, Any]:
-        stats = pipeline.stats()
-        stats["broker"] = "none" if mqtt is None else ("connected" if mqtt.connected else "disconnected")
-        return stats
-
-    for page in pages:
-        page.stats_source = counters
-
-
 # -- classify ---------------------------------------------------------------------------------------
-
-class _Collector:
-    """A publisher that keeps the messages of one file."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    def publish(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    def publish_stats(self, stats: dict[str, Any]) -> None:
-        pass
-
-    def stats(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="FILE_OR_DIR...")
@@ -280,83 +144,10 @@ def classify(paths: tuple[str, ...], as_json: bool, config_path: str | None, mod
     """
     overrides: dict[str, Any] = {"model.id": model_id} if model_id else {}
     settings = load_settings(config_path, overrides)
-    # Every window gets a line, and the file mean is the smoothing: no neutral_once, no smoothing.
-    settings = replace(settings, gate=replace(settings.gate, neutral_once=False),
-                       smoothing=replace(settings.smoothing, method="none"),
-                       output=replace(settings.output, stats_interval_s=0.0))
     setup_logging("WARNING" if settings.output.log_level in ("DEBUG", "INFO") else settings.output.log_level)
-    files = expand_paths(paths)
+    from .classify import classify_files
 
-    from .audio.source_file import FileSource
-    from .model import load_model
-    from .pipeline import Pipeline
-
-    model = load_model(settings.model)
-    failed = 0
-    try:
-        for path in files:
-            try:
-                source = FileSource(path, block_s=1.0)
-                collector = _Collector()
-                Pipeline(settings, model, [collector]).run(source)
-            except AudioError as e:
-                click.echo(f"edge-ser: error: {e}", err=True)
-                failed += 1
-                continue
-            summary = file_summary(path, collector.messages, model)
-            summary.update(source.damage())
-            if source.warnings:
-                summary["warning"] = "; ".join(source.warnings)
-            try:
-                lines = [encode({"path": path, **m}) for m in collector.messages] + [encode(summary)]
-            except ValueError as e:  # a non-finite number slipped through: print nothing rather than non-JSON
-                click.echo(f"edge-ser: error: {path}: a result is not valid JSON ({e})", err=True)
-                failed += 1
-                continue
-            for warning in source.warnings:
-                click.echo(f"edge-ser: warning: {path}: {warning}", err=True)
-            if as_json:
-                for line in lines:
-                    click.echo(line)
-            else:
-                click.echo(f"{path}\t{summary['label']}\t{summary['confidence']:.2f}\t"
-                           f"{summary['speech_windows']}/{summary['windows']} speech windows")
-    finally:
-        close_model(model)
-    if failed:
-        sys.exit(2)
-
-
-def expand_paths(paths: tuple[str, ...]) -> list[str]:
-    """Files as given, plus the audio files under each folder (sorted); a missing path is an error."""
-    from .audio.source_file import AUDIO_SUFFIXES
-
-    out: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(str(f) for f in path.rglob("*")
-                           if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
-                raise AudioError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {p}")
-            out += found
-        elif path.exists():
-            out.append(p)
-        else:
-            raise AudioError(f"no such file or folder: {p}")
-    return out
-
-
-def file_summary(path: str, messages: list[dict[str, Any]], model: Any) -> dict[str, Any]:
-    """The per-file line: mean window probabilities over non-silent windows."""
-    speech = [m["probs"] for m in messages if not m["gated"]]
-    if speech:
-        probs = {k: round(sum(p[k] for p in speech) / len(speech), 4) for k in speech[0]}
-        label = max(probs, key=probs.__getitem__)
-    else:
-        probs, label = silence_probs(model.labels), NEUTRAL
-    return {"path": path, "label": label, "confidence": probs[label], "probs": probs,
-            "windows": len(messages), "speech_windows": len(speech), "model": model.id}
+    classify_files(settings, paths, as_json)
 
 
 # -- devices, models --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .settings import Settings
+from .settings import MQTT_WILDCARDS, Settings
 from .yamlfile import clip, excerpt, read_yaml
 
 
@@ -109,8 +109,23 @@ def _check(key: str, value: Any, rules: Any) -> None:
                 raise ConfigError(f"config key {key} must be > 0 (from {lo} to {hi}), got {excerpt(value)}")
             raise ConfigError(f"config key {key} must be between {lo} and {hi}, got {excerpt(value)}")
     forbid = rules.get("forbid")
-    if forbid and any(c in value for c in forbid):
+    if forbid:
+        refuse_wildcards(key, value, forbid)
+
+
+def refuse_wildcards(key: str, value: str, forbidden: str = MQTT_WILDCARDS) -> None:
+    """ConfigError naming `key` when `value` holds an MQTT wildcard (or another `forbidden` character)."""
+    if any(c in value for c in forbidden):
         raise ConfigError(f"config key {key} must not contain MQTT wildcards (+, #), got {excerpt(value)}")
+
+
+def topic_setting(key: str, value: str) -> str:
+    """`value` as a topic prefix (trailing / dropped): non-empty and without wildcards, else ConfigError."""
+    refuse_wildcards(key, value)
+    topic = value.rstrip("/")
+    if not topic:
+        raise ConfigError(f"config key {key} must be a non-empty topic, got {excerpt(value)}")
+    return topic
 
 
 def _name(tp: Any) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from .audio import MODEL_RATE
+from .classifier import Classifier, Scores
 from .errors import ConfigError, UserError
 from .settings import GateSettings
 
@@ -28,7 +29,7 @@ def rms(samples: np.ndarray) -> float:
 class Gate:
     """Decides for each window whether it is silence (`neutral`, no inference) or speech."""
 
-    def __init__(self, settings: GateSettings, model: Any = None) -> None:
+    def __init__(self, settings: GateSettings, model: Classifier | None = None) -> None:
         self.settings = settings
         self._silero = SileroVad() if settings.vad == "silero" else None
         if settings.vad == "yamnet" and model is not None:
@@ -50,11 +51,11 @@ class Gate:
             return "vad"
         return None
 
-    def after_inference(self, prediction: Any) -> str | None:
+    def after_inference(self, prediction: Scores) -> str | None:
         """Reason to gate once the model has run (YAMNet Speech score below threshold), or None."""
         if self.settings.vad != "yamnet":
             return None
-        speech = getattr(prediction, "speech", None)
+        speech = prediction.speech
         if speech is not None and speech < self.settings.vad_threshold:
             return "vad"
         return None
@@ -103,7 +104,7 @@ class SileroVad:
         x = np.asarray(samples, dtype=np.float32)
         state = np.zeros((2, 1, 128), dtype=np.float32)
         context = np.zeros((1, self.CONTEXT), dtype=np.float32)
-        sr = np.array(16000, dtype=np.int64)
+        sr = np.array(MODEL_RATE, dtype=np.int64)
         best = 0.0
         for i in range(0, len(x) - self.CHUNK + 1, self.CHUNK):
             chunk = np.concatenate([context, x[None, i : i + self.CHUNK]], axis=1)

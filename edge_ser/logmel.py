@@ -12,7 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from .audio import MODEL_RATE as SAMPLE_RATE
+
 WINDOW = 400
 """25 ms at 16 kHz."""
 HOP = 160

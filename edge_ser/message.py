@@ -1,4 +1,4 @@
-"""The result message: one JSON object per window, identical on stdout and over MQTT (DESIGN.md)."""
+"""The result message: one JSON object per window, identical on stdout and over MQTT (README.md shows one)."""
 
 from __future__ import annotations
 

@@ -5,15 +5,16 @@ Also runs single-file end-to-end models (input: the waveform, or edge_ser.logmel
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .adaptation import FeatureAdapter, default_state_path, load_adapter
 from .backends import Backend, open_backend
 from .errors import ModelError
 from .features import pool_frames, pool_states, pooled_dim
@@ -218,13 +219,9 @@ def _check_dims(model: EmotionModel) -> None:
                              f"the backbone + {entry.pooling} pooling gives {want}")
 
 
-def _load_adapter(settings: ModelSettings, entry: ModelEntry, dirs: list) -> Any:
-    """Room/mic feature adaptation, when model.adapt is set.
-
-    Contract: `edge_ser.adaptation.load_adapter(settings, entry, reference)` gets the reference
-    statistics file already found on the search path and checked against its sha256, and returns a
-    callable features[dim] -> features[dim] (float32), applied to pooled features before the head.
-    """
+def _load_adapter(settings: ModelSettings, entry: ModelEntry, dirs: list) -> FeatureAdapter | None:
+    """Room/mic feature adaptation (applied to pooled features before the head), when model.adapt is
+    set: its reference statistics file is found on the search path and checked by sha256 here."""
     if not settings.adapt:
         return None
     if entry.backbone is None:
@@ -232,11 +229,5 @@ def _load_adapter(settings: ModelSettings, entry: ModelEntry, dirs: list) -> Any
     if entry.adaptation is None:
         raise ModelError(f"model {entry.id} has no adaptation reference statistics "
                          "(manifest key adaptation.reference); set model.adapt: false")
-    try:
-        adaptation = importlib.import_module(f"{__package__}.adaptation")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.adaptation":
-            raise
-        raise ModelError("model.adapt is true but this edge-ser has no feature adaptation "
-                         "(edge_ser.adaptation); set model.adapt: false") from None
-    return adaptation.load_adapter(settings, entry, resolve_file(entry.adaptation, dirs))
+    state = Path(settings.adapt_state) if settings.adapt_state else default_state_path(entry.id)
+    return load_adapter(resolve_file(entry.adaptation, dirs), state, entry.id)

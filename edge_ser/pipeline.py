@@ -15,19 +15,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import notify
-from .audio.resample import MODEL_RATE, MonoResampler
+from .audio import MODEL_RATE
+from .audio.base import Source
+from .audio.faults import FaultSpans
+from .audio.resample import MonoResampler
+from .classifier import Classifier, Scores
+from .counters import Counters, one_line
 from .errors import UserError
 from .gate import Gate, rms
 from .labels import NEUTRAL
 from .message import result_message, silence_probs, utc_iso
-from .settings import Settings
+from .publish.base import Publisher
+from .publish.fanout import Fanout
+from .settings import ModelSettings, Settings
 from .smoothing import Smoother
 from .windows import Window, Windower
 
@@ -43,42 +50,6 @@ WORKER_STUCK_S = 20.0
 DROP_LOG_EVERY_S = 10.0
 """At most one log line per this many seconds about dropped windows (and about source faults)."""
 
-FAULT_MARGIN_S = 0.05
-"""A window within this distance of non-finite source samples is gated too: the resampler's filter
-spreads the zeros that replaced them (and its own ringing) a few milliseconds either side."""
-
-MAX_FAULT_SPANS = 256
-"""Fault spans remembered for the windows still pending (bounded: a source that keeps failing cannot
-grow memory)."""
-
-
-@dataclass
-class Counters:
-    """What the pipeline did so far (the periodic stats message)."""
-
-    windows: int = 0
-    """Windows taken by the worker (gated + inferred)."""
-    gated: int = 0
-    """Windows judged silence (RMS or VAD)."""
-    inferred: int = 0
-    """Windows the model ran on."""
-    dropped: int = 0
-    """Windows dropped because inference fell behind a live source."""
-    published: int = 0
-    """Result messages handed to the publishers."""
-    neutral_suppressed: int = 0
-    """Silent windows not published because their silence stretch already had its `neutral`."""
-    errors: int = 0
-    """Windows lost to an inference or publisher error (logged)."""
-    source_faults: int = 0
-    """Source blocks with non-finite samples (NaN/Inf): zeroed, and the windows over them gated."""
-    audio_s: float = 0.0
-    """Seconds of 16 kHz audio read from the source."""
-    infer_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
-    """Model time of the most recent windows (bounded: memory stays flat for months)."""
-    latency_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
-    """Window end -> publish time of the most recent published windows."""
-
 
 @dataclass
 class _Pending:
@@ -91,29 +62,37 @@ class _Pending:
     offset: int
     """Stream samples before the current windower started (after a window-size reload)."""
 
+    @property
+    def start_s(self) -> float:
+        """Seconds from the start of the stream to the window's first sample."""
+        return (self.offset + self.window.start) / MODEL_RATE
+
 
 class Pipeline:
-    """Runs one source through gate, model, smoothing and publishers; `run` returns at the end or stop()."""
+    """Runs one source through gate, model, smoothing and publishers; `run` returns at the end or stop().
+
+    `gate` is the one built (and so checked) by the caller; None builds it from the settings.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        model: Any,
-        publishers: Iterable[Any],
+        model: Classifier,
+        publishers: Iterable[Publisher],
         *,
+        gate: Gate | None = None,
         reloader: Callable[[], Settings] | None = None,
-        model_loader: Callable[[Any], Any] | None = None,
+        model_loader: Callable[[ModelSettings], Classifier] | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
-        self.publishers = list(publishers)
-        self._level_sinks = [p for p in self.publishers if hasattr(p, "publish_level")]
+        self.sinks = Fanout(publishers)
         self.stop_event = threading.Event()
         self.counters = Counters()
         self._reloader = reloader
         self._model_loader = model_loader
         self._reload_wanted = threading.Event()
-        self._gate = Gate(settings.gate, model)
+        self._gate = gate if gate is not None else Gate(settings.gate, model)
         self._smoother = Smoother(settings.smoothing)
         self._pending: deque[_Pending] = deque()
         self._cv = threading.Condition()
@@ -123,22 +102,22 @@ class Pipeline:
         self._last_stats = self._started
         self._last_drop_log = 0.0
         self._last_fault_log = -DROP_LOG_EVERY_S
-        self._source_s = 0.0
-        """Seconds of source audio read so far (the time base of fault spans, across rate changes)."""
-        self._faults: deque[tuple[float, float]] = deque(maxlen=MAX_FAULT_SPANS)
-        self._faults_lock = threading.Lock()
-        self._source: Any = None
+        self._faults = FaultSpans()
+        self._source: Source | None = None
         self._live = True
         self._stop_deadline = 0.0
         self._worker_alive = time.monotonic()
-        self._retired: list[Any] = []
+        self._retired: list[Classifier] = []
         """Models replaced by a reload, closed by the worker once it no longer uses them."""
         self._windower = self._make_windower(settings)
         self._offset = 0
-        model_samples = getattr(model, "window_samples", None)
-        if model_samples and model_samples != self._windower.window_samples:
+        if model.window_samples != self._windower.window_samples:
             log.warning("window.window_s is %.2f s but model %s was trained on %.2f s windows",
-                        settings.window.window_s, model.id, model_samples / MODEL_RATE)
+                        settings.window.window_s, model.id, model.window_samples / MODEL_RATE)
+
+    @property
+    def publishers(self) -> list[Publisher]:
+        return self.sinks.publishers
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -152,10 +131,13 @@ class Pipeline:
 
     # -- reading side ----------------------------------------------------------------------------
 
-    def run(self, source: Any) -> dict[str, Any]:
-        """Stream `source` until it ends or stop() is called; returns the final stats."""
+    def run(self, source: Source) -> dict[str, Any]:
+        """Stream `source` until it ends or stop() is called; returns the final stats.
+
+        The source stays open: whoever opened it closes it.
+        """
         self._source = source
-        self._live = bool(getattr(source, "live", True))
+        self._live = source.live
         worker = threading.Thread(target=self._work, name="edge-ser-infer", daemon=True)
         worker.start()
         try:
@@ -166,14 +148,13 @@ class Pipeline:
                 self._stop_deadline = time.monotonic() + STOP_DRAIN_S
                 self._cv.notify_all()
             worker.join(timeout=None if not self.stop_event.is_set() else STOP_DRAIN_S + 0.5)
-            source.close()
             if not worker.is_alive():
                 self._close_retired()
         stats = self.stats()
-        log.info("finished: %s", _short(stats))
+        log.info("finished: %s", one_line(stats))
         return stats
 
-    def _read(self, source: Any) -> None:
+    def _read(self, source: Source) -> None:
         resampler = MonoResampler(source.rate)
         ready_sent = False
         last_pet = 0.0
@@ -196,57 +177,37 @@ class Pipeline:
                 # The device was reopened at another rate (e.g. a different mic was plugged in).
                 resampler = MonoResampler(source.rate)
             block = self._finite(block, source.rate)
-            self._feed(resampler.process(block), source.live)
+            self._feed(resampler.process(block))
         if not self.stop_event.is_set():
-            self._feed(resampler.flush(), source.live)
+            self._feed(resampler.flush())
             tail = self._windower.flush()
             if tail is not None:
-                self._enqueue(tail, source.live)
+                self._enqueue(tail)
 
     def _finite(self, block: np.ndarray, rate: int) -> np.ndarray:
-        """The block with non-finite samples zeroed; their span is remembered so its windows are gated.
-
-        NaN or Inf is no sound but a fault of the source (a broken driver or float stream): passed on,
-        it would stick in the resampler's filter state and give NaN levels and invented labels.
-        """
-        block_start = self._source_s
-        self._source_s += len(block) / rate
-        finite = np.isfinite(block)
-        if finite.all():
+        """The block with non-finite samples zeroed; counted, logged now and then, their windows gated."""
+        block, fault_at = self._faults.clean(block, rate)
+        if fault_at is None:
             return block
         self.counters.source_faults += 1
-        bad = np.flatnonzero(~finite.reshape(len(block), -1).all(axis=1))
-        start, end = block_start + bad[0] / rate, block_start + (bad[-1] + 1) / rate
-        with self._faults_lock:
-            if self._faults and self._faults[-1][1] >= start - FAULT_MARGIN_S:
-                self._faults[-1] = (self._faults[-1][0], end)
-            else:
-                self._faults.append((start, end))
         now = time.monotonic()
         if now - self._last_fault_log >= DROP_LOG_EVERY_S:
             log.warning("audio source delivered non-finite samples (NaN/Inf) at %.2f s: a source fault; "
                         "the windows over them are gated (%d faulty block(s) so far)",
-                        start, self.counters.source_faults)
+                        fault_at, self.counters.source_faults)
             self._last_fault_log = now
-        return np.where(finite, block, np.float32(0.0)).astype(np.float32)
+        return block
 
-    def _faulty(self, start_s: float, end_s: float) -> bool:
-        """Whether [start_s, end_s) of the source overlaps a fault span; forgets spans before it."""
-        with self._faults_lock:
-            while self._faults and self._faults[0][1] + FAULT_MARGIN_S <= start_s:
-                self._faults.popleft()
-            return any(a - FAULT_MARGIN_S < end_s and b + FAULT_MARGIN_S > start_s for a, b in self._faults)
-
-    def _feed(self, samples: np.ndarray, live: bool) -> None:
+    def _feed(self, samples: np.ndarray) -> None:
         self.counters.audio_s += len(samples) / MODEL_RATE
         for window in self._windower.push(samples):
-            self._enqueue(window, live)
+            self._enqueue(window)
 
-    def _enqueue(self, window: Window, live: bool) -> None:
+    def _enqueue(self, window: Window) -> None:
         item = _Pending(window, time.monotonic(), time.time(), self._offset)
         limit = self.settings.window.max_pending
         with self._cv:
-            if live:
+            if self._live:
                 while len(self._pending) >= limit:
                     self._pending.popleft()
                     self.counters.dropped += 1
@@ -287,7 +248,7 @@ class Pipeline:
                 self._process(item)
             except Exception:  # noqa: BLE001 - one bad window must not stop a months-long daemon
                 self.counters.errors += 1
-                log.exception("window at %.2f s failed", (item.offset + item.window.start) / MODEL_RATE)
+                log.exception("window at %.2f s failed", item.start_s)
             self._close_retired()
             self._maybe_stats()
 
@@ -296,20 +257,26 @@ class Pipeline:
         level = rms(samples)
         model, gate = self.model, self._gate
         self.counters.windows += 1
-        start_s = (item.offset + item.window.start) / MODEL_RATE
-        if self._faulty(start_s, start_s + len(samples) / MODEL_RATE):
-            reason: str | None = "fault"
+        start_s = item.start_s
+        reason: str | None
+        if self._faults.overlaps(start_s, start_s + len(samples) / MODEL_RATE):
+            reason = "fault"
         else:
             reason = gate.before_inference(samples, level)
-        prediction = None
+        prediction: Scores | None = None
         if reason is None:
             prediction = model.predict(samples)
             self.counters.inferred += 1
             self.counters.infer_ms.append(float(prediction.infer_ms))
             reason = gate.after_inference(prediction)
-        if self._level_sinks:
-            self._publish_level(item, level, reason)
-        if reason is not None:
+        if self.sinks.level_publishers:
+            # Every window, also the silent ones neutral_once leaves without a result: a level meter
+            # needs them.
+            self.counters.errors += self.sinks.publish_level({
+                "ts": utc_iso(item.wall), "window_start": round(start_s, 3), "rms": float(f"{level:.3g}"),
+                "gated": reason is not None, "reason": reason, "threshold": self.settings.gate.rms_threshold,
+            })
+        if reason is not None or prediction is None:
             self.counters.gated += 1
             self._smoother.reset()
             if self._in_silence and self.settings.gate.neutral_once:
@@ -325,7 +292,7 @@ class Pipeline:
         latency_ms = (time.monotonic() - item.ready) * 1000.0
         message = result_message(
             site=self.settings.site,
-            window_start=(item.offset + item.window.start) / MODEL_RATE,
+            window_start=start_s,
             window_s=len(samples) / MODEL_RATE,
             label=label,
             probs=probs,
@@ -336,76 +303,38 @@ class Pipeline:
             ts=item.wall,
         )
         self.counters.latency_ms.append(latency_ms)
-        self._publish(message)
+        self.counters.published += 1
+        self.counters.errors += self.sinks.publish(message)
 
     def _record(self, item: _Pending, samples: np.ndarray) -> None:
         """Keep a speech window as WAV, only because the user set audio.record_dir."""
         import soundfile as sf
 
-        folder = Path(self.settings.audio.record_dir)
+        folder = Path(self.settings.audio.record_dir or ".")
         stamp = utc_iso(item.wall).replace(":", "").replace("-", "")
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            start = (item.offset + item.window.start) / MODEL_RATE
-            name = f"{self.settings.site}-{stamp}-{start:.2f}s.wav"
+            name = f"{self.settings.site}-{stamp}-{item.start_s:.2f}s.wav"
             sf.write(folder / name, samples, MODEL_RATE, subtype="PCM_16")
         except (OSError, RuntimeError) as e:
             self.counters.errors += 1
             log.warning("cannot record a window into %s: %s", folder, e)
 
-    def _publish_level(self, item: _Pending, level: float, reason: str | None) -> None:
-        """Every window's RMS and gate decision, for publishers that show levels (the live page): with
-        gate.neutral_once most silent windows have no result message, but a level meter needs them."""
-        start = (item.offset + item.window.start) / MODEL_RATE
-        info = {"ts": utc_iso(item.wall), "window_start": round(start, 3),
-                "rms": float(f"{level:.3g}"), "gated": reason is not None, "reason": reason,
-                "threshold": self.settings.gate.rms_threshold}
-        for sink in self._level_sinks:
-            try:
-                sink.publish_level(info)
-            except Exception:  # noqa: BLE001 - a publisher must not take the pipeline down
-                self.counters.errors += 1
-                log.exception("publisher %s failed on a level", type(sink).__name__)
-
-    def _publish(self, message: dict[str, Any]) -> None:
-        self.counters.published += 1
-        for publisher in self.publishers:
-            try:
-                publisher.publish(message)
-            except Exception:  # noqa: BLE001 - a publisher must not take the pipeline down
-                self.counters.errors += 1
-                log.exception("publisher %s failed", type(publisher).__name__)
-
     # -- stats -----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        c = self.counters
         out: dict[str, Any] = {
             "ts": utc_iso(),
             "site": self.settings.site,
             "model": self.model.id,
             "uptime_s": round(time.monotonic() - self._started, 1),
-            "audio_s": round(c.audio_s, 1),
-            "windows": c.windows,
-            "gated": c.gated,
-            "inferred": c.inferred,
-            "dropped": c.dropped,
-            "published": c.published,
-            "neutral_suppressed": c.neutral_suppressed,
-            "errors": c.errors,
-            "source_faults": c.source_faults,
+            **self.counters.as_stats(),
             "pending": len(self._pending),
-            "infer_ms_p50": _median(c.infer_ms),
-            "latency_ms_p50": _median(c.latency_ms),
+            **self.counters.medians(),
         }
         if self._source is not None:
             out.update(self._source.stats())
-        for publisher in self.publishers:
-            try:
-                for k, v in publisher.stats().items():
-                    out[f"{type(publisher).__name__.removesuffix('Publisher').lower()}_{k}"] = v
-            except Exception:  # noqa: BLE001
-                pass
+        out.update(self.sinks.stats())
         return out
 
     def _maybe_stats(self) -> None:
@@ -415,14 +344,10 @@ class Pipeline:
             return
         self._last_stats = now
         stats = self.stats()
-        log.info("stats: %s", _short(stats))
+        log.info("stats: %s", one_line(stats))
         notify.status(f"{stats['windows']} windows, {stats['inferred']} inferred, "
                       f"{stats['dropped']} dropped, {stats['published']} published")
-        for publisher in self.publishers:
-            try:
-                publisher.publish_stats(stats)
-            except Exception:  # noqa: BLE001
-                log.exception("publisher %s failed on stats", type(publisher).__name__)
+        self.sinks.publish_stats(stats)
 
     # -- reload (SIGHUP) -------------------------------------------------------------------------
 
@@ -439,7 +364,8 @@ class Pipeline:
                 if self._model_loader is None:
                     raise UserError("changing the model needs a restart here")
                 model = self._model_loader(new.model)
-            gate = Gate(new.gate, model)
+            # A new gate only when it changes (a Silero VAD is not loaded again for every SIGHUP).
+            gate = self._gate if new.gate == old.gate and model is self.model else Gate(new.gate, model)
             smoother = Smoother(new.smoothing)
             # Built here, inside the error handling: a window the Windower refuses keeps the old one.
             resized = new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s
@@ -470,22 +396,15 @@ class Pipeline:
         while self._retired:
             old = self._retired.pop(0)
             try:
-                close = getattr(old, "close", None)
-                if close is not None:
-                    close()
+                old.close()
             except Exception:  # noqa: BLE001 - a failed save must not stop the daemon
-                log.exception("closing model %s failed", getattr(old, "id", "?"))
+                log.exception("closing model %s failed", old.id)
+
+    @property
+    def gate(self) -> Gate:
+        """The gate in use (replaced by a reload that changes gate settings or the model)."""
+        return self._gate
 
     @staticmethod
     def _make_windower(settings: Settings) -> Windower:
-        return Windower(int(round(settings.window.window_s * MODEL_RATE)),
-                        int(round(settings.window.hop_s * MODEL_RATE)))
-
-
-def _median(values: Iterable[float]) -> float | None:
-    values = list(values)
-    return round(float(np.median(values)), 2) if values else None
-
-
-def _short(stats: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in stats.items() if k not in ("ts", "site"))
+        return Windower(settings.window.window_samples, settings.window.hop_samples)

@@ -8,11 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audio import to_samples
+
 PASSWORD_ENV = "EDGE_SER_MQTT_PASSWORD"
 """Environment variable holding the broker password (wins over mqtt.password_file)."""
 
 MAX_BUFFERED_AUDIO_S = 60.0
 """Capture queue limit, audio.queue_blocks x audio.block_s (48 kHz stereo: 23 MB at most)."""
+
+MQTT_WILDCARDS = "+#\0"
+"""Characters no topic we publish to may hold (+ and # are subscription wildcards; NUL is invalid)."""
 
 FOREVER_S = 10**9
 """Upper bound of intervals where 0 means never (about 31 years): finite, so NaN/inf are refused."""
@@ -96,6 +101,16 @@ class WindowSettings:
     max_pending: int = bounded(8, 1, 64)
     """Windows waiting for inference; when full the oldest is dropped and counted."""
 
+    @property
+    def window_samples(self) -> int:
+        """window_s in samples at MODEL_RATE."""
+        return to_samples(self.window_s)
+
+    @property
+    def hop_samples(self) -> int:
+        """hop_s in samples at MODEL_RATE."""
+        return to_samples(self.hop_s)
+
 
 @dataclass(frozen=True)
 class GateSettings:
@@ -164,7 +179,7 @@ class MqttSettings:
     port: int = bounded(1883, 1, 65535)
     """Broker port (8883 is usual with TLS)."""
 
-    topic_prefix: str | None = without(None, "+#\0")
+    topic_prefix: str | None = without(None, MQTT_WILDCARDS)
     """Topic prefix; null = edge_ser/<site>. Must not contain + or #."""
 
     client_id: str | None = None
@@ -257,7 +272,7 @@ class OutputSettings:
 class Settings:
     """Everything `edge-ser listen` needs."""
 
-    site: str = without("default", "+#/\0")
+    site: str = without("default", MQTT_WILDCARDS + "/")
     """Name of this device's place (topic and message field), e.g. kitchen."""
 
     audio: AudioSettings = field(default_factory=AudioSettings)

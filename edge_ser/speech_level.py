@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio import to_samples
+
 LEVELS = ("raw", "speech")
 """Manifest `window_level`: raw = the window as heard; speech = `prepare` (level set on speech frames,
 backbone frames pooled over speech frames only)."""
@@ -73,7 +75,7 @@ def prepare(samples: np.ndarray, n_frames: int | None = None) -> Prepared:
     the mask lines up with the frames it pools.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    n = n_frames or max(1, int(round(x.size / (FRAME_S * 16000))))
+    n = n_frames or max(1, int(round(x.size / to_samples(FRAME_S))))
     energy = frame_energy_db(x, n)
     mask = speech_mask(energy)
     speech_db = float(10.0 * np.log10(np.mean(np.power(10.0, energy[mask] / 10.0))))

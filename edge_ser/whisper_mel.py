@@ -15,7 +15,8 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-SAMPLE_RATE = 16000
+from .audio import MODEL_RATE as SAMPLE_RATE
+
 N_FFT = 400
 """25 ms at 16 kHz."""
 HOP = 160

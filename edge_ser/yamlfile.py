@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, UserError
+from .textfile import read_capped_text
 
 MAX_CONFIG_BYTES = 64 * 1024
 """Largest config file read (the documented example is about 5 KB); a bigger one is refused unread."""
@@ -72,17 +73,7 @@ def _load(text: str) -> Any:
 def read_yaml(path: str | Path, what: str = "config", max_bytes: int = MAX_CONFIG_BYTES,
               error: type[UserError] = ConfigError) -> Any:
     """Parse a small UTF-8 YAML file without aliases; every failure is one `error` line naming `what`."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
-    except OSError as e:
-        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
-    if len(raw) > max_bytes:
-        raise error(f"{what} {path} is larger than {max_bytes // 1024} KiB")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise error(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
+    text = read_capped_text(path, what, max_bytes, error)
     try:
         return _load(text)
     except _AliasFound as e:

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 ENC=cache/whisper-enc/whisper-tiny.en-l23-fp32.onnx
 CACHE=cache/whisper-speech
-NAME=whisper-l23-speech-room-mlp-allplus
+NAME=whisper-l23-room-mlp-allplus
 
 [ -f "$ENC" ] || $PY -m convert whisper-encoder --checkpoint ../shared/weights/whisper-tiny.en --layers 2,3 --out "$ENC"
 extract() {  # two corpus groups in parallel, one per core
@@ -32,6 +32,10 @@ $PY -m training run --protocol speaker_independent --corpus all+ --arch mlp --gr
     --pooling mean_std@2+3 --room 1 --cache "$CACHE" --name "whisper-mean_std-L2+3+mlp+speech+room" \
     --save-head "runs/heads/$NAME" --plots bench/results/confusion_whisper-mean_std-L2+3-mlp-speech-room_si.png
 $PY -m training report
+# the same encoder graph (states 2+3, float16-stored) as whisper-l23-mlp-allplus: reused, not copied
 $PY -m convert whisper-model "runs/heads/$NAME" --checkpoint ../shared/weights/whisper-tiny.en \
-    --name "$NAME" --windows 300
-$PY -m bench room --models "$NAME-fp16" --merge
+    --name "$NAME" --quant onnx-float32 --encoder models/heads/whisper-l23-mlp-allplus-encoder-fp16w.onnx \
+    --windows 300 --default
+$PY -m bench room --models "$NAME-onnx-fp32" --conditions clean --conditions gain-20 --conditions pink10 \
+    --conditions babble10 --conditions household10 --conditions rt60-0.6 --conditions phone \
+    --conditions living-room --merge

@@ -19,8 +19,12 @@ from edge_ser.features import pool_frames
 from edge_ser.labels import EMOTIONS, NEUTRAL
 from edge_ser.manifest import sha256_of
 
+try:
+    from conftest import SHARED
+except ImportError:  # imported as tests.devhead
+    from tests.conftest import SHARED
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 TESS = SHARED / "corpora" / "tess" / "TESS Toronto emotional speech set data"
 YAMNET = SHARED / "weights" / "yamnet" / "yamnet.tflite"
 YAMNET_SHA256 = "2d5e1e0577beb1fd3b6ba4cf89a7b8813340added8dae72f64fe8cd18731dd4a"

@@ -14,6 +14,7 @@ from edge_ser import manifest as mf
 from edge_ser.errors import ModelError
 from edge_ser.model import load_model
 from edge_ser.pipeline import Pipeline
+from edge_ser.publish.memory import MemoryPublisher
 from edge_ser.settings import ModelSettings, Settings
 
 MODELS = REPO / "models"
@@ -21,7 +22,8 @@ REFERENCE = "heads/yamnet-mlp-allplus.norm.json"
 
 
 def adapted_manifest(tmp_path: Path, **adaptation) -> Path:
-    """The shipped default model with an adaptation block; its files resolve in the package models/."""
+    """A YAMNet model of the shipped manifest with an adaptation block (its head resolves in the package
+    models/, its backbone in ../shared/weights)."""
     shipped = yaml.safe_load((MODELS / "manifest.yaml").read_text())
     entry = dict(shipped["models"]["yamnet-mlp-allplus-int8"])
     entry["adaptation"] = adaptation
@@ -30,6 +32,7 @@ def adapted_manifest(tmp_path: Path, **adaptation) -> Path:
     return path
 
 
+@pytest.mark.needs_shared
 def test_listen_writes_the_adaptation_state_when_it_exits(tmp_path: Path) -> None:
     manifest = adapted_manifest(tmp_path, reference=REFERENCE, sha256=mf.sha256_of(MODELS / REFERENCE))
     state = tmp_path / "state" / "adapt.json"
@@ -49,6 +52,7 @@ def test_listen_writes_the_adaptation_state_when_it_exits(tmp_path: Path) -> Non
     assert json.loads(state.read_text())["n"] == 2 * inferred
 
 
+@pytest.mark.needs_shared
 def test_the_reference_file_is_checked_by_sha256(tmp_path: Path) -> None:
     manifest = adapted_manifest(tmp_path, reference="ref.json", sha256="0" * 64)
     (tmp_path / "ref.json").write_text((MODELS / REFERENCE).read_text())
@@ -79,11 +83,11 @@ class ClosingModel(FakeModel):
 
 
 def test_a_model_replaced_by_a_reload_is_closed_once_by_the_pipeline() -> None:
-    from test_pipeline import ArraySource, Collect, tone
+    from test_pipeline import ArraySource, tone
 
     first, second = ClosingModel("first"), ClosingModel("second")
     new = Settings(model=ModelSettings(id="second"))
-    p = Pipeline(Settings(), first, [Collect()], reloader=lambda: new, model_loader=lambda _: second)
+    p = Pipeline(Settings(), first, [MemoryPublisher()], reloader=lambda: new, model_loader=lambda _: second)
     p.run(ArraySource(tone(6, 0.1), on_block=lambda n: p.request_reload() if n == 20 else None))
     assert p.model is second and second.calls > 0
     assert (first.closed, second.closed) == (1, 0)  # the one in use is closed by its owner, the CLI

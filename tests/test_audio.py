@@ -58,7 +58,12 @@ def test_file_source_reads_ogg_opus(tmp_path) -> None:
     path = tmp_path / "a.opus"
     sf.write(path, x, 48000 if sr != 16000 else 16000, format="OGG", subtype="OPUS")
     src = FileSource(path)
-    assert sum(len(b) for b in src.blocks()) > 0
+    assert (src.rate, src.channels) == (16000 if sr == 16000 else 48000, 1)
+    y = np.concatenate(list(src.blocks()))[:, 0]
+    src.close()
+    assert len(y) == len(x)  # every frame written comes back (Opus pre-skip and end trimming undone)
+    level, back = float(np.sqrt(np.mean(x**2))), float(np.sqrt(np.mean(y**2)))
+    assert level > 0.01 and abs(back - level) < 0.1 * level  # the speech itself, not silence or noise
 
 
 def test_file_source_stops_when_asked() -> None:

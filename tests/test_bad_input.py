@@ -1,4 +1,4 @@
-"""Bad input of every kind (issue 8): one clear line on stderr, exit code 2, never a traceback.
+"""Bad input of every kind: one clear line on stderr, exit code 2, never a traceback.
 
 Each case runs the real `edge-ser` CLI in a subprocess: config files, model files, audio files,
 devices and brokers that are wrong in one way each. Transient faults (a broker that goes away later)
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from conftest import FIXTURES, REPO, SPEECH, assert_user_error, cli_env, run_cli
+from conftest import FIXTURES, REPO, SHARED, SPEECH, assert_user_error, cli_env, run_cli
 from mosquitto import Mosquitto
 
 MANIFEST = REPO / "models" / "manifest.yaml"
@@ -131,7 +131,7 @@ def model_copy(tmp_path: Path, *, head_bytes: bytes | None = None, sha256: str |
 def real_head() -> tuple[bytes, dict]:
     manifest = yaml.safe_load(MANIFEST.read_text())
     entry = manifest["models"][manifest["default"]]
-    path = next(p / entry["head"]["file"] for p in (REPO / "models", REPO.parent / "shared" / "weights")
+    path = next(p / entry["head"]["file"] for p in (REPO / "models", SHARED / "weights")
                 if (p / entry["head"]["file"]).is_file())
     return path.read_bytes(), entry["head"]
 

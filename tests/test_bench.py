@@ -57,6 +57,7 @@ def test_cli_bench_table_and_bad_seconds():
     assert_user_error(run_cli("bench", "--seconds", "1"), "--seconds")
 
 
+@pytest.mark.needs_shared  # the YAMNet backbone
 def test_latency_script_writes_records(tmp_path):
     out = tmp_path / "lat.json"
     assert latency.main(["--configs", "yamnet-backbone", "--threads", "1", "--seconds", "5",
@@ -88,6 +89,7 @@ def test_noise_is_added_at_the_requested_snr():
     assert stream_eval.add_noise(audio, seg, None, seed=1) is audio
 
 
+@pytest.mark.needs_shared  # TESS test speakers and the YAMNet models
 def test_stream_eval_writes_records(tmp_path, monkeypatch):
     monkeypatch.setattr(stream_eval, "CACHE", tmp_path / "streams")
     out = tmp_path / "stream.json"
@@ -121,3 +123,15 @@ def test_footprint_measures_a_listen_run(tmp_path, monkeypatch, kind):
     r = footprint.measure(load_manifest().default, wav, None, settle=1.0)
     assert r["peak_rss_mb"] > 10 and r["published"] >= 1 and r["inferred"] == 0
     assert r["cpu_pct"] is None or r["cpu_pct"] >= 0
+
+
+def test_list_options_take_several_values_after_one_flag():
+    from bench.options import spread
+
+    argv = ["--models", "a", "b", "--vad", "none", "yamnet", "--merge", "--snrs", "clean", "-5", "--out", "x"]
+    assert spread(argv, "--models", "--vad", "--snrs") == [
+        "--models", "a", "--models", "b", "--vad", "none", "--vad", "yamnet", "--merge",
+        "--snrs", "clean", "--snrs", "-5", "--out", "x"]
+    ctx = stream_eval.command.make_context("stream-eval", spread(argv, "--models", "--vad", "--snrs"))
+    assert ctx.params["models"] == ("a", "b") and ctx.params["snrs"] == ("clean", "-5")
+    assert latency.main(["--threads", "1", "--bogus"]) == 2  # a usage error is an exit code, not an exception

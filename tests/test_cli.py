@@ -225,6 +225,7 @@ def test_microphone_commands_without_portaudio_are_one_clear_error() -> None:
     assert_user_error(proc, "cannot use a microphone")
 
 
+@pytest.mark.needs_shared  # gate.vad yamnet runs a YAMNet model
 def test_vad_choices_through_the_cli(tmp_path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("gate:\n  vad: yamnet\n  vad_threshold: 0.5\n")

@@ -1,4 +1,4 @@
-"""Faults a months-long daemon meets (issue 8), injected into the real thing: `edge-ser listen` on the
+"""Faults a months-long daemon meets, injected into the real thing: `edge-ser listen` on the
 virtual ALSA microphone (tests/virtual_mic.py), a real mosquitto (tests/mosquitto.py), and a socket
 standing in for systemd's NOTIFY_SOCKET (Type=notify readiness and the watchdog of
 systemd/edge-ser.service).
@@ -31,6 +31,7 @@ from virtual_mic import VirtualMic
 
 from edge_ser.config import load_settings
 from edge_ser.pipeline import Pipeline
+from edge_ser.publish.memory import MemoryPublisher
 
 SITE = "faults"
 PREFIX = f"edge_ser/{SITE}"
@@ -243,23 +244,6 @@ def rss_kb() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-
-    def publish(self, message: dict) -> None:
-        self.messages.append(message)
-
-    def publish_stats(self, stats: dict) -> None:
-        pass
-
-    def stats(self) -> dict:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 def test_inference_slower_than_real_time_drops_and_counts_windows(tmp_path: Path, caplog) -> None:
     # The real capture path (PortAudio on the virtual mic, 48 kHz stereo) with a model that needs
     # 0.4 s per window while a window arrives every 0.1 s.
@@ -269,11 +253,12 @@ def test_inference_slower_than_real_time_drops_and_counts_windows(tmp_path: Path
     model = FakeModel(delay_s=0.4)
     with VirtualMic(tmp_path, audio=x, rate=rate) as mic:
         os.environ["HOME"], home = str(mic.home), os.environ.get("HOME", "")
+        source = None
         try:
             settings = load_settings(None, {"audio.device": "fakemic", "window.hop_s": 0.1,
                                             "window.max_pending": 4, "gate.rms_threshold": 0.0})
             source = MicSource(settings.audio)
-            pipeline = Pipeline(settings, model, [Collector()])
+            pipeline = Pipeline(settings, model, [MemoryPublisher()])
             seen_pending: list[int] = []
             predict = model.predict
 
@@ -298,6 +283,8 @@ def test_inference_slower_than_real_time_drops_and_counts_windows(tmp_path: Path
             sampler_stop.set()
             sampler.join()
         finally:
+            if source is not None:
+                source.close()  # the opener closes the source, not the pipeline
             os.environ["HOME"] = home
     c = pipeline.counters
     produced = round((c.audio_s - settings.window.window_s) / settings.window.hop_s) + 1

@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import FakeModel
-from test_pipeline import ArraySource, Collect, tone
+from test_pipeline import ArraySource, tone
 
+from edge_ser.audio import MODEL_RATE as RATE
 from edge_ser.audio.source_file import FileSource
 from edge_ser.errors import AudioError
 from edge_ser.message import encode
 from edge_ser.pipeline import Pipeline
+from edge_ser.publish.memory import MemoryPublisher
 from edge_ser.publish.stdout import StdoutPublisher
 from edge_ser.settings import GateSettings, Settings
-
-RATE = 16000
-
 
 # -- non-finite samples ---------------------------------------------------------------------------
 
@@ -46,7 +45,7 @@ def test_live_non_finite_samples_are_a_gated_source_fault(caplog) -> None:
     x[int(4.3 * RATE) : int(4.4 * RATE)] = np.nan
     x[int(9.5 * RATE) : int(9.6 * RATE)] = np.inf
     settings = Settings(gate=GateSettings(neutral_once=False))
-    out = Collect()
+    out = MemoryPublisher()
     p = Pipeline(settings, FakeModel(), [out])
     with caplog.at_level(logging.WARNING, logger="edge_ser.pipeline"):
         stats = p.run(ArraySource(x, live=True))
@@ -67,7 +66,7 @@ def test_non_finite_at_another_rate_poisons_nothing() -> None:
     # At 48 kHz the samples go through soxr, whose filter state a single NaN would ruin for good.
     x = np.repeat(tone(8, 0.1), 3)
     x[int(3.5 * 48000)] = np.nan
-    out = Collect()
+    out = MemoryPublisher()
     p = Pipeline(Settings(gate=GateSettings(neutral_once=False)), FakeModel(), [out])
     p.run(ArraySource(x, rate=48000, live=True))
     assert p.counters.source_faults == 1

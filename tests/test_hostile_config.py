@@ -21,6 +21,7 @@ from test_faults import Daemon
 from edge_ser.config import load_settings
 from edge_ser.errors import ConfigError
 from edge_ser.pipeline import Pipeline
+from edge_ser.publish.memory import MemoryPublisher
 from edge_ser.settings import Settings, WindowSettings
 from edge_ser.yamlfile import EXCERPT_CHARS, MAX_CONFIG_BYTES
 
@@ -107,12 +108,12 @@ def test_bad_window_at_start_is_one_line(tmp_path: Path, text: str) -> None:
 
 
 def test_reload_with_a_window_the_windower_refuses_keeps_the_old_one() -> None:
-    from test_pipeline import ArraySource, Collect, tone
+    from test_pipeline import ArraySource, tone
 
     # Settings built directly skip the config checks: the pipeline must still survive them.
     bad = iter([Settings(window=WindowSettings(hop_s=math.inf)),
                 Settings(window=WindowSettings(window_s=1e-5))])
-    out = Collect()
+    out = MemoryPublisher()
     p = Pipeline(Settings(), FakeModel(), [out], reloader=lambda: next(bad))
     before = p.settings
     p.run(ArraySource(tone(6, 0.1), on_block=lambda n: p.request_reload() if n in (10, 20) else None))
@@ -265,7 +266,7 @@ def test_inference_threads_are_bounded_by_the_cores(tmp_path: Path, monkeypatch:
 
 def test_password_file_that_is_not_text_or_too_big_is_one_line(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_ser.publish.mqtt import MAX_PASSWORD_FILE_BYTES, read_password
+    from edge_ser.publish.mqtt_client import MAX_PASSWORD_FILE_BYTES, read_password
     from edge_ser.settings import PASSWORD_ENV, MqttSettings
 
     monkeypatch.delenv(PASSWORD_ENV, raising=False)

@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import time
+from contextlib import closing
 from dataclasses import replace
 
 import pytest
@@ -15,6 +16,7 @@ from edge_ser.config import load_settings
 from edge_ser.errors import ConfigError, UserError
 from edge_ser.pipeline import Pipeline
 from edge_ser.publish.http import TOKEN_ENV, HttpPublisher, check_http, is_loopback, parse_http_addr
+from edge_ser.publish.memory import MemoryPublisher
 from edge_ser.publish.sse import Broadcaster, ClientQueue, frame
 from edge_ser.settings import HttpSettings, Settings
 
@@ -280,25 +282,15 @@ def test_listen_refuses_a_port_in_use():
 
 # -- the pipeline feeds levels --------------------------------------------------------------------------
 
-class LevelSink:
-    def __init__(self) -> None:
-        self.levels: list[dict] = []
-        self.messages: list[dict] = []
+class LevelSink(MemoryPublisher):
+    """The shared in-memory publisher, also keeping the levels (as the live page shows them)."""
 
-    def publish(self, m):
-        self.messages.append(m)
+    def __init__(self) -> None:
+        super().__init__("levels")
+        self.levels: list[dict] = []
 
     def publish_level(self, level):
         self.levels.append(level)
-
-    def publish_stats(self, s):
-        pass
-
-    def stats(self):
-        return {}
-
-    def close(self):
-        pass
 
 
 def test_every_window_gets_a_level_even_when_silence_publishes_no_result(fake_model):
@@ -306,7 +298,8 @@ def test_every_window_gets_a_level_even_when_silence_publishes_no_result(fake_mo
 
     sink = LevelSink()
     pipeline = Pipeline(Settings(), fake_model, [sink])
-    stats = pipeline.run(FileSource(str(SPEECH), block_s=1.0))
+    with closing(FileSource(str(SPEECH), block_s=1.0)) as source:
+        stats = pipeline.run(source)
     assert stats["neutral_suppressed"] >= 1
     assert len(sink.levels) == stats["windows"] > len(sink.messages)
     assert {k for level in sink.levels for k in level} == {"ts", "window_start", "rms", "gated", "reason",

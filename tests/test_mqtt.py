@@ -18,8 +18,8 @@ from mosquitto import Mosquitto, free_port, make_certs
 
 from edge_ser.errors import ConfigError, UserError
 from edge_ser.labels import EMOTIONS, NEUTRAL
-from edge_ser.publish.mqtt import PASSWORD_ENV, MqttPublisher
-from edge_ser.settings import MqttSettings
+from edge_ser.publish.mqtt import MqttPublisher
+from edge_ser.settings import PASSWORD_ENV, MqttSettings
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "edge_ser/kitchen"
@@ -44,7 +44,7 @@ def mqtt_settings(broker: Mosquitto, **kw) -> MqttSettings:
 
 
 def result(n: int, label: str = "sadness") -> dict:
-    """A result message in the format of DESIGN.md (`n` only tags it for ordering checks)."""
+    """A result message in the format of message.result_message (`n` only tags it for ordering checks)."""
     probs = dict.fromkeys(EMOTIONS, 0.1)
     probs[label] = 0.7
     return {"ts": "2026-11-25T10:00:02.000Z", "site": "kitchen", "window_start": float(n), "window_s": 2.0,

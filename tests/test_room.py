@@ -16,9 +16,8 @@ from conftest import FakeModel
 from acoustics import conditions as conds
 from acoustics import noises, reverb, telephone
 from bench import plots, render_quality, room, stream_eval, tables
+from edge_ser.audio import MODEL_RATE as RATE
 from edge_ser.benchmark import speechlike
-
-RATE = 16000
 
 
 def _stream(seconds: float = 6.0) -> tuple[np.ndarray, list[tuple[int, int, str]]]:

@@ -1,4 +1,4 @@
-"""systemd/edge-ser.service: hardened as issue 8 asks, clean for `systemd-analyze`, and its system-call
+"""systemd/edge-ser.service: hardened (exposure at most 2.0), clean for `systemd-analyze`, and its system-call
 and socket restrictions do not break the daemon (ALSA capture, MQTT, TFLite and onnxruntime).
 
 systemd itself cannot run a unit inside this test, so the last test applies the unit's own
@@ -45,7 +45,7 @@ def directives() -> dict[str, list[str]]:
     return out
 
 
-def test_unit_has_the_hardening_issue_8_asks_for() -> None:
+def test_unit_has_the_documented_hardening() -> None:
     d = directives()
     want = {
         "Type": "notify", "Restart": "always", "DynamicUser": "yes", "SupplementaryGroups": "audio",

@@ -8,9 +8,12 @@ import soundfile as sf
 
 from edge_ser.errors import UserError
 from edge_ser.labels import EMOTIONS, NEUTRAL
+from tests.conftest import SHARED
 from training import loaders
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+ROOT = SHARED / "corpora"
+
+pytestmark = pytest.mark.needs_shared
 
 EXPECTED = {  # corpus: (files, speakers, language), from ../shared/corpora/README.md
     "tess": (2800, 2, "en"), "ravdess": (1440, 24, "en"), "savee": (480, 4, "en"),

@@ -5,9 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED
 from training import loaders, splits
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+ROOT = SHARED / "corpora"
+
+pytestmark = pytest.mark.needs_shared
 CORPORA = loaders.available(ROOT)
 
 

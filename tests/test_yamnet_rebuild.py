@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.conftest import SHARED  # noqa: E402
 from training.tflite_weights import yamnet_arrays  # noqa: E402
 from training.yamnet_model import YAMNet, mel_matrix, num_patches, periodic_hann  # noqa: E402
 from training.yamnet_parity import TfliteYamnet, cosine  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TFLITE = SHARED / "weights" / "yamnet" / "yamnet.tflite"
 CORPORA = SHARED / "corpora"
 # one clip each from four corpora (three languages), 1.3 s to 3.6 s long

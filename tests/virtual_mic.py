@@ -1,6 +1,6 @@
 """A virtual ALSA microphone for tests: PortAudio/sounddevice and arecord capture a raw S16_LE file or FIFO.
 
-DESIGN.md "Testing without hardware": `rawmic` is an ALSA `file` plugin whose `infile` is the capture
+Testing without hardware: `rawmic` is an ALSA `file` plugin whose `infile` is the capture
 data; `fakemic` wraps it in a `plug` whose slave is 48 kHz stereo S16_LE, so an application opening
 `fakemic` talks to what looks like a 48 kHz stereo USB mic. Each test gets its own HOME holding the
 `.asoundrc`, and runs the daemon with `env=mic.env()`.

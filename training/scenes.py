@@ -15,12 +15,13 @@ from functools import lru_cache
 import numpy as np
 
 from acoustics import noises, reverb, telephone
+from edge_ser.audio import MODEL_RATE, to_samples
 from edge_ser.windows import Windower
 from training.augment import rng_for
 
-RATE = 16000
-WINDOW = 2 * RATE
-HOP = RATE
+RATE = MODEL_RATE
+WINDOW = to_samples(2.0)
+HOP = to_samples(1.0)
 MIN_SPEECH_S = 0.5
 """A window with less of the utterance than this (or than 80 % of a shorter utterance) is a pause."""
 PAUSE_S = (0.0, 2.5)

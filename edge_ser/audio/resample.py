@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-MODEL_RATE = 16000
-"""Sample rate of everything after the source: windows, gate, models."""
+from . import MODEL_RATE
+
+__all__ = ["MODEL_RATE", "MonoResampler", "to_mono"]
 
 
 def to_mono(block: np.ndarray) -> np.ndarray:

@@ -106,6 +106,8 @@ class MicSource:
 
     def __init__(self, settings: AudioSettings, sd: Any = None) -> None:
         self.settings = settings
+        self.warnings: list[str] = []
+        """A microphone reports its problems in the log as they happen; nothing is left at the end."""
         self._sd = sd or import_sounddevice()
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=settings.queue_blocks)
         self._stream: Any = None

@@ -1,1 +1,2 @@
-"""Where results go: stdout JSON lines, MQTT."""
+"""Where results go: stdout JSON lines, MQTT, the live page (http), or memory; fanout.py hands each
+message to all of them."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import ConfigError
+from ..config import topic_setting
 from ..labels import EMOTIONS, NEUTRAL
 from ..settings import MqttSettings
 
@@ -28,11 +28,8 @@ def node_id(topic_prefix: str) -> str:
 
 def discovery_topic(discovery_prefix: str, topic_prefix: str) -> str:
     """Where the retained config of the emotion sensor goes."""
-    if not discovery_prefix.strip("/") or any(c in discovery_prefix for c in "+#\0"):
-        raise ConfigError(
-            f"config key mqtt.discovery_prefix must be a topic without + or #, got {discovery_prefix!r}"
-        )
-    return f"{discovery_prefix.rstrip('/')}/sensor/{node_id(topic_prefix)}/{OBJECT_ID}/config"
+    prefix = topic_setting("mqtt.discovery_prefix", discovery_prefix)
+    return f"{prefix}/sensor/{node_id(topic_prefix)}/{OBJECT_ID}/config"
 
 
 def discovery(settings: MqttSettings, site: str, topic_prefix: str, state_topic: str,

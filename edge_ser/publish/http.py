@@ -15,11 +15,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UserError
 from ..settings import HttpSettings, Settings
+from ..textfile import read_secret_line, readable_by_everyone
 from .http_server import EXTRA_CONNECTIONS, LiveServer
 from .sse import Broadcaster, frame
 
@@ -54,15 +54,9 @@ def read_token(settings: HttpSettings) -> str | None:
     if env:
         token, where = env, f"${TOKEN_ENV}"
     elif settings.token_file:
-        # expandvars lets a unit say ${CREDENTIALS_DIRECTORY}/http-token (systemd LoadCredential=).
-        path = Path(os.path.expandvars(settings.token_file)).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            mode = path.stat().st_mode
-        except OSError as e:
-            raise ConfigError(f"cannot read http.token_file {path}: {e.strerror or e}") from None
-        token, where = (lines[0].strip() if lines else ""), f"http.token_file {path}"
-        if mode & 0o004:
+        token, path = read_secret_line("http.token_file", settings.token_file)
+        where = f"http.token_file {path}"
+        if readable_by_everyone(path):
             log.warning("http.token_file %s is readable by everyone; chmod 600 it", path)
     else:
         return None
@@ -105,6 +99,8 @@ def _dumps(obj: dict[str, Any]) -> str:
 
 class HttpPublisher:
     """Serves the live page; every publish only queues an encoded event (never waits for a browser)."""
+
+    name = "http"
 
     def __init__(self, settings: Settings, token: str | None) -> None:
         s = settings.http

@@ -27,21 +27,19 @@ import collections
 import json
 import logging
 import os
-import ssl
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
 from .. import __version__
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
 from ..message import encode
-from ..settings import PASSWORD_ENV, MqttSettings
+from ..settings import MqttSettings
 from . import ha
+from .mqtt_client import login_failure, make_client, open_connection, stop_network, topics_for
 
 log = logging.getLogger("edge_ser.mqtt")
 
@@ -52,79 +50,8 @@ BARRIER_TOPIC_SUFFIX = "/emotion"
 """QoS 0 barriers unsubscribe from the results topic (never subscribed: nothing changes)."""
 
 CLOSE_BUDGET_S = 1.0
-
-MAX_PASSWORD_FILE_BYTES = 4096
-"""Largest password file read (a path to /dev/zero or a log file must not fill memory)."""
 """close() returns within about this long, flushing what it can first."""
 
-
-@dataclass(frozen=True)
-class Topics:
-    """The topics of one daemon."""
-
-    prefix: str
-    """Common prefix, without a trailing slash."""
-
-    @property
-    def emotion(self) -> str:
-        return f"{self.prefix}/emotion"
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/status"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.prefix}/stats"
-
-
-def topics_for(settings: MqttSettings, site: str) -> Topics:
-    """The topics for `settings` and `site`; a prefix with MQTT wildcards is a ConfigError."""
-    prefix = settings.topic_prefix if settings.topic_prefix is not None else f"edge_ser/{site}"
-    prefix = prefix.rstrip("/")
-    if not prefix or any(c in prefix for c in "+#\0"):
-        raise ConfigError(
-            f"config key mqtt.topic_prefix must be a non-empty topic without + or #, got {prefix!r}"
-        )
-    return Topics(prefix)
-
-
-def read_password(settings: MqttSettings) -> str | None:
-    """The broker password from $EDGE_SER_MQTT_PASSWORD, else the first line of mqtt.password_file."""
-    env = os.environ.get(PASSWORD_ENV)
-    if env:
-        return env
-    if not settings.password_file:
-        return None
-    # expandvars lets a unit say ${CREDENTIALS_DIRECTORY}/mqtt-password (systemd LoadCredential=).
-    path = Path(os.path.expandvars(settings.password_file)).expanduser()
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_PASSWORD_FILE_BYTES + 1)
-        mode = path.stat().st_mode
-    except OSError as e:
-        raise ConfigError(f"cannot read mqtt.password_file {path}: {e.strerror or e}") from None
-    if len(raw) > MAX_PASSWORD_FILE_BYTES:
-        raise ConfigError(f"mqtt.password_file {path} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:  # the message never shows the bytes: they are the secret
-        raise ConfigError(f"mqtt.password_file {path} is not UTF-8 text") from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise ConfigError(f"mqtt.password_file {path} is empty")
-    if mode & 0o004:
-        log.warning("mqtt.password_file %s is readable by everyone; chmod 600 it", path)
-    return lines[0].strip()
-
-
-_paho_log_target = logging.getLogger("edge_ser.mqtt.paho")
-
-
-def _paho_log(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
-    # paho reports every failed reconnect at ERROR; outages are logged once by us, so keep its chatter
-    # at DEBUG and only surface exceptions caught in our callbacks.
-    _paho_log_target.log(logging.ERROR if text.startswith("Caught exception") else logging.DEBUG, "%s", text)
 
 
 def _jsonable(value: Any) -> Any:
@@ -149,6 +76,8 @@ class MqttPublisher:
     daemon that cannot reach its broker at start is misconfigured. Later outages are transient:
     results queue up (bounded) and reconnects are retried with backoff.
     """
+
+    name = "mqtt"
 
     def __init__(self, settings: MqttSettings, site: str, *, connect: bool = True,
                  connect_timeout_s: float = 5.0) -> None:
@@ -198,24 +127,7 @@ class MqttPublisher:
     # ----------------------------------------------------------------------------------------- setup
 
     def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                             clean_session=True, protocol=mqtt.MQTTv311)
-        # A bug in a callback must be logged, not kill the network thread of a months-long daemon.
-        client.suppress_exceptions = True
-        client.on_log = _paho_log
-        client.will_set(self.topics.status, "offline", qos=1, retain=True)
-        password = read_password(s)
-        if password is not None and not s.username:
-            raise ConfigError("config key mqtt.username must be set when a broker password is given")
-        if s.username:
-            client.username_pw_set(s.username, password)
-        if s.tls:
-            self._setup_tls(client)
-        elif s.ca_file or s.cert_file:
-            raise ConfigError("mqtt.ca_file / mqtt.cert_file are set but mqtt.tls is false")
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
-        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client = make_client(self.settings, self._client_id, self.topics.status, MAX_INFLIGHT)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -223,61 +135,13 @@ class MqttPublisher:
         client.on_unsubscribe = self._on_unsubscribe
         return client
 
-    def _setup_tls(self, client: mqtt.Client) -> None:
-        s = self.settings
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(s, key)
-            if path and not os.access(path, os.R_OK):
-                raise ConfigError(f"config key mqtt.{key}: cannot read {path}")
-        if s.key_file and not s.cert_file:
-            raise ConfigError("config key mqtt.key_file is set without mqtt.cert_file")
-        try:
-            # CERT_REQUIRED: server certificates are always verified; tls_insecure only skips the
-            # host name check.
-            client.tls_set(ca_certs=s.ca_file, certfile=s.cert_file, keyfile=s.key_file,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        except (ssl.SSLError, ValueError, OSError) as e:
-            raise ConfigError(f"invalid MQTT TLS files (mqtt.ca_file/cert_file/key_file): {e}") from None
-        if s.tls_insecure:
-            log.warning("mqtt.tls_insecure: the broker's host name is NOT checked (testing only)")
-            client.tls_insecure_set(True)
-
     def connect(self, timeout_s: float = 5.0) -> None:
         """Connect to the broker and start the network and sender threads; UserError if impossible."""
-        s = self.settings
-        where = f"MQTT broker {s.host}:{s.port}"
-        try:
-            self._client.connect(s.host, s.port, keepalive=s.keepalive_s)
-        except ssl.SSLCertVerificationError as e:
-            raise UserError(
-                f"TLS verification of {where} failed: {e.verify_message or e.reason} "
-                "(check mqtt.ca_file and that the certificate names this host)"
-            ) from None
-        except ssl.SSLError as e:
-            raise UserError(f"TLS handshake with {where} failed: {e.reason or e} (check mqtt.tls)") from None
-        except (ConnectionResetError, ConnectionAbortedError) as e:
-            if s.tls:  # a plain MQTT listener hangs up on a TLS ClientHello
-                raise UserError(f"TLS handshake with {where} failed: {e.strerror or e} "
-                                "(is this port a TLS listener? check mqtt.tls and mqtt.port)") from None
-            raise UserError(f"{where} is unreachable: {e.strerror or e}") from None
-        except OSError as e:  # refused, unreachable, DNS failure, timeout
-            raise UserError(f"{where} is unreachable: {e.strerror or e}") from None
+        open_connection(self._client, self.settings)
         self._client.loop_start()
         if not self._connack.wait(timeout_s) or self._refused or self._closed_early:
             self._stop_network()
-            if self._refused:
-                hint = ""
-                if any(w in self._refused.lower() for w in ("authori", "password", "user name")):
-                    hint = f" (check mqtt.username and the password in ${PASSWORD_ENV} or mqtt.password_file)"
-                raise UserError(f"{where} refused the connection: {self._refused}{hint}")
-            if self._closed_early and s.tls:
-                hint = "closed the connection during login (does it require a client certificate? " \
-                       "set mqtt.cert_file and mqtt.key_file)"
-            elif self._closed_early:
-                hint = "closed the connection during login (a TLS port? set mqtt.tls: true)"
-            else:
-                hint = f"did not answer within {timeout_s:g} s"
-            raise UserError(f"{where} {hint}")
+            raise login_failure(self.settings, self._refused, self._closed_early, timeout_s)
         self._sender.start()
 
     # ------------------------------------------------------------------------------- paho callbacks
@@ -539,15 +403,7 @@ class MqttPublisher:
         self._stop_network()
 
     def _stop_network(self) -> None:
-        try:
-            self._client.disconnect()
-        except Exception as e:  # already gone
-            log.debug("MQTT disconnect: %s", e)
-        # loop_stop joins paho's thread, which may sit in a connect timeout; don't wait for it long
-        # (it is a daemon thread and ends on its own).
-        stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
-        stopper.start()
-        stopper.join(0.5)
+        stop_network(self._client)
 
     def __enter__(self) -> MqttPublisher:
         return self

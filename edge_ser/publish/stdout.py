@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 class StdoutPublisher:
     """One compact JSON object per line, flushed at once so a pipe reader sees every result live."""
 
+    name = "stdout"
+
     def __init__(self, stream: TextIO | None = None, on_closed: Callable[[], None] | None = None) -> None:
         self._stream = stream or sys.stdout
         self.on_closed = on_closed
