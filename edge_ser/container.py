@@ -40,7 +40,7 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signa
 
 
 def _fail(message: str) -> None:
-    click.echo(f"edge-ser container: error: {message}", err=True)
+    click.echo(f"edge-ser: error: {message}", err=True)
     sys.exit(2)
 
 
@@ -70,8 +70,10 @@ def cli() -> None:
               metavar="FILE", help=f"Health state file (also ${STATE_ENV}).")
 @click.option("--watchdog-s", type=click.FloatRange(min=0), default=WATCHDOG_S, show_default=True,
               help="Abort the daemon when its watchdog ping is this late after READY; 0 = never.")
+@click.option("--kill-after-s", type=click.FloatRange(min=0), default=KILL_AFTER_S, show_default=True,
+              help="SIGKILL the daemon this long after the abort or a forwarded SIGTERM/SIGINT.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(state_path: str, watchdog_s: float, args: tuple[str, ...]) -> None:
+def run(state_path: str, watchdog_s: float, kill_after_s: float, args: tuple[str, ...]) -> None:
     """Start `edge-ser ARGS...` with a notify socket; exit with its exit code."""
     if not args:
         _fail("run needs the edge-ser command to start, e.g. `run -- listen --config FILE`")
@@ -99,7 +101,7 @@ def run(state_path: str, watchdog_s: float, args: tuple[str, ...]) -> None:
         if child.poll() is None:
             child.send_signal(signum)
             if signum in (signal.SIGTERM, signal.SIGINT) and not stop_deadline:
-                stop_deadline.append(time.monotonic() + KILL_AFTER_S)
+                stop_deadline.append(time.monotonic() + kill_after_s)
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
@@ -125,11 +127,11 @@ def run(state_path: str, watchdog_s: float, args: tuple[str, ...]) -> None:
             late = state["ready"] and state["last_ping"] is not None and now - state["last_ping"]
             if watchdog_s and late and late > watchdog_s and aborted_at is None:
                 # A hung capture, PortAudio call or model: what systemd does on WatchdogSec.
-                click.echo(f"edge-ser container: no watchdog ping for {late:.0f} s: aborting the daemon",
+                click.echo(f"edge-ser: no watchdog ping for {late:.0f} s: aborting the daemon",
                            err=True)
                 child.send_signal(signal.SIGABRT)
                 aborted_at, state["status"], changed = now, "watchdog timeout", True
-            if (aborted_at is not None and now - aborted_at > KILL_AFTER_S) or (
+            if (aborted_at is not None and now - aborted_at > kill_after_s) or (
                     stop_deadline and now > stop_deadline[0]):
                 child.kill()
             if changed or now - last_write >= 1.0:
