@@ -69,7 +69,9 @@ def cli() -> None:
 @click.option("--state", "state_path", envvar=STATE_ENV, default=DEFAULT_STATE, show_default=True,
               metavar="FILE", help=f"Health state file (also ${STATE_ENV}).")
 @click.option("--watchdog-s", type=click.FloatRange(min=0), default=WATCHDOG_S, show_default=True,
-              help="Abort the daemon when its watchdog ping is this late after READY; 0 = never.")
+              envvar="EDGE_SER_WATCHDOG_S",
+              help="Abort the daemon when its watchdog ping is this late after READY; 0 = never "
+                   "(also $EDGE_SER_WATCHDOG_S).")
 @click.option("--kill-after-s", type=click.FloatRange(min=0), default=KILL_AFTER_S, show_default=True,
               help="SIGKILL the daemon this long after the abort or a forwarded SIGTERM/SIGINT.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

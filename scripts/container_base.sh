@@ -64,7 +64,11 @@ find "$root/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
 : >"$root/etc/hostname"
 rm -f "$root/etc/resolv.conf"
 
-tar --numeric-owner -C "$root" -c . | docker import \
+platform=()
+# An image of another architecture says so, or Docker would run it as the host's (debootstrap's names
+# match Docker's for amd64 and arm64).
+[ "$arch" = "$(dpkg --print-architecture)" ] || platform=(--platform "linux/$arch")
+tar --numeric-owner -C "$root" -c . | docker import "${platform[@]}" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["bash"]' - "$tag" >/dev/null
 echo "== imported $tag: $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.1f MB", $1/1e6}') in $(( $(date +%s) - t0 )) s"

@@ -7,7 +7,9 @@
 #   4. starts compose.yaml's pair (broker + daemon, the daemon streaming the fixture like a microphone)
 #      and checks that the results, the `online` status and the Home Assistant discovery config arrive
 #      on the broker,
-#   5. reports the image size and the time of each step.
+#   5. reports the image size and the time of each step;
+#   6. with ARM64=1, builds the arm64 image on this machine under qemu-user (binfmt_misc) and checks the
+#      same labels from it on an emulated Raspberry Pi 4 core.
 #
 #   scripts/container_smoke.sh [OUTPUT_FILE]       # bench/results/container_smoke.txt is the committed one
 #
@@ -19,6 +21,9 @@
 #   DEBIAN_MIRROR, PIP_INDEX_URL   passed to the build when set
 #   BUILD_NETWORK    network of the build containers (default host: the host's resolver and proxy)
 #   PYTHON           interpreter with edge-ser installed for the host run (default .venv/bin/python)
+#   ARM64=1          step 6; ARM64_BASE names an arm64 base, else one is made with debootstrap (needs
+#                    apt install qemu-user-static binfmt-support; Docker 20.10 import labels it amd64, so
+#                    use this image for the check only and build a Pi's image on the Pi or with buildx)
 #   SOUND_DEVICE     what compose passes as /dev/snd (default /dev/snd); a machine without a sound card
 #                    passes /dev/null: the daemon streams the fixture and never opens a device
 set -euo pipefail
@@ -64,7 +69,11 @@ lap() {  # dt: seconds since the previous lap
 }
 
 say "# container smoke: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-say "# command: scripts/container_smoke.sh${out:+ $out}"
+settings=""
+for var in BASE BUILD_BASE ARM64 ARM64_BASE MOSQUITTO_IMAGE EXTRA_CA_FILE DEBIAN_MIRROR PIP_INDEX_URL BUILD_NETWORK PYTHON SOUND_DEVICE; do
+    [ -n "${!var:-}" ] && settings+="$var=${!var} "
+done
+say "# command: ${settings}scripts/container_smoke.sh${out:+ $out}"
 say "# docker: client $(docker version -f '{{.Client.Version}}' 2>/dev/null), daemon $(docker version -f '{{.Server.Version}}'); compose: ${compose[*]} $("${compose[@]}" version --short 2>/dev/null || true)"
 say "# host: $(uname -m), $(nproc) cores"
 
@@ -186,6 +195,46 @@ grep -q '^homeassistant/sensor/[^ ]*/emotion/config ' "$work/mqtt.txt" \
 lap
 say "compose: results on the broker equal to the host run, daemon exit code $code, $dt s"
 "${dc[@]}" down -v >/dev/null 2>&1
+
+# 6. optional: the arm64 image on this x86 machine, built and run under qemu-user through binfmt_misc
+if [ "${ARM64:-0}" = 1 ]; then
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+        || { say "FAIL: ARM64=1 needs qemu's binfmt handler (apt install qemu-user-static binfmt-support)"; exit 2; }
+    arm_base="${ARM64_BASE:-}"
+    if [ -z "$arm_base" ]; then
+        arm_base=edge-ser/bookworm-base:arm64
+        ARCH=arm64 BASE_TAG=$arm_base scripts/container_base.sh >"$work/base-arm64.log" 2>&1 \
+            || { cat "$work/base-arm64.log" >&2; exit 1; }
+        lap
+        say "arm64 base: $(tail -1 "$work/base-arm64.log" | sed 's/^== //') (debootstrap, second stage under qemu)"
+    fi
+    build_args[-1]="BASE=$arm_base"
+    docker build --network "${BUILD_NETWORK:-host}" "${build_args[@]}" -t "$image-arm64" . >"$work/build-arm64.log" 2>&1 \
+        || { tail -30 "$work/build-arm64.log" >&2; exit 1; }
+    lap
+    say "arm64 image: $image-arm64 built under qemu in $dt s; size $(docker image inspect -f '{{.Size}}' "$image-arm64" | awk '{printf "%.0f MB", $1 / 1e6}')"
+    # As in scripts/qemu_arm64_smoke.sh: qemu-user shows the host's /proc/cpuinfo, on which the cpuinfo
+    # library inside onnxruntime and TFLite crashes, and its default CPU advertises extensions it
+    # emulates wrongly; so the container sees a Raspberry Pi 4's cpuinfo and qemu emulates its core.
+    # A window takes seconds under emulation, longer than the watchdog allows a file run that waits
+    # for the model, so the watchdog is off here.
+    cpuinfo="$work/cpuinfo"
+    for i in 0 1 2 3; do
+        printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n' "$i"
+        printf 'CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 1\n\n'
+    done >"$cpuinfo"
+    printf 'Model\t\t: Raspberry Pi 4 Model B\n' >>"$cpuinfo"
+    docker run --rm --network none -e QEMU_CPU=cortex-a72 -e EDGE_SER_WATCHDOG_S=0 \
+        -v "$cpuinfo:/proc/cpuinfo:ro" -v "$PWD/tests/fixtures:/fixtures:ro" "$image-arm64" \
+        listen --input "/fixtures/$(basename "$fixture")" >"$work/arm64.jsonl" 2>"$work/arm64.err" \
+        || { cat "$work/arm64.err" >&2; exit 1; }
+    lap
+    arm_labels=$(labels <"$work/arm64.jsonl")
+    say "arm64:     $arm_labels"
+    say "arm64 machine in the image: $(docker run --rm --entrypoint uname "$image-arm64" -m)"
+    [ "$arm_labels" = "$host_labels" ] || { say "FAIL: the arm64 image's labels differ from the host's"; exit 1; }
+    say "arm64 listen --input (Cortex-A72 under qemu): labels equal to the host run, $dt s"
+fi
 
 say "PASS in $(($(date +%s) - t_start)) s"
 if [ -n "$out" ]; then
