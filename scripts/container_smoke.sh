@@ -75,7 +75,8 @@ for var in BASE BUILD_BASE ARM64 ARM64_BASE MOSQUITTO_IMAGE EXTRA_CA_FILE DEBIAN
 done
 say "# command: ${settings}scripts/container_smoke.sh${out:+ $out}"
 say "# docker: client $(docker version -f '{{.Client.Version}}' 2>/dev/null), daemon $(docker version -f '{{.Server.Version}}'); compose: ${compose[*]} $("${compose[@]}" version --short 2>/dev/null || true)"
-say "# host: $(uname -m), $(nproc) cores"
+load() { cut -d' ' -f1 /proc/loadavg; }
+say "# host: $(uname -m), $(nproc) cores; 1-minute load at the start $(load) (other work on the machine slows every step)"
 
 build_args=()
 [ -n "${EXTRA_CA_FILE:-}" ] && build_args+=(--build-arg "EXTRA_CA_CERT=$(cat "$EXTRA_CA_FILE")")
@@ -236,7 +237,7 @@ if [ "${ARM64:-0}" = 1 ]; then
     say "arm64 listen --input (Cortex-A72 under qemu): labels equal to the host run, $dt s"
 fi
 
-say "PASS in $(($(date +%s) - t_start)) s"
+say "PASS in $(($(date +%s) - t_start)) s; 1-minute load at the end $(load)"
 if [ -n "$out" ]; then
     cp "$report" "$out"
 fi
