@@ -6,6 +6,7 @@ scripts/container_smoke.sh builds and runs the image itself (bench/results/conta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -205,6 +206,7 @@ def test_a_hung_daemon_turns_unhealthy_and_is_killed_like_by_watchdogsec(tmp_pat
                              "listen", "--input", str(SPEECH), "--realtime"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
                             cwd=REPO)
+    daemon = None
     try:
         wait_health(state, "healthy:")
         daemon = json.loads(state.read_text())["pid"]
@@ -217,6 +219,9 @@ def test_a_hung_daemon_turns_unhealthy_and_is_killed_like_by_watchdogsec(tmp_pat
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
+        if daemon is not None:  # never leave a stopped daemon behind a failed test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGKILL, err  # SIGABRT stays pending on a stopped process
     assert "no watchdog ping" in err
     assert json.loads(state.read_text())["exit_code"] == -signal.SIGKILL
