@@ -129,24 +129,25 @@ def test_scene_windows_are_the_daemons_and_coverage_adds_up():
     np.testing.assert_array_equal(wins, cut_windows(audio, 2 * RATE, RATE))
     # windows [0,2) [1,3) [2,4) [3,5) + the tail [3.6, 5.6): seconds of 1.7-3.2 s in each
     np.testing.assert_allclose(covered, [0.3, 1.3, 1.2, 0.2, 0.0], atol=1e-4)
-    assert scenes.is_pause(covered, 1.5).tolist() == [True, False, False, True, True]
+    P, S, U = scenes.PAUSE, scenes.SPEECH, scenes.UNSURE
+    assert scenes.window_roles(covered, 1.5).tolist() == [U, S, S, P, P]
 
 
 def test_short_scene_is_one_centred_window_covering_the_utterance():
     wins, covered = scenes.cut_with_coverage(np.ones(RATE, np.float32), (2000, 9000))
     assert wins.shape == (1, 2 * RATE) and covered.tolist() == [pytest.approx(7000 / RATE)]
-    assert not scenes.is_pause(covered, 7000 / RATE).any()  # short utterance: 80 % of it suffices
+    assert scenes.window_roles(covered, 7000 / RATE).tolist() == [scenes.SPEECH]  # 80 % of it suffices
 
 
 def test_pause_windows_of_a_room_copy_train_as_neutral():
     clip = Clip(path="c/a.wav", corpus="c", speaker="s1", label="sad", merged="sadness", language="en")
-    frames = np.zeros((4, 2, 8), np.float16)
-    covered = np.array([[0.2, 0.2], [1.5, 1.5], [2.0, 2.0], [0.1, 0.1]], np.float16)
-    store = CorpusCache(frames, covered, {"c/a.wav": (0, 4)})
+    frames = np.zeros((5, 2, 8), np.float16)
+    covered = np.array([[0.2, 0.2], [1.5, 1.5], [2.0, 2.0], [0.1, 0.1], [0.4, 0.4]], np.float16)
+    store = CorpusCache(frames, covered, {"c/a.wav": (0, 5)})  # the 0.4 s window is left out
     lab = {"sadness": 0, "neutral": 1}
     groups = _windows_of([clip], store, "room1", "merged", lab)
     assert [(g[1], g[2], g[3]) for g in groups] == [(0, [1, 2], "c/a.wav"), (1, [0, 3], "c/a.wav#pause")]
-    assert _windows_of([clip], store, "base", "merged", lab) == [(clip, 0, [0, 1, 2, 3], "c/a.wav")]
+    assert _windows_of([clip], store, "base", "merged", lab) == [(clip, 0, [0, 1, 2, 3, 4], "c/a.wav")]
     assert [g[1] for g in _windows_of([clip], store, "room1", "merged", {"sadness": 0})] == [0]
 
 

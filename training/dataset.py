@@ -12,7 +12,7 @@ from edge_ser.features import parse_state_pooling, pool_frames
 from edge_ser.labels import NEUTRAL
 from training import features as feat
 from training.loaders import MERGED_LABELS, Clip
-from training.scenes import is_pause
+from training.scenes import PAUSE, SPEECH, window_roles
 
 
 @dataclass
@@ -116,8 +116,9 @@ def _windows_of(clips: list[Clip], store: feat.CorpusCache, variant: str, classe
                 lab: dict[str, int]) -> list[tuple[Clip, int, list[int], str]]:
     """(clip, label index, cache rows, path) per labelled group of windows of one cached variant.
 
-    A room copy's pause windows (too little of the utterance in them, training.scenes) form a group
-    of their own labelled neutral, or are left out when the label set has no neutral.
+    A room copy's pause windows (almost none of the utterance in them, training.scenes) form a group
+    of their own labelled neutral, or are left out when the label set has no neutral; its windows
+    holding a little of the utterance are left out.
     """
     out = []
     for c in clips:
@@ -129,9 +130,10 @@ def _windows_of(clips: list[Clip], store: feat.CorpusCache, variant: str, classe
             out.append((c, lab[target], list(range(s, s + n)), c.path))
             continue
         covered = np.asarray(store.speech[s : s + n, 0], np.float32)
-        pause = is_pause(covered, float(covered.max()))
-        if (~pause).any():
-            out.append((c, lab[target], [s + int(i) for i in np.flatnonzero(~pause)], c.path))
-        if pause.any() and NEUTRAL in lab:
-            out.append((c, lab[NEUTRAL], [s + int(i) for i in np.flatnonzero(pause)], f"{c.path}#pause"))
+        roles = window_roles(covered, float(covered.max()))
+        if (roles == SPEECH).any():
+            out.append((c, lab[target], [s + int(i) for i in np.flatnonzero(roles == SPEECH)], c.path))
+        if (roles == PAUSE).any() and NEUTRAL in lab:
+            out.append((c, lab[NEUTRAL], [s + int(i) for i in np.flatnonzero(roles == PAUSE)],
+                        f"{c.path}#pause"))
     return out
