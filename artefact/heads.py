@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from edge_ser.errors import ModelError
-from edge_ser.features import parse_state_pooling
+from edge_ser.pooling import parse_state_pooling
 
 ARCHS = ("linear", "mlp", "wsum", "attn")
 

@@ -146,9 +146,9 @@ def stages(model: Any) -> dict[str, Any]:
     Reaches into EmotionModel's backends on purpose: predict() times only their sum.
     """
     from edge_ser.benchmark import speechlike
-    from edge_ser.features import pool_frames, pool_states
     from edge_ser.logmel import log_mel
     from edge_ser.model import _shape_like
+    from edge_ser.pooling import pool_frames, pool_states
     from edge_ser.whisper_mel import whisper_log_mel
 
     x = speechlike(model.window_samples / MODEL_RATE, seed=7)

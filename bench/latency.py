@@ -63,8 +63,8 @@ class _YamnetBackbone:
         self._bb = open_backend(shared_weights_dir() / "yamnet" / "yamnet.tflite", threads=threads)
 
     def predict(self, window: np.ndarray):
-        from edge_ser.features import pool_frames
         from edge_ser.model import Prediction
+        from edge_ser.pooling import pool_frames
 
         t0 = time.perf_counter()
         out = self._bb.run({"waveform": np.asarray(window, np.float32)})

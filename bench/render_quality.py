@@ -37,8 +37,8 @@ def si_table(records: list[Record], default_id: str | None = None) -> str:
     best_loco = max((v[1] for v in loco.values() if v[1] is not None), default=None)
     rows = ["LOCO: train on seven corpora, test on the eighth, UAR over the four emotions (chance 0.25), "
             f"mean and worst of the {len(XCOLS)} held-out corpora; SI: speaker-independent split of All+ "
-            "(UAR over the 5 classes). Ranked by LOCO mean, the rule that picks the default; SI validation "
-            "UAR only breaks ties.", "",
+            "(UAR over the 5 classes). Ranked by LOCO mean, the rule that picks the default: means within "
+            "0.01 of the best tie, and SI validation UAR, then the room benchmark, break ties.", "",
             "| model | ships as | **LOCO mean UAR4** | LOCO worst corpus | SI test UAR | SI macro-F1 "
             "| SI test accuracy % | SI val UAR |",
             "|---|---|---|---|---|---|---|---|"]
@@ -93,11 +93,14 @@ def stream_summary(records: list[Record], default_id: str | None = None) -> str:
     keys = list(dict.fromkeys((r["model"], r.get("vad", "none")) for r in recs))
     n = sorted({r["n_windows"] for r in recs})
     rows = [f"Weighted F1 %, all languages pooled ({' / '.join(map(str, n))} windows), no smoothing.", "",
-            f"| model | gate.vad | {_snr_head(snrs)} |", "|---|---|" + "---|" * len(snrs)]
+            f"| model | gate.rms_threshold | gate.vad | {_snr_head(snrs)} |",
+            "|---|---|---|" + "---|" * len(snrs)]
     for model, vad in keys:
         name = f"{model} (default)" if model == default_id else model
         vals = " | ".join(f"{c['weighted_f1']:.1f}" if (c := cell.get((model, vad, s))) else "" for s in snrs)
-        rows.append(f"| {name} | {vad} | {vals} |")
+        rms = next((f"{r['rms_threshold']:g}" for r in recs
+                    if r["model"] == model and "rms_threshold" in r), "")
+        rows.append(f"| {name} | {rms} | {vad} | {vals} |")
     return "\n".join(rows)
 
 
@@ -127,9 +130,12 @@ def stream_tables(records: list[Record]) -> str:
 
 
 def room_series(r: Record) -> str:
-    """A room record's column (table) and line (chart): the model, and its gate when not the default."""
+    """A room record's column (table) and line (chart): the model, and its gate when not the daemon's
+    default (a record without a gate was measured before records carried it: the default of then)."""
+    from edge_ser.settings import GateSettings
+
     gate = []
-    if r.get("rms_threshold") is not None:
+    if r.get("rms_threshold") is not None and r["rms_threshold"] != GateSettings().rms_threshold:
         gate.append(f"rms {r['rms_threshold']:g}")
     if r.get("vad", "none") != "none":
         gate.append(f"vad {r['vad']}")

@@ -381,6 +381,10 @@ def evaluate(args: StreamOptions) -> int:
                                    "vad": vad, "labels": [*EMOTIONS, "neutral"],
                                    "matrix": confusion(refs, preds)})
         model.save()
+    from edge_ser.settings import GateSettings
+
+    for r in records:  # the RMS gate every run used: the daemon's default
+        r["rms_threshold"] = GateSettings().rms_threshold
     out = Path(args.out)
     conf_path = out.parent / (out.stem + "_confusion.json")
     if args.merge:

@@ -31,7 +31,7 @@ from artefact.parity import Result
 from edge_ser.errors import UserError
 from edge_ser.manifest import ModelEntry
 
-from . import head_model, old_runtime
+from . import head_model, tflite214_check
 from .tflite_export import TensorIO, export_torch, runner
 
 DEFAULT_OUT = HEADS_DIR
@@ -197,7 +197,7 @@ def convert_head(
             out_dir.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
             if suffix == ".tflite":
-                report["tflite_runtime_2_14"] = old_runtime.check(path)
+                report["tflite_runtime_2_14"] = tflite214_check.check(path)
         jpath, _ = parity.write_report(model_id, report, reports_dir)
         if keep and register_manifest:
             entry = _entry(model_id, spec, path, manifest_q, manifest, jpath, command, backbone_file,

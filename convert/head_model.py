@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edge_ser.errors import ModelError, UserError
-from edge_ser.features import POOLINGS, pooled_dim
+from edge_ser.pooling import POOLINGS, pooled_dim
 
 BACKBONE_DIMS = {"yamnet": 1024, "vggish": 128, "hubert": 768, "hubert-base": 768, "hubert-large": 1024}
 """Frame-embedding width of each backbone a head may sit on."""

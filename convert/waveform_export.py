@@ -18,7 +18,7 @@ from artefact.manifest import DEFAULT_MANIFEST, QUANT_SUFFIX, file_ref, write_en
 from artefact.parity import Result
 from edge_ser.manifest import ModelEntry
 
-from . import old_runtime
+from . import tflite214_check
 from .tflite_export import export_concrete, runner
 
 
@@ -92,7 +92,7 @@ def convert_whole(
         if keep:
             out_dir.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
-            report["tflite_runtime_2_14"] = old_runtime.check(path)
+            report["tflite_runtime_2_14"] = tflite214_check.check(path)
         jpath, _ = parity.write_report(model_id, report, reports_dir)
         if keep and register_manifest:
             e = dataclasses.replace(

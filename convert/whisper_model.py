@@ -38,8 +38,8 @@ from artefact import eval_data, parity
 from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR, file_ref, write_entry
 from artefact.parity import Result
 from edge_ser.errors import ModelError, UserError
-from edge_ser.features import parse_state_pooling, pool_states, pooled_dim
 from edge_ser.manifest import ModelEntry
+from edge_ser.pooling import parse_state_pooling, pool_states, pooled_dim
 from edge_ser.speech_level import prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
 

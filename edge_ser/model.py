@@ -17,10 +17,10 @@ import numpy as np
 from .adaptation import FeatureAdapter, default_state_path, load_adapter
 from .backends import Backend, open_backend
 from .errors import ModelError
-from .features import pool_frames, pool_states, pooled_dim
 from .logmel import WINDOW as LOGMEL_MIN_SAMPLES
 from .logmel import log_mel
 from .manifest import ModelEntry, load_manifest, resolve_file, search_path
+from .pooling import pool_frames, pool_states, pooled_dim
 from .settings import ModelSettings
 from .speech_level import prepare, speech_frames
 from .whisper_mel import whisper_log_mel

@@ -116,8 +116,8 @@ class WindowSettings:
 class GateSettings:
     """Which windows count as silence (published as `neutral`, no inference)."""
 
-    rms_threshold: float = bounded(0.01, 0.0, 1.0)
-    """Windows with RMS below this are silence (the paper's 0.01 on [-1, 1] samples)."""
+    rms_threshold: float = bounded(0.003, 0.0, 1.0)
+    """Windows with RMS below this (-50 dBFS) are silence; the paper's 0.01 silenced far speech."""
 
     vad: str = one_of("none", "yamnet", "silero")
     """Extra speech check after RMS: none, yamnet (AudioSet Speech score) or silero."""

@@ -36,6 +36,14 @@ $PY -m training report
 $PY -m convert whisper-model "runs/heads/$NAME" --checkpoint ../shared/weights/whisper-tiny.en \
     --name "$NAME" --quant onnx-float32 --encoder models/heads/whisper-l23-mlp-allplus-encoder-fp16w.onnx \
     --windows 300 --default
-$PY -m bench room --models "$NAME-onnx-fp32" --conditions clean --conditions gain-20 --conditions pink10 \
-    --conditions babble10 --conditions household10 --conditions rt60-0.6 --conditions phone \
-    --conditions living-room --merge
+C="--conditions clean --conditions gain-20 --conditions pink10 --conditions babble10 --conditions household10"
+C="$C --conditions rt60-0.6 --conditions phone --conditions living-room"
+# the daemon's gate, then the other gates the README's room table compares (Silero VAD needs
+# `pip install --no-deps silero-vad`)
+$PY -m bench room --models "$NAME-onnx-fp32" $C --merge
+for gate in "--rms-threshold 0.01" "--rms-threshold 0.003" "--rms-threshold 0.001" \
+        "--rms-threshold 0.003 --vad silero"; do
+    $PY -m bench room --models "$NAME-onnx-fp32" $C $gate --merge
+done
+$PY -m bench stream-eval --models "$NAME-onnx-fp32" --vad none --smoothing none --merge
+$PY -m bench tables

@@ -9,15 +9,15 @@ The runtime tests train a tiny one themselves (a few files, about a second); the
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+import click
 import numpy as np
 import soundfile as sf
 
-from edge_ser.features import pool_frames
 from edge_ser.labels import EMOTIONS, NEUTRAL
 from edge_ser.manifest import sha256_of
+from edge_ser.pooling import pool_frames
 
 try:
     from conftest import SHARED
@@ -194,24 +194,25 @@ def _command(per_folder: int, head_file: str) -> str:
     return f"python3 tests/devhead.py --per-folder {per_folder} --out models/{head_file}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-folder", type=int, default=40)
-    ap.add_argument("--out", type=Path, default=REPO / "models" / "heads" / "yamnet-dev.onnx")
-    ap.add_argument("--manifest", type=Path, help="upsert the entry `yamnet-dev` into this manifest")
-    args = ap.parse_args()
-    entry = build_head(args.out, args.per_folder)
-    rel = args.out.resolve().relative_to((REPO / "models").resolve()).as_posix()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--per-folder", type=click.IntRange(1, 1000), default=40, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=REPO / "models" / "heads" / "yamnet-dev.onnx", show_default=True)
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
+              help="Upsert the entry `yamnet-dev` into this manifest.")
+def main(per_folder: int, out: Path, manifest: Path | None) -> None:
+    entry = build_head(out, per_folder)
+    rel = out.resolve().relative_to((REPO / "models").resolve()).as_posix()
     entry["head"]["file"] = rel
-    entry["training"]["command"] = _command(args.per_folder, rel)
-    if args.manifest:
+    entry["training"]["command"] = _command(per_folder, rel)
+    if manifest:
         import sys
 
         sys.path.insert(0, str(REPO))  # artefact/ sits beside the package, outside the wheel
         from artefact.manifest import upsert_entry
 
-        upsert_entry(args.manifest, "yamnet-dev", entry)
-    print(f"wrote {args.out} ({entry['head']['size']} bytes, sha256 {entry['head']['sha256']})")
+        upsert_entry(manifest, "yamnet-dev", entry)
+    print(f"wrote {out} ({entry['head']['size']} bytes, sha256 {entry['head']['sha256']})")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from convert.whisper_cli import WHISPER_CANDIDATES  # noqa: E402
 from convert.whisper_encoder import EncoderStates, encoder_states, export_onnx, run_torch  # noqa: E402
 from convert.whisper_model import convert_whisper_model, torch_pipeline  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
-from edge_ser.features import pool_states  # noqa: E402
 from edge_ser.labels import EMOTIONS, NEUTRAL  # noqa: E402
 from edge_ser.manifest import load_manifest  # noqa: E402
+from edge_ser.pooling import pool_states  # noqa: E402
 from edge_ser.whisper_mel import whisper_log_mel  # noqa: E402
 from tests.conftest import SHARED  # noqa: E402
 

@@ -222,8 +222,12 @@ def test_every_condition_streams_through_the_pipeline(name, tmp_path):
     assert 0 <= r["weighted_f1"] <= 100 and r["n_windows"] == 5
     if name == "clean":  # the fake model answers loud windows angry, quiet ones sad
         assert [m["label"] for m in msgs][-2:] == ["anger_disgust", "anger_disgust"]
-    if name == "gain-30":
-        assert all(m["gated"] for m in msgs)  # 30 dB down is below the 0.01 RMS gate
+    if name == "gain-30":  # about -56 dBFS: above a -60 dBFS gate, below the paper's 0.01 (-40 dBFS)
+        def gated(rms: float) -> list[bool]:
+            msgs = stream_eval.run_pipeline(FakeModel(), path, "none", rms_threshold=rms)
+            return [m["gated"] for m in msgs]
+
+        assert not all(gated(0.001)) and all(gated(0.01))
 
 
 def test_room_score_counts_false_sadness_and_the_four_emotion_uar():
@@ -292,9 +296,9 @@ def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path)
 def test_a_gate_other_than_the_default_is_a_column_and_a_rerun_of_its_own(tmp_path):
     base = {"model": "a", "language": "all", "condition": "clean", "kind": "clean", "smoothing": "none",
             "weighted_f1": 50.0, "uar_emotions": 40.0, "sad_share": 1.0, "n_windows": 9}
-    gated = dict(base, weighted_f1=60.0, vad="none", rms_threshold=0.003)
+    gated = dict(base, weighted_f1=60.0, vad="none", rms_threshold=0.001)
     text = render_quality.room_table([base, gated])
-    assert "| condition | a | a (gate rms 0.003) |" in text
+    assert "| condition | a | a (gate rms 0.001) |" in text
     assert "| clean | 50.0 / 40.0 / 1.0 | 60.0 / 40.0 / 1.0 |" in text
     out = tmp_path / "room.json"
     out.write_text(json.dumps([base, gated]))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from artefact.heads import load_head
-from edge_ser.features import pool_frames
+from edge_ser.pooling import pool_frames
 from tests.conftest import copy_savee
 from training import features, loaders, report, runner, splits
 

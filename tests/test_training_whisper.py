@@ -10,7 +10,7 @@ import torch
 from artefact.heads import build_head
 from convert.whisper_encoder import encoder_states, export_onnx
 from edge_ser.backends.onnx import OnnxBackend
-from edge_ser.features import pool_states
+from edge_ser.pooling import pool_states
 from edge_ser.whisper_mel import whisper_log_mel
 from tests.conftest import copy_savee
 from training import features, loaders, runner, splits

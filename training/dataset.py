@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_ser.errors import UserError
-from edge_ser.features import parse_state_pooling, pool_frames
 from edge_ser.labels import NEUTRAL
+from edge_ser.pooling import parse_state_pooling, pool_frames
 from training import features as feat
 from training.loaders import MERGED_LABELS, Clip
 from training.scenes import PAUSE, SPEECH, window_roles
@@ -49,7 +49,7 @@ def _pool_all(frames: np.ndarray, pooling: str, layout: dict | None = None) -> n
     """pool_frames over every window; vectorised for mean, the shared function otherwise.
 
     `method@k+j` reads a hidden-state cache (one mean_std row per state, see training.features):
-    the rows of encoder states k and j concatenated, which is what edge_ser.features.pool_states gives
+    the rows of encoder states k and j concatenated, which is what edge_ser.pooling.pool_states gives
     the daemon for a backbone that outputs those states; method mean keeps each row's first half.
     In a window_level speech cache those are the rows pooled over speech frames only, as the daemon
     pools for such a model.

@@ -5,7 +5,7 @@ chunk is never recomputed), then packed into frames.npy (float16 [windows, 4, 10
 speech.npy (float16 [windows, 4], AudioSet Speech score per frame; for a `roomN` variant the seconds
 of utterance the window covers instead, see training.scenes) and index.csv (path, first
 window, window count). Frames are kept unpooled so every pooling and the attentive head can be
-tried; pooling goes through edge_ser.features.pool_frames, the function the daemon uses.
+tried; pooling goes through edge_ser.pooling.pool_frames, the function the daemon uses.
 A Whisper cache (training.whisper_states) holds one row per hidden state instead of per frame:
 that state's frames already pooled by pool_frames(..., "mean_std"), since 100 frames x 5 states
 per window would not fit on disk; its root's backbone.json says so.
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_ser.errors import ModelError
-from edge_ser.features import pool_frames
+from edge_ser.pooling import pool_frames
 from training.augment import augment
 from training.loaders import Clip
 from training.preprocess import load_audio, trim_silence, windows

@@ -118,7 +118,7 @@ def report_body(recs: list[dict]) -> str:
            "`bench/results/accuracy.json`; every number "
            "there carries the command that produced it (listed at the end). Clip-level: a clip longer "
            "than 2 s is cut into the daemon's 2 s windows (1 s hop), each window is pooled exactly as "
-           "the daemon pools it (`edge_ser.features.pool_frames`), and the window probabilities are "
+           "the daemon pools it (`edge_ser.pooling.pool_frames`), and the window probabilities are "
            "averaged. Silence trimmed at 25 dB. Splits are the committed files under `training/splits/`.",
            "", "## Paper protocol (random stratified 70/10/20), original classes, accuracy %", ""]
     out += _table(recs, "paper", "original", "accuracy", COLS, HEAD,
@@ -145,8 +145,9 @@ def report_body(recs: list[dict]) -> str:
     out += ["", "## Leave-one-corpus-out (LOCO): the number that picks the default", "",
             "Each cell: train on the other seven corpora (their speaker-independent train+test speakers; "
             "validation = their validation speakers, never the held-out corpus), test on every clip of "
-            "the held-out corpus; UAR over the four emotions. The default maximises the mean; "
-            "speaker-independent validation only breaks ties.", ""]
+            "the held-out corpus; UAR over the four emotions. The default maximises the mean; means within "
+            "0.01 of the best tie, and speaker-independent validation, then the room benchmark, break "
+            "ties.", ""]
     out += loco_table(recs)
     shipped = [r for r in recs if r.get("shipped")]
     for r in shipped:

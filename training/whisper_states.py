@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_ser.backends.onnx import OnnxBackend
 from edge_ser.errors import ModelError, UserError
-from edge_ser.features import pool_frames
+from edge_ser.pooling import pool_frames
 from edge_ser.speech_level import LEVELS, prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
 from training.features import BACKBONE_FILE

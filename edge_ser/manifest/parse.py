@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
-from ..features import POOLINGS
 from ..labels import EMOTIONS, NEUTRAL
+from ..pooling import POOLINGS
 from ..speech_level import LEVELS
 from ..yamlfile import read_yaml
 from .locate import check_url, package_models_dir

@@ -80,7 +80,7 @@ class ModelEntry:
     """Window length the model was trained on."""
 
     pooling: str = "mean"
-    """edge_ser.features.pool_frames method applied to the backbone frames."""
+    """edge_ser.pooling.pool_frames method applied to the backbone frames."""
 
     window_level: str = "raw"
     """How a window reaches the backbone (edge_ser.speech_level.LEVELS): raw, or speech = its level set

@@ -36,7 +36,7 @@ def check(path: str | Path) -> dict:
         return {
             "loads": None,
             "result": f"not checked: no tflite-runtime 2.14 interpreter at {py} "
-            "(see convert/old_runtime.py to create one)",
+            "(see convert/tflite214_check.py to create one)",
         }
     try:
         p = subprocess.run([py, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=120)
