@@ -129,7 +129,7 @@ def plan(results: Path = RESULTS) -> list[Step]:
         stream_argv += ["--models", *streamed]
     # the room benchmark reruns once its results exist, for the models they hold (all conditions)
     roomed = list(dict.fromkeys(r["model"] for r in _records("room.json", results)))
-    room = [Step("room", ["-m", "bench.room", *(w for m in roomed for w in ("--models", m))],
+    room = [Step("room", ["-m", "bench.room", *(w for m in roomed for w in ("--models", m)), "--merge"],
                  "room.json, room.png")] if roomed else []
     return [
         Step("latency", ["-m", "bench.latency"], "latency.json, latency_windows.json"),

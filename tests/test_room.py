@@ -319,4 +319,5 @@ def test_bench_all_reruns_the_room_benchmark_once_it_has_results(tmp_path):
     assert "room" not in {s.name for s in bench_cli.plan(tmp_path)}
     (tmp_path / "room.json").write_text(json.dumps([{"model": "a"}, {"model": "b"}, {"model": "a"}]))
     step = next(s for s in bench_cli.plan(tmp_path) if s.name == "room")
-    assert step.argv == ["-m", "bench.room", "--models", "a", "--models", "b"]
+    # --merge: records of the same models under other gates (their own columns) stay
+    assert step.argv == ["-m", "bench.room", "--models", "a", "--models", "b", "--merge"]
