@@ -18,10 +18,11 @@ from acoustics import noises, reverb, telephone
 from edge_ser.audio import MODEL_RATE, to_samples
 from edge_ser.windows import Windower
 from training.augment import rng_for
+from training.preprocess import HOP_S, WINDOW_S
 
 RATE = MODEL_RATE
-WINDOW = to_samples(2.0)
-HOP = to_samples(1.0)
+WINDOW = to_samples(WINDOW_S)
+HOP = to_samples(HOP_S)
 MIN_SPEECH_S = 0.5
 """A window with this much of the utterance (or 80 % of a shorter one) carries its label."""
 PAUSE_MAX_S = 0.25
