@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .audio import MODEL_RATE as SAMPLE_RATE
@@ -93,7 +92,7 @@ def whisper_log_mel(waveform: np.ndarray) -> np.ndarray:
         raise ValueError(f"need more than {N_FFT // 2} samples for one Whisper mel frame, got {len(x)}")
     padded = np.pad(x, N_FFT // 2, mode="reflect")
     frames = sliding_window_view(padded, N_FFT)[::HOP][:t] * _window()
-    spec = scipy.fft.rfft(frames, axis=1)
+    spec = np.fft.rfft(frames, axis=1)  # numpy's own FFT: importing scipy costs a YAMNet model ~20 MB
     power = spec.real ** 2 + spec.imag ** 2
     log_spec = np.log10(np.maximum(power @ _filters_t(), 1e-10)).T
     log_spec = np.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
