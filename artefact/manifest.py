@@ -67,6 +67,12 @@ def yamnet_backbone(manifest: Path) -> ModelFile:
                      **found)
 
 
+def training_provenance(spec: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """An entry's `training` block from its head folder's head.json: command, data, split (and more)."""
+    return {"command": spec.get("command", ""), "data": spec.get("data", ""),
+            "split": spec.get("split", "")} | more
+
+
 def _file_mapping(ref: ModelFile) -> dict[str, Any]:
     """The file's keys in manifest order, without the unset ones."""
     return {f.name: getattr(ref, f.name) for f in fields(ModelFile) if getattr(ref, f.name) is not None}

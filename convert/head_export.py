@@ -23,6 +23,7 @@ from artefact.manifest import (
     QUANT_SUFFIX,
     REPO,
     file_ref,
+    training_provenance,
     write_entry,
     yamnet_backbone,
 )
@@ -249,12 +250,7 @@ def _entry(model_id: str, spec: dict, path: Path, q: str, manifest: Path, report
         quantization=q,
         license=spec.get("license", "inherits the training corpora's terms; YAMNet Apache-2.0"),
         extra={
-            "training": {
-                "command": spec.get("command", ""),
-                "data": spec.get("data", ""),
-                "split": spec.get("split", ""),
-            }
-            | metrics,
+            "training": training_provenance(spec, **metrics),
             "conversion": {"command": command},
             "parity_report": _display(report),
             "quantization_mode": mode,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from artefact import eval_data, parity
-from artefact.manifest import DEFAULT_MANIFEST, NO_FILE
+from artefact.manifest import DEFAULT_MANIFEST, NO_FILE, training_provenance
 from edge_ser.errors import UserError
 from edge_ser.logmel import BANDS, n_frames
 from edge_ser.manifest import ModelEntry
@@ -136,11 +136,7 @@ def convert_logmel_cnn(
         head=NO_FILE,
         license=spec.get("license", "inherits the training corpora's terms"),
         extra={
-            "training": {
-                "command": spec.get("command", ""),
-                "data": spec.get("data", ""),
-                "split": spec.get("split", ""),
-            },
+            "training": training_provenance(spec),
             "conversion": {"command": command},
         },
     )

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from artefact import eval_data, parity
-from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR, file_ref, write_entry
+from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR, file_ref, training_provenance, write_entry
 from artefact.parity import Result
 from edge_ser.errors import ModelError, UserError
 from edge_ser.manifest import ModelEntry
@@ -281,8 +281,7 @@ def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encode
         quantization=q,
         license=f"{corpora}; Whisper encoder MIT (OpenAI)",
         extra={
-            "training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
-                         "split": spec.get("split", "")} | metrics,
+            "training": training_provenance(spec, **metrics),
             "conversion": {"command": command, "source": source,
                            "encoder": {"states": list(states), "variant": enc.variant,
                                        "report": enc_report and _display(enc_report)}},

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from artefact.heads import load_head
-from artefact.manifest import write_entry
+from artefact.manifest import training_provenance, write_entry
 from artefact.onnx_head import export_onnx_head
 from edge_ser.errors import UserError
 from edge_ser.manifest import ModelEntry, ModelFile, load_manifest, sha256_of
@@ -75,7 +75,6 @@ def register_onnx(onnx_path: Path, name: str, spec: dict, default: bool,
         quantization="float32",
         license=spec.get("license", ""),
         adaptation=ModelFile(file=norm, sha256=sha256_of(Path(manifest).parent / norm)),
-        extra={"training": {"command": spec.get("command", ""), "data": spec.get("data", ""),
-                            "split": spec.get("split", ""), "test": spec.get("test", {})}},
+        extra={"training": training_provenance(spec, test=spec.get("test", {}))},
     )
     write_entry(manifest, entry, make_default=default)
