@@ -124,19 +124,16 @@ class CnnTrainOptions:
 def train(args: CnnTrainOptions) -> dict:
     from training.evaluate import metrics
     from training.finetune.model import harmonic_epoch, window_rows
-    from training.loaders import default_corpora_root, expand, load_set
+    from training.loaders import default_corpora_root, expand
     from training.report import append_record
-    from training.splits import protocol_split
+    from training.splits import split_set
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(args.root or default_corpora_root()).resolve()
-    corpora = [c for c in expand(args.corpus.split(","), root) if c != args.heldout]
-    wanted = corpora + ([args.heldout] if args.heldout else [])
-    clips = load_set(wanted, root)
-    roles = protocol_split(args.protocol, wanted, clips, root, heldout=args.heldout)
+    corpora, clips, roles = split_set(args.protocol, args.corpus, args.heldout, root)
     store = Store(Path(args.cache), root)
     part: dict[str, list[Clip]] = {"train": [], "val": [], "test": []}
     for c in sorted(clips, key=lambda c: c.path):

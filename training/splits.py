@@ -140,3 +140,15 @@ def protocol_split(protocol: str, corpora: list[str], clips: list[Clip], root: P
             raise UserError(f"unknown protocol {protocol!r}")
     known = {c.path for c in clips}
     return {p: s for p, s in out.items() if p in known}
+
+
+def split_set(protocol: str, corpus: str, heldout: str | None, root: Path,
+              fold: int = 0) -> tuple[list[str], list[Clip], dict[str, str]]:
+    """(training corpora, every clip of them and of `heldout`, path -> train/val/test) for a
+    comma-separated corpus set under a protocol, `heldout` left out of the training corpora."""
+    from training.loaders import expand, load_set
+
+    corpora = [c for c in expand(corpus.split(","), root) if c != heldout]
+    wanted = corpora + ([heldout] if heldout else [])
+    clips = load_set(wanted, root)
+    return corpora, clips, protocol_split(protocol, wanted, clips, root, fold=fold, heldout=heldout)

@@ -52,8 +52,8 @@ class TrainOptions:
 
 def train(args: TrainOptions) -> dict:
     from training.evaluate import metrics
-    from training.loaders import default_corpora_root, expand, load_set
-    from training.splits import protocol_split
+    from training.loaders import default_corpora_root
+    from training.splits import split_set
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -62,10 +62,7 @@ def train(args: TrainOptions) -> dict:
     if (out / "result.json").is_file():
         return json.loads((out / "result.json").read_text())
     root = Path(args.root or default_corpora_root()).resolve()
-    corpora = [c for c in expand(args.corpus.split(","), root) if c != args.heldout]
-    wanted = corpora + ([args.heldout] if args.heldout else [])
-    clips = load_set(wanted, root)
-    roles = protocol_split(args.protocol, wanted, clips, root, fold=args.fold, heldout=args.heldout)
+    corpora, clips, roles = split_set(args.protocol, args.corpus, args.heldout, root, args.fold)
     base = Store(Path(args.cache) / "base", root, args.tflite)
     augs = [
         Store(Path(args.cache) / v, root, args.tflite)
