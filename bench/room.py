@@ -113,14 +113,6 @@ def record_key(r: dict[str, Any]) -> tuple[Any, ...]:
     return r["model"], r["condition"], r.get("vad", "none"), r.get("rms_threshold")
 
 
-def effective_gate(vad: str, rms_threshold: float | None) -> dict[str, Any]:
-    """The gate a run used, as its records carry it (rms_threshold None = the daemon's default then)."""
-    from edge_ser.settings import GateSettings
-
-    return {"vad": vad, "rms_threshold": GateSettings().rms_threshold if rms_threshold is None
-            else rms_threshold}
-
-
 def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of `path` of (model, condition, gate) not in `new`, then `new`."""
     rerun = {record_key(r) for r in new}
@@ -134,7 +126,8 @@ def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, lis
              rms_threshold: float | None = None) -> list[dict[str, Any]]:
     """One record per condition x language, and per condition with every language pooled."""
     records = []
-    extra = {**(extra or {}), **effective_gate(vad, rms_threshold)}
+    extra = {**(extra or {}), "vad": vad,
+             "rms_threshold": stream_eval.gate_settings(vad, rms_threshold).rms_threshold}
     for cond in conditions:
         pooled: tuple[list[str], list[str]] = ([], [])
         for lang, (wav, segments, clips) in streams.items():

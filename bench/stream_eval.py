@@ -182,6 +182,15 @@ def noisy_file(language: str, clean: Path, segments: list, snr_db: float | None,
 
 # -- pipeline -----------------------------------------------------------------------------------------
 
+def gate_settings(vad: str = "none", rms_threshold: float | None = None) -> Any:
+    """The gate of a benchmark run: the daemon's, every silent window published, with this VAD and
+    RMS threshold (None: the daemon's default). Records say which gate they were measured with."""
+    from edge_ser.settings import GateSettings
+
+    rms = {} if rms_threshold is None else {"rms_threshold": rms_threshold}
+    return GateSettings(neutral_once=False, vad=vad, **rms)
+
+
 def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none",
                  rms_threshold: float | None = None) -> list[dict[str, Any]]:
     """Every window's result message for `wav`, as `edge-ser listen --input wav` computes it
@@ -189,10 +198,9 @@ def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none",
     from edge_ser.audio.source_file import FileSource
     from edge_ser.pipeline import Pipeline
     from edge_ser.publish.memory import MemoryPublisher
-    from edge_ser.settings import GateSettings, OutputSettings, Settings, SmoothingSettings
+    from edge_ser.settings import OutputSettings, Settings, SmoothingSettings
 
-    rms = {} if rms_threshold is None else {"rms_threshold": rms_threshold}
-    settings = Settings(gate=GateSettings(neutral_once=False, vad=vad, **rms),
+    settings = Settings(gate=gate_settings(vad, rms_threshold),
                         smoothing=SmoothingSettings(method=smoothing),
                         output=OutputSettings(stats_interval_s=0))
     sink = MemoryPublisher()
@@ -381,10 +389,8 @@ def evaluate(args: StreamOptions) -> int:
                                    "vad": vad, "labels": [*EMOTIONS, "neutral"],
                                    "matrix": confusion(refs, preds)})
         model.save()
-    from edge_ser.settings import GateSettings
-
     for r in records:  # the RMS gate every run used: the daemon's default
-        r["rms_threshold"] = GateSettings().rms_threshold
+        r["rms_threshold"] = gate_settings().rms_threshold
     out = Path(args.out)
     conf_path = out.parent / (out.stem + "_confusion.json")
     if args.merge:
