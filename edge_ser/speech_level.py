@@ -1,10 +1,11 @@
 """Which parts of a window are speech by their energy, and the window's level set from those parts.
 
 A microphone across a room hears speech 10-30 dB quieter than the corpora's close microphones, and
-the corpora themselves differ by about 20 dB (their median speech level, measured on 20 clips each, runs
-from about -42 dBFS to -19 dBFS). A model that sees raw level learns the corpus and the distance
-instead of the emotion. Training (training/) and serving (edge_ser.model) both call `prepare`, so a
-head is trained on windows exactly as the daemon hands them to the backbone.
+the corpora themselves differ by about 20 dB (their median speech level, measured on 20 clips each
+with the command in training/README.md, runs from about -42 dBFS to -19 dBFS). A model that sees raw
+level learns the corpus and the distance instead of the emotion. Training (training/) and serving
+(edge_ser.model) both call `prepare`, so a head is trained on windows exactly as the daemon hands
+them to the backbone.
 """
 
 from __future__ import annotations
