@@ -137,6 +137,9 @@ def room_series(r: Record) -> str:
     gate = []
     if r.get("rms_threshold") is not None and r["rms_threshold"] != GateSettings().rms_threshold:
         gate.append(f"rms {r['rms_threshold']:g}")
+    floor = r.get("floor_margin_db", 0.0)
+    if floor != GateSettings().floor_margin_db:
+        gate.append(f"floor {floor:g} dB" if floor else "no floor")
     if r.get("vad", "none") != "none":
         gate.append(f"vad {r['vad']}")
     return r["model"] + (f" (gate {', '.join(gate)})" if gate else "")

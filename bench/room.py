@@ -10,7 +10,9 @@ UAR over the four emotions (speech windows only), and the share of `sadness` ans
 reference is not sadness (the failure mode of quiet, muffled or reverberant speech).
 
 Babble is made of the same languages' speaker-independent test utterances of speakers who are not in
-the stream (other languages' test speakers when a language has no such speaker).
+the stream (other languages' test speakers when a language has no such speaker). With `--speakers val`
+streams and babble come from the validation speakers instead (bench/results/room_val.json): gate
+settings are chosen there, never on the test streams.
 """
 
 from __future__ import annotations
@@ -51,24 +53,25 @@ def stream_speakers(clips: list[Any], per_class: int, seed: int) -> set[str]:
     return speakers
 
 
-def babble_pool(language: str, per_class: int, seed: int) -> list[Any]:
-    """Test clips of speakers not in `language`'s stream: its own language first, else the others'."""
-    clips = stream_eval.test_clips(language)
+def babble_pool(language: str, per_class: int, seed: int, part: str = "test") -> list[Any]:
+    """`part` clips of speakers not in `language`'s stream: its own language first, else the others'."""
+    clips = stream_eval.test_clips(language, part)
     used = stream_speakers(clips, per_class, seed)
     pool = [c for c in clips if c.speaker not in used]
     if not pool:
         pool = [c for lang in stream_eval.LANGUAGES if lang != language
-                for c in stream_eval.test_clips(lang)]
+                for c in stream_eval.test_clips(lang, part)]
     return sorted(pool, key=lambda c: c.path)
 
 
-def babble_clips(language: str, per_class: int, seed: int) -> list[np.ndarray]:
+def babble_clips(language: str, per_class: int, seed: int, part: str = "test") -> list[np.ndarray]:
     """BABBLE_CLIPS trimmed utterances for `language`'s babble, seeded, cached as one .npz."""
-    path = stream_eval.CACHE / f"babble_{language}_pc{per_class}_s{seed}.npz"
+    suffix = "" if part == "test" else f"_{part}"
+    path = stream_eval.CACHE / f"babble_{language}_pc{per_class}_s{seed}{suffix}.npz"
     if not path.exists():
         from training.preprocess import load_audio, trim_silence
 
-        pool = babble_pool(language, per_class, seed)
+        pool = babble_pool(language, per_class, seed, part)
         rng = np.random.default_rng(seed + 7)
         picked = [pool[i] for i in rng.permutation(len(pool))[:BABBLE_CLIPS]]
         audio = [trim_silence(load_audio(c.path)).astype(np.float32) for c in picked]
@@ -110,7 +113,8 @@ def room_score(refs: list[str], preds: list[str]) -> dict[str, Any]:
 
 def record_key(r: dict[str, Any]) -> tuple[Any, ...]:
     """What a rerun replaces: the same model, condition and gate."""
-    return r["model"], r["condition"], r.get("vad", "none"), r.get("rms_threshold")
+    return (r["model"], r["condition"], r.get("vad", "none"), r.get("rms_threshold"),
+            r.get("floor_margin_db", 0.0))
 
 
 def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,18 +126,18 @@ def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, list[np.ndarray]]],
              conditions: list[conds.Condition], smoothing: str = "none",
-             extra: dict[str, Any] | None = None, vad: str = "none",
-             rms_threshold: float | None = None) -> list[dict[str, Any]]:
-    """One record per condition x language, and per condition with every language pooled."""
+             extra: dict[str, Any] | None = None, gate: Any = None) -> list[dict[str, Any]]:
+    """One record per condition x language, and per condition with every language pooled (gate:
+    GateSettings of the pipeline; None: the daemon's)."""
     records = []
-    extra = {**(extra or {}), "vad": vad,
-             "rms_threshold": stream_eval.gate_settings(vad, rms_threshold).rms_threshold}
+    gate = gate or stream_eval.gate_settings()
+    extra = {**(extra or {}), **stream_eval.gate_record(gate)}
     for cond in conditions:
         pooled: tuple[list[str], list[str]] = ([], [])
         for lang, (wav, segments, clips) in streams.items():
             t0 = time.time()
-            msgs = stream_eval.run_pipeline(model, condition_file(wav, segments, cond, clips), smoothing,
-                                            vad, rms_threshold)
+            wav_in = condition_file(wav, segments, cond, clips)
+            msgs = stream_eval.run_pipeline(model, wav_in, smoothing, gate)
             refs = [stream_eval.reference(segments, int(round(m["window_start"] * RATE)),
                                           int(round(m["window_s"] * RATE))) for m in msgs]
             preds = [m["label"] for m in msgs]
@@ -164,17 +168,23 @@ def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, lis
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Stream seed.")
 @click.option("--smoothing", type=click.Choice(stream_eval.SMOOTHINGS), default="none", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=RESULTS / "room.json",
-              show_default=True, help="Records; the chart goes next to it (.png).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Records; the chart goes next to it (.png). Default: bench/results/room.json, "
+              "room_val.json for --speakers val.")
 @click.option("--vad", type=click.Choice(["none", "yamnet", "silero"]), default="none", show_default=True,
               help="gate.vad of the pipeline.")
 @click.option("--rms-threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="gate.rms_threshold of the pipeline (default: the daemon's).")
+@click.option("--floor-margin-db", type=click.FloatRange(0.0, 30.0), default=None,
+              help="gate.floor_margin_db of the pipeline (default: the daemon's; 0 = no noise-floor gate).")
+@click.option("--speakers", type=click.Choice(stream_eval.SPEAKER_PARTS), default="test", show_default=True,
+              help="Whose utterances make the streams and the babble: test speakers for the reported "
+              "results, validation speakers to choose settings on.")
 @click.option("--merge", is_flag=True,
               help="Keep the records of --out of (model, condition) pairs not run now.")
 def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, ...], per_class: int,
-         seed: int, smoothing: str, threads: int, out: Path, vad: str, rms_threshold: float | None,
-         merge: bool) -> None:
+         seed: int, smoothing: str, threads: int, out: Path | None, vad: str, rms_threshold: float | None,
+         floor_margin_db: float | None, speakers: str, merge: bool) -> None:
     """Weighted F1 / UAR of the stream evaluation's test streams under recording conditions."""
     import logging
 
@@ -185,16 +195,17 @@ def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, 
 
     logging.getLogger("edge_ser").setLevel(logging.WARNING)
     command = "python -m bench room " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["room"] else sys.argv[1:])
+    out = out or RESULTS / ("room.json" if speakers == "test" else f"room_{speakers}.json")
     conditions = [conds.get(n) for n in (names or conds.CONDITIONS)]
     needs_babble = any(c.kind == "chain" or dict(c.parameters).get("noise") == "babble" for c in conditions)
     streams = {}
     for lang in languages or stream_eval.LANGUAGES:
         try:
-            wav, segments = stream_eval.stream_files(lang, per_class, seed)
+            wav, segments = stream_eval.stream_files(lang, per_class, seed, speakers)
         except SystemExit as e:
             click.echo(f"skipping {lang}: {e}", err=True)
             continue
-        clips = babble_clips(lang, per_class, seed) if needs_babble else []
+        clips = babble_clips(lang, per_class, seed, speakers) if needs_babble else []
         streams[lang] = (wav, segments, clips)
         click.echo(f"stream {lang}: {len(segments)} utterances, {sf.info(wav).frames / RATE:.0f} s, "
                    f"babble from {len(clips)} utterances")
@@ -207,8 +218,9 @@ def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, 
                           store=stream_eval.CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
         split = (entry.extra.get("training") or {}).get("split")
         records += evaluate(model, mid, streams, conditions, smoothing,
-                            {"per_class": per_class, "model_training_split": split, "command": command},
-                            vad, rms_threshold)
+                            {"per_class": per_class, "model_training_split": split, "command": command,
+                             "speakers": speakers},
+                            stream_eval.gate_settings(vad, rms_threshold, floor_margin_db))
         model.save()
     if merge:
         records = merged(out, records)

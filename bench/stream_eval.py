@@ -61,8 +61,13 @@ SMOOTHINGS = ("none", "ema", "majority")
 
 # -- streams -------------------------------------------------------------------------------------------
 
-def test_clips(language: str) -> list[Any]:
-    """Merged-label clips of the speaker-independent test speakers of one language."""
+SPEAKER_PARTS = ("test", "val")
+"""Whose utterances make the streams: the speaker-independent test speakers (every reported number)
+or the validation speakers (where gate settings are chosen, so the test streams stay unseen)."""
+
+
+def test_clips(language: str, part: str = "test") -> list[Any]:
+    """Merged-label clips of the speaker-independent `part` speakers (test or val) of one language."""
     from edge_ser.labels import EMOTIONS
     from training.loaders import default_corpora_root, expand, load_set
     from training.splits import protocol_split
@@ -71,7 +76,7 @@ def test_clips(language: str) -> list[Any]:
     corpora = expand(LANGUAGES[language], root)
     clips = [c for c in load_set(corpora, root) if c.merged in EMOTIONS]
     split = protocol_split("speaker_independent", corpora, clips, root, fold=0)
-    return [c for c in clips if split.get(c.path) == "test"]
+    return [c for c in clips if split.get(c.path) == part]
 
 
 Segments = list[tuple[int, int, str]]
@@ -154,15 +159,16 @@ def reference(segments: list[tuple[int, int, str]], start: int, length: int) -> 
     return cover.most_common(1)[0][0]
 
 
-def stream_files(language: str, per_class: int, seed: int) -> tuple[Path, list[tuple[int, int, str]]]:
-    """Cached clean stream WAV + its segments for a language."""
+def stream_files(language: str, per_class: int, seed: int,
+                 part: str = "test") -> tuple[Path, list[tuple[int, int, str]]]:
+    """Cached clean stream WAV + its segments for a language (from `part`'s speakers)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    stem = CACHE / f"{language}_pc{per_class}_s{seed}"
+    stem = CACHE / (f"{language}_pc{per_class}_s{seed}" + ("" if part == "test" else f"_{part}"))
     wav, seg = stem.with_suffix(".wav"), stem.with_suffix(".json")
     if not (wav.exists() and seg.exists()):
-        clips = test_clips(language)
+        clips = test_clips(language, part)
         if not clips:
-            raise SystemExit(f"no test clips for language {language}")
+            raise SystemExit(f"no {part} clips for language {language}")
         audio, segments = build_stream(clips, per_class, seed)
         sf.write(wav, audio, RATE, subtype="FLOAT")
         seg.write_text(json.dumps({"segments": segments,
@@ -182,25 +188,30 @@ def noisy_file(language: str, clean: Path, segments: list, snr_db: float | None,
 
 # -- pipeline -----------------------------------------------------------------------------------------
 
-def gate_settings(vad: str = "none", rms_threshold: float | None = None) -> Any:
-    """The gate of a benchmark run: the daemon's, every silent window published, with this VAD and
-    RMS threshold (None: the daemon's default). Records say which gate they were measured with."""
+def gate_settings(vad: str = "none", rms_threshold: float | None = None,
+                  floor_margin_db: float | None = None) -> Any:
+    """The gate of a benchmark run: the daemon's, every silent window published, with this VAD, RMS
+    threshold and noise-floor margin (None: the daemon's default). Records say which gate they used."""
     from edge_ser.settings import GateSettings
 
-    rms = {} if rms_threshold is None else {"rms_threshold": rms_threshold}
-    return GateSettings(neutral_once=False, vad=vad, **rms)
+    given = {"rms_threshold": rms_threshold, "floor_margin_db": floor_margin_db}
+    return GateSettings(neutral_once=False, vad=vad, **{k: v for k, v in given.items() if v is not None})
 
 
-def run_pipeline(model: Any, wav: Path, smoothing: str, vad: str = "none",
-                 rms_threshold: float | None = None) -> list[dict[str, Any]]:
+def gate_record(gate: Any) -> dict[str, Any]:
+    """The gate fields a stream or room record carries."""
+    return {"vad": gate.vad, "rms_threshold": gate.rms_threshold, "floor_margin_db": gate.floor_margin_db}
+
+
+def run_pipeline(model: Any, wav: Path, smoothing: str, gate: Any = None) -> list[dict[str, Any]]:
     """Every window's result message for `wav`, as `edge-ser listen --input wav` computes it
-    (gate.rms_threshold: the daemon's default unless given)."""
+    (gate: GateSettings; None: gate_settings(), the daemon's)."""
     from edge_ser.audio.source_file import FileSource
     from edge_ser.pipeline import Pipeline
     from edge_ser.publish.memory import MemoryPublisher
     from edge_ser.settings import OutputSettings, Settings, SmoothingSettings
 
-    settings = Settings(gate=gate_settings(vad, rms_threshold),
+    settings = Settings(gate=gate or gate_settings(),
                         smoothing=SmoothingSettings(method=smoothing),
                         output=OutputSettings(stats_interval_s=0))
     sink = MemoryPublisher()
@@ -356,7 +367,7 @@ def evaluate(args: StreamOptions) -> int:
                 path = noisy_file(lang, wav, segments, snr, args.seed)
                 for vad, smoothing in [(v, sm) for v in vads for sm in args.smoothing]:
                     t0 = time.time()
-                    msgs = run_pipeline(model, path, smoothing, vad)
+                    msgs = run_pipeline(model, path, smoothing, gate_settings(vad))
                     refs = [reference(segments, int(round(m["window_start"] * RATE)),
                                       int(round(m["window_s"] * RATE))) for m in msgs]
                     preds = [m["label"] for m in msgs]
@@ -389,8 +400,8 @@ def evaluate(args: StreamOptions) -> int:
                                    "vad": vad, "labels": [*EMOTIONS, "neutral"],
                                    "matrix": confusion(refs, preds)})
         model.save()
-    for r in records:  # the RMS gate every run used: the daemon's default
-        r["rms_threshold"] = gate_settings().rms_threshold
+    for r in records:  # the gate every run used: the daemon's default with the record's VAD
+        r.update(gate_record(gate_settings(r["vad"])))
     out = Path(args.out)
     conf_path = out.parent / (out.stem + "_confusion.json")
     if args.merge:

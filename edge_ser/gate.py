@@ -1,4 +1,9 @@
-"""Which windows are silence: RMS threshold first (free), then an optional voice-activity check.
+"""Which windows are silence: RMS threshold first (free), the room's noise floor (optional, nearly
+free), then an optional voice-activity check.
+
+The fixed threshold must be low enough for a speaker across the room (about -60 dBFS) and then lets
+a fan's or a street's steady hum through to the model. The noise floor follows the room instead: a
+window has to stand `floor_margin_db` above the quietest frames heard over the last `floor_s`.
 
 VAD options: `yamnet` reuses the AudioSet Speech score the YAMNet model computes anyway (so it gates
 after inference, saving nothing but false positives); `silero` runs Silero VAD with onnxruntime before
@@ -8,14 +13,17 @@ inference, from the ONNX file shipped inside the `silero-vad` wheel (torch is ne
 from __future__ import annotations
 
 import importlib.util
+import math
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from .audio import MODEL_RATE
+from .audio import MODEL_RATE, to_samples
 from .classifier import Classifier, Scores
 from .errors import ConfigError, UserError
 from .settings import GateSettings
+from .speech_level import FRAME_S, floor_db, frame_energy_db
 
 
 def rms(samples: np.ndarray) -> float:
@@ -24,6 +32,28 @@ def rms(samples: np.ndarray) -> float:
     if x.size == 0:
         return 0.0
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+class NoiseFloor:
+    """The room's noise floor: the quietest window floor (speech_level.floor_db) of the last `seconds`.
+
+    The window being judged counts too, so the first window of a stream already has a floor, and a
+    window of steady hum sits at its own floor.
+    """
+
+    def __init__(self, seconds: float, hop_s: float) -> None:
+        self._floors: deque[float] = deque(maxlen=max(1, math.ceil(seconds / hop_s)))
+        self.rms = 0.0
+        """The floor after the last update, as an RMS in [0, 1]."""
+
+    def update(self, samples: np.ndarray) -> float:
+        """Take in a window; the floor's RMS over the history including it."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if x.size:
+            n_frames = max(1, x.size // to_samples(FRAME_S))
+            self._floors.append(floor_db(frame_energy_db(x, n_frames)))
+            self.rms = float(10.0 ** (min(self._floors) / 20.0))
+        return self.rms
 
 
 class Gate:
@@ -43,10 +73,22 @@ class Gate:
                     f"model {model.id} has none (use gate.vad: silero or none)"
                 )
 
-    def before_inference(self, samples: np.ndarray, level: float) -> str | None:
-        """Reason to gate ("rms" or "vad") before the model runs, or None to run it."""
+    def threshold(self, floor_rms: float = 0.0) -> float:
+        """The RMS below which a window is silence: rms_threshold, or floor_margin_db above the floor."""
+        s = self.settings
+        if s.floor_margin_db <= 0.0:
+            return s.rms_threshold
+        return max(s.rms_threshold, floor_rms * 10.0 ** (s.floor_margin_db / 20.0))
+
+    def before_inference(self, samples: np.ndarray, level: float, floor_rms: float = 0.0) -> str | None:
+        """Reason to gate ("rms", "floor" or "vad") before the model runs, or None to run it.
+
+        floor_rms: the room's noise floor (NoiseFloor.update of this window); 0 = none known.
+        """
         if level < self.settings.rms_threshold:
             return "rms"
+        if level < self.threshold(floor_rms):
+            return "floor"
         if self._silero is not None and self._silero.speech_prob(samples) < self.settings.vad_threshold:
             return "vad"
         return None

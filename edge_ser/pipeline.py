@@ -29,7 +29,7 @@ from .audio.resample import MonoResampler
 from .classifier import Classifier, Scores
 from .counters import Counters, one_line
 from .errors import UserError
-from .gate import Gate, rms
+from .gate import Gate, NoiseFloor, rms
 from .labels import NEUTRAL
 from .message import result_message, silence_probs, utc_iso
 from .publish.base import Publisher
@@ -93,6 +93,7 @@ class Pipeline:
         self._model_loader = model_loader
         self._reload_wanted = threading.Event()
         self._gate = gate if gate is not None else Gate(settings.gate, model)
+        self._floor = NoiseFloor(settings.gate.floor_s, settings.window.hop_s)
         self._smoother = Smoother(settings.smoothing)
         self._pending: deque[_Pending] = deque()
         self._cv = threading.Condition()
@@ -255,14 +256,14 @@ class Pipeline:
     def _process(self, item: _Pending) -> None:
         samples = item.window.samples
         level = rms(samples)
-        model, gate = self.model, self._gate
+        model, gate, floor = self.model, self._gate, self._floor
         self.counters.windows += 1
         start_s = item.start_s
         reason: str | None
         if self._faults.overlaps(start_s, start_s + len(samples) / MODEL_RATE):
-            reason = "fault"
+            reason = "fault"  # a dropout's zeros are not the room: the floor does not learn from them
         else:
-            reason = gate.before_inference(samples, level)
+            reason = gate.before_inference(samples, level, floor.update(samples))
         prediction: Scores | None = None
         if reason is None:
             prediction = model.predict(samples)
@@ -272,9 +273,10 @@ class Pipeline:
         if self.sinks.level_publishers:
             # Every window, also the silent ones neutral_once leaves without a result: a level meter
             # needs them.
+            threshold = gate.threshold(floor.rms)
             self.counters.errors += self.sinks.publish_level({
                 "ts": utc_iso(item.wall), "window_start": round(start_s, 3), "rms": float(f"{level:.3g}"),
-                "gated": reason is not None, "reason": reason, "threshold": self.settings.gate.rms_threshold,
+                "gated": reason is not None, "reason": reason, "threshold": float(f"{threshold:.3g}"),
             })
         if reason is not None or prediction is None:
             self.counters.gated += 1
@@ -367,6 +369,8 @@ class Pipeline:
             # A new gate only when it changes (a Silero VAD is not loaded again for every SIGHUP).
             gate = self._gate if new.gate == old.gate and model is self.model else Gate(new.gate, model)
             smoother = Smoother(new.smoothing)
+            same_floor = (new.gate.floor_s, new.window.hop_s) == (old.gate.floor_s, old.window.hop_s)
+            floor = self._floor if same_floor else NoiseFloor(new.gate.floor_s, new.window.hop_s)
             # Built here, inside the error handling: a window the Windower refuses keeps the old one.
             resized = new.window.window_s != old.window.window_s or new.window.hop_s != old.window.hop_s
             windower = self._make_windower(new) if resized else self._windower
@@ -386,7 +390,7 @@ class Pipeline:
             self._windower = windower
         if model is not self.model:
             self._retired.append(self.model)
-        self.model, self._gate, self._smoother, self.settings = model, gate, smoother, new
+        self.model, self._gate, self._smoother, self._floor, self.settings = model, gate, smoother, floor, new
         logging.getLogger().setLevel(new.output.log_level)
         log.info("config reloaded")
 

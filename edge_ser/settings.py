@@ -119,6 +119,12 @@ class GateSettings:
     rms_threshold: float = bounded(0.003, 0.0, 1.0)
     """Windows with RMS below this (-50 dBFS) are silence; the paper's 0.01 silenced far speech."""
 
+    floor_margin_db: float = bounded(0.0, 0.0, 30.0)
+    """Windows less than this many dB louder than the room's noise floor are silence; 0 = off."""
+
+    floor_s: float = bounded(30.0, 2.0, 600.0)
+    """Seconds of past windows whose quietest frames make the noise floor."""
+
     vad: str = one_of("none", "yamnet", "silero")
     """Extra speech check after RMS: none, yamnet (AudioSet Speech score) or silero."""
 

@@ -58,10 +58,15 @@ def frame_energy_db(samples: np.ndarray, n_frames: int) -> np.ndarray:
     return (10.0 * np.log10(np.maximum(power, 1e-12))).astype(np.float32)
 
 
+def floor_db(energy_db: np.ndarray) -> float:
+    """A window's noise floor: its 10th-percentile frame energy (speech leaves gaps between words)."""
+    return float(np.percentile(np.asarray(energy_db, dtype=np.float32), 10))
+
+
 def speech_mask(energy_db: np.ndarray) -> np.ndarray:
     """Speech frames of a window from its frame energies (see PAUSE_DB, FLOOR_MARGIN_DB)."""
     e = np.asarray(energy_db, dtype=np.float32)
-    floor = float(np.percentile(e, 10))
+    floor = floor_db(e)
     threshold = max(float(e.max()) - PAUSE_DB, floor + FLOOR_MARGIN_DB)
     mask = e >= threshold
     if mask.sum() < max(1, int(np.ceil(MIN_SPEECH_FRAMES * e.size))):

@@ -69,6 +69,30 @@ def run(x, settings=None, model=None, live=False, **kw):
     return p, out
 
 
+def test_floor_gate_follows_the_room_and_publishes_its_threshold() -> None:
+    class Levels(MemoryPublisher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.levels: list[dict] = []
+
+        def publish_level(self, level: dict) -> None:
+            self.levels.append(level)
+
+    fan = np.random.default_rng(0).normal(0.0, 0.01, 12 * RATE).astype(np.float32)
+    x = fan.copy()
+    x[6 * RATE:] += tone(6, 0.1)  # someone speaks over the fan for the last 6 s
+    settings = Settings(gate=GateSettings(rms_threshold=0.001, floor_margin_db=6.0, neutral_once=False))
+    out = Levels()
+    Pipeline(settings, FakeModel(), [out]).run(ArraySource(x))
+    by_start = {m["window_start"]: m for m in out.messages}
+    assert all(by_start[s]["gated"] and by_start[s]["label"] == "neutral" for s in (0.0, 1.0, 2.0, 3.0, 4.0))
+    assert not any(by_start[s]["gated"] for s in (6.0, 7.0, 8.0, 9.0, 10.0))
+    assert {lv["reason"] for lv in out.levels if lv["window_start"] < 5} == {"floor"}
+    assert all(0.015 < lv["threshold"] < 0.021 for lv in out.levels)  # 6 dB above the fan, not 0.001
+    _, plain = run(x, Settings(gate=GateSettings(rms_threshold=0.001, neutral_once=False)))
+    assert not any(m["gated"] for m in plain.messages)  # without the floor the fan reaches the model
+
+
 def test_speech_fixture_streams_every_window_in_order() -> None:
     out = MemoryPublisher()
     p = Pipeline(Settings(site="kitchen"), FakeModel(), [out])

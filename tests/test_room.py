@@ -224,7 +224,8 @@ def test_every_condition_streams_through_the_pipeline(name, tmp_path):
         assert [m["label"] for m in msgs][-2:] == ["anger_disgust", "anger_disgust"]
     if name == "gain-30":  # about -56 dBFS: above a -60 dBFS gate, below the paper's 0.01 (-40 dBFS)
         def gated(rms: float) -> list[bool]:
-            msgs = stream_eval.run_pipeline(FakeModel(), path, "none", rms_threshold=rms)
+            gate = stream_eval.gate_settings(rms_threshold=rms)
+            msgs = stream_eval.run_pipeline(FakeModel(), path, "none", gate)
             return [m["gated"] for m in msgs]
 
         assert not all(gated(0.001)) and all(gated(0.01))
@@ -263,8 +264,8 @@ def test_room_command_writes_records_chart_and_merges(tmp_path, monkeypatch):
     wav = tmp_path / "pl_pc1_s0.wav"
     sf.write(wav, audio, RATE, subtype="FLOAT")
     monkeypatch.setattr(stream_eval, "CACHE", tmp_path / "streams")
-    monkeypatch.setattr(stream_eval, "stream_files", lambda lang, pc, seed: (wav, segs))
-    monkeypatch.setattr(room, "babble_clips", lambda lang, pc, seed: _clips())
+    monkeypatch.setattr(stream_eval, "stream_files", lambda lang, pc, seed, part: (wav, segs))
+    monkeypatch.setattr(room, "babble_clips", lambda lang, pc, seed, part: _clips())
     monkeypatch.setattr(edge_ser.model, "load_model", lambda settings: FakeModel(model_id=settings.id))
     out = tmp_path / "room.json"
     args = ["--models", "yamnet-dev", "--languages", "pl", "--per-class", "1", "--out", str(out)]

@@ -7,7 +7,7 @@ import pytest
 from conftest import FakeModel
 
 from edge_ser.errors import ConfigError, UserError
-from edge_ser.gate import Gate, rms, silero_model_path
+from edge_ser.gate import Gate, NoiseFloor, rms, silero_model_path
 from edge_ser.labels import EMOTIONS, NEUTRAL
 from edge_ser.message import KEYS, result_message, silence_probs, utc_iso
 from edge_ser.settings import GateSettings, SmoothingSettings
@@ -77,6 +77,57 @@ def test_rms_gate_threshold() -> None:
     assert gate.before_inference(np.zeros(10), 0.009) == "rms"
     assert gate.before_inference(np.zeros(10), 0.011) is None
     assert gate.after_inference(object()) is None
+
+
+def hum(seconds: float, amp: float, seed: int = 0) -> np.ndarray:
+    """Steady noise: a fan or a fridge (white noise, `amp` RMS)."""
+    return np.random.default_rng(seed).normal(0.0, amp, int(seconds * 16000)).astype(np.float32)
+
+
+def bursts(seconds: float, amp: float) -> np.ndarray:
+    """Speech-like: 200 ms syllables of a 150 Hz tone with 100 ms gaps of digital silence."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    on = (t % 0.3) < 0.2
+    return (on * amp * np.sqrt(2) * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+
+
+def test_noise_floor_of_steady_noise_is_its_level_and_of_speech_its_gaps() -> None:
+    floor = NoiseFloor(seconds=30, hop_s=1.0)
+    level = floor.update(hum(2, 0.02))
+    assert 0.018 < level < 0.02  # the quietest 20 ms frames of white noise: a fraction of a dB below
+    speech = bursts(2, 0.1) + hum(2, 0.02, seed=1)
+    assert 0.017 < floor.update(speech) <= level  # speech over the same fan: the floor stays the fan
+    alone = bursts(2, 0.1) + hum(2, 0.0005, seed=1)
+    assert NoiseFloor(30, 1.0).update(alone) < 0.001  # in a quiet room the gaps between syllables are
+
+
+def test_noise_floor_forgets_after_its_seconds() -> None:
+    floor = NoiseFloor(seconds=3, hop_s=1.0)
+    floor.update(hum(2, 0.001))
+    for _ in range(2):
+        assert floor.update(hum(2, 0.05)) < 0.0011  # the quiet window is still in the last 3 s
+    assert floor.update(hum(2, 0.05)) > 0.04  # ...and now it is not: the louder room is the floor
+    assert floor.rms > 0.04
+
+
+def test_floor_gate_sleeps_through_steady_noise_and_hears_speech_over_it() -> None:
+    gate = Gate(GateSettings(rms_threshold=0.001, floor_margin_db=6.0))
+    floor = NoiseFloor(30, 1.0)
+    noise = hum(2, 0.02)
+    assert gate.before_inference(noise, rms(noise), floor.update(noise)) == "floor"
+    assert gate.threshold(floor.rms) == pytest.approx(2 * floor.rms, rel=0.01)  # 6 dB
+    speech = noise + bursts(2, 0.1)
+    assert gate.before_inference(speech, rms(speech), floor.update(speech)) is None
+    far = bursts(2, 0.002)  # -54 dBFS speech in a quiet room: only the fixed threshold applies
+    assert gate.before_inference(far, rms(far), NoiseFloor(30, 1.0).update(far)) is None
+    assert gate.before_inference(far, 0.0009, 0.0) == "rms"
+
+
+def test_floor_gate_off_keeps_the_fixed_threshold() -> None:
+    gate = Gate(GateSettings(rms_threshold=0.003, floor_margin_db=0.0))
+    noise = hum(2, 0.02)
+    assert gate.threshold(0.5) == 0.003
+    assert gate.before_inference(noise, rms(noise), NoiseFloor(30, 1.0).update(noise)) is None
 
 
 def test_yamnet_vad_uses_the_models_speech_score() -> None:
