@@ -281,6 +281,24 @@ def test_room_command_writes_records_chart_and_merges(tmp_path, monkeypatch):
     assert [r["condition"] for r in json.loads(out.read_text())] == ["clean", "babble10", "phone"]
 
 
+def test_validation_streams_are_built_from_validation_speakers_into_files_of_their_own(tmp_path, monkeypatch):
+    audio, segs = _stream()
+    asked: list[str] = []
+    monkeypatch.setattr(stream_eval, "CACHE", tmp_path)
+    clip = type("Clip", (), {"speaker": "x:1"})()
+    monkeypatch.setattr(stream_eval, "test_clips", lambda lang, part="test": asked.append(part) or [clip])
+    monkeypatch.setattr(stream_eval, "build_stream", lambda clips, pc, seed: (audio, segs))
+    val, _ = stream_eval.stream_files("pl", 1, 0, "val")
+    test, _ = stream_eval.stream_files("pl", 1, 0)
+    assert asked == ["val", "test"] and val != test and val.name == "pl_pc1_s0_val.wav"
+
+
+def test_the_floor_gate_is_part_of_a_room_records_column_and_key():
+    base = {"model": "a", "condition": "clean", "vad": "none", "rms_threshold": 0.001}
+    assert room.record_key(dict(base, floor_margin_db=6.0)) != room.record_key(base)
+    assert "floor 6 dB" in render_quality.room_series(dict(base, floor_margin_db=6.0))
+
+
 def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path):
     recs = [{"model": m, "language": "all", "condition": c, "kind": conds.get(c).kind, "smoothing": "none",
              "weighted_f1": 30.0 + i, "uar": 30.0, "uar_emotions": 40.0, "sad_share": 5.0 * i,
