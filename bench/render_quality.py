@@ -174,3 +174,38 @@ def room_table(records: list[Record]) -> str:
             "| condition | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     rows += [f"| {c} | " + " | ".join(fmt(cell.get((m, c))) for m in models) + " |" for c in order]
     return "\n".join(rows)
+
+
+def gate_key(r: Record) -> tuple[str, float, float]:
+    """A room record's gate: (vad, rms_threshold, floor_margin_db)."""
+    return r.get("vad", "none"), float(r.get("rms_threshold") or 0.0), float(r.get("floor_margin_db") or 0.0)
+
+
+def gate_means(records: list[Record]) -> dict[tuple[str, str, float, float], float]:
+    """Mean weighted F1 over the conditions each (model, gate) ran, every language pooled."""
+    runs: dict[tuple[str, str, float, float], list[float]] = defaultdict(list)
+    for r in records:
+        if r["language"] == "all" and r.get("smoothing", "none") == "none":
+            runs[(r["model"], *gate_key(r))].append(r["weighted_f1"])
+    return {k: sum(v) / len(v) for k, v in runs.items()}
+
+
+def gate_table(records: list[Record]) -> str:
+    """Rows: (model, gate) in descending mean weighted F1; columns: conditions, then the mean."""
+    from acoustics.conditions import ordered
+
+    recs = [r for r in records if r["language"] == "all" and r.get("smoothing", "none") == "none"]
+    if not recs:
+        return "No gate records."
+    means = gate_means(recs)
+    order = ordered([r["condition"] for r in recs])
+    cell = {(r["model"], *gate_key(r), r["condition"]): r["weighted_f1"] for r in recs}
+    n = sorted({r["n_windows"] for r in recs})
+    rows = [f"Weighted F1 %, every language pooled ({' / '.join(map(str, n))} windows), no smoothing.", "",
+            "| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | " + " | ".join(order)
+            + " | mean |", "|---|---|---|---|" + "---|" * (len(order) + 1)]
+    for key in sorted(means, key=lambda k: -means[k]):
+        model, vad, rms, floor = key
+        vals = " | ".join(f"{v:.1f}" if (v := cell.get((*key, c))) is not None else "" for c in order)
+        rows.append(f"| {model} | {rms:g} | {floor:g} | {vad} | {vals} | {means[key]:.1f} |")
+    return "\n".join(rows)

@@ -59,6 +59,10 @@ class Results:
         return self._json("room.json", [])
 
     @cached_property
+    def room_val(self) -> list[dict[str, Any]]:
+        return self._json("room_val.json", [])
+
+    @cached_property
     def http_overhead(self) -> dict[str, Any]:
         return self._json("http_overhead.json", {})
 
@@ -103,6 +107,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "stream": lambda r: render_quality.stream_summary(r.stream, r.default),
     "stream-full": lambda r: render_quality.stream_tables(r.stream),
     "room": lambda r: render_quality.room_table(r.room),
+    "room-gate": lambda r: render_quality.gate_table(r.room_val),
     "accuracy-report": _accuracy_report,
     "http-overhead": lambda r: render_perf.http_overhead_table(r.http_overhead),
 }

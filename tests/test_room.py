@@ -299,6 +299,20 @@ def test_the_floor_gate_is_part_of_a_room_records_column_and_key():
     assert "floor 6 dB" in render_quality.room_series(dict(base, floor_margin_db=6.0))
 
 
+def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
+    def rec(rms, floor, cond, f1):
+        return {"model": "a", "language": "all", "condition": cond, "smoothing": "none", "vad": "none",
+                "rms_threshold": rms, "floor_margin_db": floor, "weighted_f1": f1, "n_windows": 9}
+
+    recs = [rec(0.003, 0.0, "clean", 60.0), rec(0.003, 0.0, "gain-20", 40.0),
+            rec(0.001, 6.0, "clean", 58.0), rec(0.001, 6.0, "gain-20", 56.0),
+            dict(rec(0.001, 6.0, "clean", 99.0), language="pl")]
+    lines = render_quality.gate_table(recs).splitlines()
+    assert lines[2] == "| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | clean | gain-20 | mean |"
+    assert lines[4] == "| a | 0.001 | 6 | none | 58.0 | 56.0 | 57.0 |"
+    assert lines[5] == "| a | 0.003 | 0 | none | 60.0 | 40.0 | 50.0 |"
+
+
 def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path):
     recs = [{"model": m, "language": "all", "condition": c, "kind": conds.get(c).kind, "smoothing": "none",
              "weighted_f1": 30.0 + i, "uar": 30.0, "uar_emotions": 40.0, "sad_share": 5.0 * i,
