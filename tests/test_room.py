@@ -18,6 +18,7 @@ from acoustics import noises, reverb, telephone
 from bench import plots, render_quality, room, stream_eval, tables
 from edge_ser.audio import MODEL_RATE as RATE
 from edge_ser.benchmark import speechlike
+from edge_ser.settings import GateSettings
 
 
 def _stream(seconds: float = 6.0) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
@@ -308,7 +309,8 @@ def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
             rec(0.001, 6.0, "clean", 58.0), rec(0.001, 6.0, "gain-20", 56.0),
             dict(rec(0.001, 6.0, "clean", 99.0), language="pl")]
     lines = render_quality.gate_table(recs).splitlines()
-    assert lines[2] == "| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | clean | gain-20 | mean |"
+    assert lines[2] == ("| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | clean | gain-20 "
+                        "| mean |")
     assert lines[4] == "| a | 0.001 | 6 | none | 58.0 | 56.0 | 57.0 |"
     assert lines[5] == "| a | 0.003 | 0 | none | 60.0 | 40.0 | 50.0 |"
 
@@ -316,7 +318,7 @@ def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
 def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path):
     recs = [{"model": m, "language": "all", "condition": c, "kind": conds.get(c).kind, "smoothing": "none",
              "weighted_f1": 30.0 + i, "uar": 30.0, "uar_emotions": 40.0, "sad_share": 5.0 * i,
-             "n_windows": 99}
+             "n_windows": 99, "floor_margin_db": GateSettings().floor_margin_db}
             for m in ("a", "b") for i, c in enumerate(["phone", "clean", "gain-20"])]
     text = render_quality.room_table(recs)
     lines = text.splitlines()
@@ -329,9 +331,9 @@ def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path)
 def test_a_gate_other_than_the_default_is_a_column_and_a_rerun_of_its_own(tmp_path):
     base = {"model": "a", "language": "all", "condition": "clean", "kind": "clean", "smoothing": "none",
             "weighted_f1": 50.0, "uar_emotions": 40.0, "sad_share": 1.0, "n_windows": 9}
-    gated = dict(base, weighted_f1=60.0, vad="none", rms_threshold=0.001)
+    gated = dict(base, weighted_f1=60.0, vad="none", rms_threshold=0.01, floor_margin_db=3.0)
     text = render_quality.room_table([base, gated])
-    assert "| condition | a | a (gate rms 0.001) |" in text
+    assert "| condition | a (gate no floor) | a (gate rms 0.01) |" in text
     assert "| clean | 50.0 / 40.0 / 1.0 | 60.0 / 40.0 / 1.0 |" in text
     out = tmp_path / "room.json"
     out.write_text(json.dumps([base, gated]))

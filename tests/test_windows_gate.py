@@ -123,10 +123,21 @@ def test_floor_gate_sleeps_through_steady_noise_and_hears_speech_over_it() -> No
     assert gate.before_inference(far, 0.0009, 0.0) == "rms"
 
 
+def test_the_default_gate_sleeps_in_the_footprints_silent_room_and_hears_far_speech() -> None:
+    from bench.stream_eval import pink_noise
+
+    gate, floor = Gate(GateSettings()), NoiseFloor(GateSettings().floor_s, 1.0)
+    hiss = (0.002 * pink_noise(60 * 16000, np.random.default_rng(1))).astype(np.float32)
+    windows = [hiss[i:i + 32000] for i in range(0, hiss.size - 32000 + 1, 16000)]
+    assert all(gate.before_inference(w, rms(w), floor.update(w)) == "floor" for w in windows)
+    far = bursts(2, 0.002)  # -54 dBFS syllables: across a room, over digital silence
+    assert gate.before_inference(far, rms(far), NoiseFloor(30, 1.0).update(far)) is None
+
+
 def test_floor_gate_off_keeps_the_fixed_threshold() -> None:
     gate = Gate(GateSettings(rms_threshold=0.003, floor_margin_db=0.0))
     noise = hum(2, 0.02)
-    assert gate.threshold(0.5) == 0.003
+    assert gate.threshold(0.5) == 0.003  # the floor is ignored
     assert gate.before_inference(noise, rms(noise), NoiseFloor(30, 1.0).update(noise)) is None
 
 
