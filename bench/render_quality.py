@@ -19,13 +19,13 @@ def _default_row(r: Record, default_id: str | None) -> bool:
     return bool(default_id and r.get("shipped") and default_id.startswith(r["shipped"]))
 
 
-def si_table(records: list[Record], default_id: str | None = None) -> str:
+def si_table(records: list[Record], default_id: str | None = None, egemaps_cost: Record | None = None) -> str:
     """Every candidate, ranked by the rule that picks the default: LOCO mean first, SI val UAR for ties.
 
     Candidates are the models with leave-one-corpus-out folds or a speaker-independent All+ result;
     a LOCO mean is shown only when all eight held-out corpora were measured.
     """
-    from training.report import XCOLS, loco_rows
+    from training.report import XCOLS, loco_notes, loco_rows
 
     loco = {name: (folds, mean, worst) for name, folds, mean, worst in loco_rows(records)}
     si = {r["model"]: r for r in records if (r["protocol"], r["corpus"], r["classes"]) == SI}
@@ -59,6 +59,8 @@ def si_table(records: list[Record], default_id: str | None = None) -> str:
         si_cells = " | ".join(_num(r, k, f) for k, f in (("uar", "{:.3f}"), ("macro_f1", "{:.3f}"),
                                                          ("accuracy", "{:.1f}"), ("val_uar", "{:.3f}")))
         rows.append(f"| {n} | {ships} | {loco_cell} | {worst_cell} | {si_cells} |")
+    for note in loco_notes(records, egemaps_cost):
+        rows += ["", note]
     return "\n".join(rows)
 
 

@@ -42,14 +42,25 @@ def cli() -> None:
               "only some (`convert whisper-encoder --layers 2,3` -> 2,3); default: every state from 0.")
 @click.option("--max-clips", type=click.IntRange(1, 1_000_000), default=None,
               help="At most this many clips per corpus, a seeded draw (e.g. for room copies of a subset).")
+@click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
+              help="At most this many clips per corpus and merged class (loaders.per_class_subset).")
+@click.option("--egemaps", is_flag=True,
+              help="openSMILE eGeMAPSv02 functionals (88 per window, training.egemaps) instead of YAMNet.")
 def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, threads: int,
             encoder: Path | None, backbone_name: str, window_level: str, states: str | None,
-            max_clips: int | None) -> None:
+            max_clips: int | None, per_class: int | None, egemaps: bool) -> None:
     """Compute (or resume) backbone features of every clip, per 2 s window."""
     from training import features
 
     cache = cache or features.DEFAULT_CACHE
-    if encoder is not None:
+    if egemaps:
+        if encoder is not None:
+            raise UserError("give --egemaps or --encoder, not both")
+        from training import egemaps as egm
+
+        model = egm.Egemaps()
+        egm.mark_cache(cache, model.names)
+    elif encoder is not None:
         from training.whisper_states import WhisperStates, mark_cache
 
         model = WhisperStates(encoder, threads=threads, window_level=window_level)
@@ -69,6 +80,8 @@ def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, t
         if max_clips is not None and len(clips) > max_clips:
             clips = sorted(clips, key=lambda k: k.path)
             clips = [clips[i] for i in sorted(np.random.default_rng(0).permutation(len(clips))[:max_clips])]
+        if per_class is not None:
+            clips = loaders.per_class_subset(clips, per_class)
         out = features.extract(clips, c, variant, cache, model=model)
         click.echo(f"{c}: {len(clips)} clips -> {out}")
 
@@ -111,16 +124,19 @@ def splits(corpora: str, root: Path | None) -> None:
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Embedding cache root (default cache/; e.g. fine-tuned embeddings from "
               "`python -m training finetune embed`).")
+@click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
+              help="Only a seeded subset: at most this many clips per corpus and merged class.")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
         augment: int, room: int, grid: str, corpus_power: float, norm: str, name: str | None,
-        save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None) -> None:
+        save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None,
+        per_class: int | None) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
     from training import report, runner
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
                                  corpus_power, name, command_line(), save_head, plots, cache=cache, norm=norm,
-                                 room=room)
+                                 room=room, per_class=per_class)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():
@@ -141,9 +157,11 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
+@click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
+              help="Only a seeded subset: at most this many clips per corpus and merged class.")
 @click.option("--name", required=True, help="Model name in the records.")
 def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: str, norm: str,
-         cache: Path | None, room: int, name: str) -> None:
+         cache: Path | None, room: int, per_class: int | None, name: str) -> None:
     """Leave-one-corpus-out: train on the other corpora, test on each one in turn, record every fold."""
     from training import report, runner
 
@@ -152,15 +170,31 @@ def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: 
     for held in members:
         command = (f"python -m training run --protocol cross_corpus --corpus {corpus} --heldout {held} "
                    f"--arch {arch} --pooling {pooling} --grid {grid} --norm {norm} --name {shlex.quote(name)}"
-                   + (f" --cache {cache}" if cache else "") + (f" --room {room}" if room else ""))
+                   + (f" --cache {cache}" if cache else "") + (f" --room {room}" if room else "")
+                   + (f" --per-class {per_class}" if per_class else ""))
         rec, _ = runner.run_protocol("cross_corpus", corpus, held, "merged", arch, pooling, 0, grid, 0.0,
-                                     name, command, cache=cache, norm=norm, room=room)
+                                     name, command, cache=cache, norm=norm, room=room, per_class=per_class)
         report.append_record(rec)
         scores[held] = rec["uar"]
         click.echo(f"{name} held out {held}: UAR4 {rec['uar']:.3f}")
     vals = list(scores.values())
     click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
                f"({len(vals)} held-out corpora)")
+
+
+@cli.command("egemaps-cost")
+@click.option("--windows", "n_windows", default=50, show_default=True, type=click.IntRange(2, 10_000))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Default bench/results/egemaps_cost.json.")
+def egemaps_cost(n_windows: int, out: Path | None) -> None:
+    """Time eGeMAPS functionals per 2 s window (one thread) for the cost note of the accuracy report."""
+    from training import egemaps, report
+
+    rec = egemaps.measure_cost(n_windows) | {"command": command_line()}
+    out = out or report.EGEMAPS_COST
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rec, indent=1) + "\n")
+    click.echo(json.dumps(rec))
 
 
 @cli.command(name="report")

@@ -37,8 +37,12 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         pooling: str = "mean", augment: int = 0, heldout: str | None = None, fold: int = 0,
         grid: dict | None = None, root: Path | None = None, cache: Path = DEFAULT_CACHE,
         split_dir: Path = SPLITS_DIR, corpus_power: float = 0.0, seed: int = 0, log=print,
-        _caches: dict | None = None, norm: str = "global", room: int = 0) -> Result:
-    """norm: global = one standardisation for all training data (folded into the head); corpus =
+        _caches: dict | None = None, norm: str = "global", room: int = 0,
+        per_class: int | None = None) -> Result:
+    """per_class: only a seeded subset of at most that many clips per corpus and merged class
+    (loaders.per_class_subset), in training, validation and test alike.
+
+    norm: global = one standardisation for all training data (folded into the head); corpus =
     every training corpus standardised by its own statistics first (what edge_ser.adaptation does on
     a device); test clips of a corpus seen in training use that corpus's training statistics, an
     unseen corpus stays raw (measure adaptation on it with training.adapt_eval)."""
@@ -53,6 +57,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         if heldout not in members:
             members.append(heldout)
     clips = [c for c in loaders.load_set(members, root)]
+    if per_class is not None:
+        clips = loaders.per_class_subset(clips, per_class)
     split = protocol_split(protocol, members, clips, root, fold=fold, heldout=heldout, split_dir=split_dir)
     if classes == "merged":
         clips = [c for c in clips if c.merged is not None]

@@ -129,6 +129,7 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
     out.mkdir(parents=True, exist_ok=True)
     clips = sorted(clips, key=lambda c: c.path)
     model = model or Yamnet()
+    dtype = getattr(model, "dtype", np.float16)  # a backbone may keep its rows in float32
     n_chunks = (len(clips) + CHUNK - 1) // CHUNK
     bar = tqdm(total=len(clips), desc=f"{corpus}/{variant}", disable=not progress, file=sys.stderr,
                mininterval=5)
@@ -149,7 +150,7 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
             counts.append(len(w))
             bar.update(1)
         tmp = out / f"chunk_{ci:04d}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, frames=np.stack(embs).astype(np.float16), speech=np.stack(speech).astype(np.float16),
+        np.savez(tmp, frames=np.stack(embs).astype(dtype), speech=np.stack(speech).astype(np.float16),
                  counts=np.array(counts), paths=np.array([c.path for c in part]))
         tmp.rename(path)
     bar.close()
@@ -178,14 +179,22 @@ def _pack(out: Path, n_chunks: int) -> None:
 
 
 def load_cache(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) -> CorpusCache:
-    """Memory-map a packed corpus cache."""
+    """Memory-map a packed corpus cache.
+
+    A cache root marked `standardise: corpus` (eGeMAPS, training.egemaps) is loaded into memory with
+    every column z-scored by this corpus's (and variant's) own statistics over all its cached windows.
+    """
     d = corpus_dir(corpus, variant, cache)
     if not (d / "index.csv").is_file():
         raise ModelError(f"no embedding cache at {d}; run `python -m training extract` first")
     with (d / "index.csv").open(newline="") as fh:
         index = {r["path"]: (int(r["start"]), int(r["count"])) for r in csv.DictReader(fh)}
-    return CorpusCache(np.load(d / "frames.npy", mmap_mode="r"), np.load(d / "speech.npy", mmap_mode="r"),
-                       index)
+    frames = np.load(d / "frames.npy", mmap_mode="r")
+    if cache_layout(cache).get("standardise") == "corpus":
+        from training.egemaps import standardise_corpus
+
+        frames = standardise_corpus(frames)
+    return CorpusCache(frames, np.load(d / "speech.npy", mmap_mode="r"), index)
 
 
 def pooled_windows(cc: CorpusCache, path: str, pooling: str = "mean") -> np.ndarray:

@@ -65,7 +65,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
                  augment: int, grid: str, corpus_power: float, name: str, command: str,
                  save_to: Path | None = None, plots: Path | None = None, root: Path | None = None,
                  cache: Path | None = None, split_dir: Path = SPLITS_DIR, log=print,
-                 norm: str = "global", room: int = 0) -> tuple[dict, list]:
+                 norm: str = "global", room: int = 0, per_class: int | None = None) -> tuple[dict, list]:
     """Returns (record, results per fold). Folds' test predictions are pooled into one set of metrics."""
     from training.features import DEFAULT_CACHE
 
@@ -76,7 +76,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
     for fold in range(n_folds(protocol, corpus, root, split_dir)):
         results.append(experiment.run(protocol, corpus, classes, arch, pooling, augment, heldout, fold, g,
                                       root, cache or DEFAULT_CACHE, split_dir, corpus_power, log=log,
-                                      _caches=caches, norm=norm, room=room))
+                                      _caches=caches, norm=norm, room=room, per_class=per_class))
     labels = results[0].labels
     y = np.concatenate([r.test_part.y for r in results])
     pred = np.concatenate([r.test_probs.argmax(axis=1) for r in results])
@@ -100,6 +100,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
            "head": {k: best.fitted.spec[k] for k in ("arch", "hidden", "dropout", "lr", "pooling")},
            "augment": augment, "room": room, "corpus_power": corpus_power, "norm": norm,
            "per_corpus": per_corpus,
+           **({"per_class": per_class} if per_class is not None else {}),
            "seconds": round(time.time() - t0, 1)}
     if protocol == "cross_corpus" and results[0].fitted.spec["arch"] in ("mlp", "linear", "wsum"):
         from training.adapt_eval import evaluate_adaptation
