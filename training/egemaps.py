@@ -80,10 +80,10 @@ def measure_cost(n_windows: int = 50, root: Path | None = None, seed: int = 0) -
     """Seconds of eGeMAPS per 2 s window on this machine (one process, one thread, time.perf_counter),
     over the first `n_windows` windows of a seeded draw of clips from every corpus of All+."""
     import os
-    import platform
     import time
     from datetime import datetime, timezone
 
+    from edge_ser.benchmark import machine
     from training import loaders
     from training.preprocess import load_audio, trim_silence, windows
 
@@ -110,5 +110,5 @@ def measure_cost(n_windows: int = 50, root: Path | None = None, seed: int = 0) -
     return {"backbone": BACKBONE, "n_windows": len(ws), "p50_ms": round(float(np.median(ms)), 2),
             "mean_ms": round(float(ms.mean()), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
             "threads": 1, "cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "machine": machine(),
             "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
