@@ -136,10 +136,10 @@ def build_part(clips: list[Clip], labels: tuple[str, ...], classes: str, pooling
                 speaker.append(c.speaker)
                 paths.append(path)
             if rows:
-                x = _pool_all(store.frames[np.array(rows)], pooling, layout)
+                x = _pooled(store, rows, pooling, layout)
                 if fuse is not None:
                     other = caches[(str(fuse.cache), name, variant)]
-                    x2 = _pool_all(other.frames[np.array(rows2)], fuse.pooling, feat.cache_layout(fuse.cache))
+                    x2 = _pooled(other, rows2, fuse.pooling, feat.cache_layout(fuse.cache))
                     x = np.concatenate([x, x2], axis=1)
                 xs.append(x)
                 cl.append(np.array(owner))
@@ -147,6 +147,11 @@ def build_part(clips: list[Clip], labels: tuple[str, ...], classes: str, pooling
         raise UserError("no clips with cached features for this split")
     return Part(np.concatenate(xs), np.concatenate(cl), np.array(y), np.array(corpus), np.array(speaker),
                 paths)
+
+
+def _pooled(store: feat.CorpusCache, rows: list[int], pooling: str, layout: dict) -> np.ndarray:
+    """The cache rows `rows` (windows) of one corpus and variant, pooled."""
+    return _pool_all(store.frames[np.array(rows)], pooling, layout)
 
 
 def _aligned_rows(fuse: Fuse, corpus: str, variant: str, first: feat.CorpusCache, clip: Clip,
