@@ -18,8 +18,9 @@ PICK = ("a01", "d01", "f01", "h01", "n01", "sa01", "su01", "a02", "h02", "sa02")
 
 
 def write_cache(root: Path, clips, windows: dict[str, int], rows: int, dim: int, seed: int,
-                layout: dict | None = None, order=None) -> None:
-    """A packed cache (frames.npy, speech.npy, index.csv) of random rows; clips stored in `order`."""
+                layout: dict | None = None, order=None, keep: bool = False) -> None:
+    """A packed cache (frames.npy, speech.npy, index.csv) of random rows; clips stored in `order`;
+    keep: mark some frames of each window as its speech frames (keep.npy), the others are left out."""
     if layout:
         root.mkdir(parents=True, exist_ok=True)
         (root / features.BACKBONE_FILE).write_text(json.dumps(layout))
@@ -38,6 +39,10 @@ def write_cache(root: Path, clips, windows: dict[str, int], rows: int, dim: int,
         frames[s:s + n, :, 0] += 3 * MERGED_LABELS.index(label)
     np.save(out / "frames.npy", frames)
     np.save(out / "speech.npy", np.ones((start, rows), np.float16))
+    if keep:
+        mask = rng.random((start, rows)) < 0.6
+        mask[:, 0] = True
+        np.save(out / "keep.npy", mask)
     with (out / "index.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "start", "count"])
@@ -52,7 +57,8 @@ def tiny(tmp_path_factory):
     splits.write_all({"savee": clips}, root, tmp / "splits")
     windows = {c.path: 1 + i % 3 for i, c in enumerate(clips)}
     # "yamnet": 4 frames x 8 per window; "whisper": states 2, 3 (all frames, then speech frames) x 6
-    write_cache(tmp / "yam", clips, windows, 4, 8, seed=1)
+    write_cache(tmp / "yam", clips, windows, 4, 8, seed=1, keep=True,
+                layout={"backbone": "yamnet", "window_level": "speech"})
     write_cache(tmp / "wsp", clips, windows, 4, 6, seed=2, order=clips[::-1],
                 layout={"backbone": "whisper-tiny.en", "states": [2, 3], "window_level": "speech"})
     return tmp, root, clips, windows
@@ -65,13 +71,15 @@ def test_fused_rows_are_both_caches_rows_of_the_same_window(tiny):
     alone = build_part(clips, MERGED_LABELS, "merged", "mean_std@2+3", cache=tmp / "wsp")
     assert part.x.shape == (sum(windows.values()), 2 * 6 + 8)
     assert np.array_equal(part.x[:, :12], alone.x) and np.array_equal(part.clip, alone.clip)
-    # the appended block is the YAMNet cache's own window of that clip (stored in another order)
+    # the appended block is the YAMNet cache's own window of that clip (stored in another order),
+    # pooled over the frames that cache marks as speech
     yam = features.load_cache("savee", "base", tmp / "yam")
     for w in (0, len(part.x) - 1):
         path = part.paths[part.clip[w]]
         s, _ = yam.index[path]
         k = w - int(np.flatnonzero(part.clip == part.clip[w])[0])
-        assert np.allclose(part.x[w, 12:], yam.frames[s + k].astype(np.float32).mean(axis=0))
+        kept = yam.frames[s + k][yam.keep[s + k]].astype(np.float32)
+        assert np.allclose(part.x[w, 12:], kept.mean(axis=0), atol=1e-5)
 
 
 def test_caches_of_other_windows_are_refused(tiny, tmp_path):

@@ -35,8 +35,9 @@ def cli() -> None:
 @click.option("--backbone-name", default="whisper-tiny.en", show_default=True,
               help="With --encoder: the cache's backbone name (its folder in the cache root).")
 @click.option("--window-level", type=click.Choice(["raw", "speech"]), default="raw", show_default=True,
-              help="With --encoder: speech = level-normalise each window on its speech frames and add "
-              "speech-frame rows (edge_ser.speech_level), for models with window_level: speech.")
+              help="speech = level-normalise each window on its speech frames (edge_ser.speech_level) for "
+              "models with window_level: speech; with --encoder add speech-frame rows, with YAMNet mark "
+              "the speech frames (keep.npy) that every pooling of the cache then reads.")
 @click.option("--states", default=None, metavar="K,J",
               help="With --encoder: the encoder's hidden-state numbers in output order, when it returns "
               "only some (`convert whisper-encoder --layers 2,3` -> 2,3); default: every state from 0.")
@@ -64,6 +65,12 @@ def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, t
             raise UserError(f"{cache} holds {features.backbone_of(cache)} features; give --encoder or "
                             "another --cache")
         model = features.Yamnet(num_threads=threads)
+        if window_level == "speech" or features.cache_layout(cache):
+            weights = features.YAMNET.relative_to(features.REPO.parent)
+            features.mark_cache(cache, "yamnet", weights, window_level,
+                                rows=features.YAMNET_SPEECH_ROWS if window_level == "speech" else "")
+        if window_level == "speech":
+            model = features.SpeechLevel(model)
     for c in loaders.expand(corpora.split(","), root):
         clips = loaders.load_corpus(c, root)
         if max_clips is not None and len(clips) > max_clips:

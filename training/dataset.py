@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_ser.errors import UserError
 from edge_ser.labels import NEUTRAL
-from edge_ser.pooling import parse_state_pooling, pool_frames
+from edge_ser.pooling import parse_state_pooling
 from training import features as feat
 from training.loaders import MERGED_LABELS, Clip
 from training.scenes import PAUSE, SPEECH, window_roles
@@ -45,8 +45,10 @@ def label_set(clips: list[Clip], classes: str) -> tuple[str, ...]:
     raise UserError(f"classes must be merged or original, not {classes!r}")
 
 
-def _pool_all(frames: np.ndarray, pooling: str, layout: dict | None = None) -> np.ndarray:
-    """pool_frames over every window; vectorised for mean, the shared function otherwise.
+def _pool_all(frames: np.ndarray, pooling: str, layout: dict | None = None,
+              keep: np.ndarray | None = None) -> np.ndarray:
+    """pool_frames over every window (over its `keep` frames in a window_level speech frame cache, see
+    training.features.pool_windows); vectorised for mean, the shared function otherwise.
 
     `method@k+j` reads a hidden-state cache (one mean_std row per state, see training.features):
     the rows of encoder states k and j concatenated, which is what edge_ser.pooling.pool_states gives
@@ -61,11 +63,9 @@ def _pool_all(frames: np.ndarray, pooling: str, layout: dict | None = None) -> n
         if method == "mean":
             rows = rows[..., : rows.shape[-1] // 2]
         return rows.reshape(len(rows), -1)
-    if pooling == "frames":
+    if pooling == "frames" and keep is None:
         return f
-    if pooling == "mean":
-        return f.mean(axis=1)
-    return np.stack([pool_frames(w, pooling) for w in f])
+    return feat.pool_windows(f, pooling, keep)
 
 
 def state_rows(states: tuple[int, ...], layout: dict, n_rows: int) -> list[int]:
@@ -150,8 +150,11 @@ def build_part(clips: list[Clip], labels: tuple[str, ...], classes: str, pooling
 
 
 def _pooled(store: feat.CorpusCache, rows: list[int], pooling: str, layout: dict) -> np.ndarray:
-    """The cache rows `rows` (windows) of one corpus and variant, pooled."""
-    return _pool_all(store.frames[np.array(rows)], pooling, layout)
+    """The cache rows `rows` (windows) of one corpus and variant, pooled (over their speech frames in a
+    cache that marks them)."""
+    picked = np.array(rows)
+    keep = None if store.keep is None else store.keep[picked]
+    return _pool_all(store.frames[picked], pooling, layout, keep)
 
 
 def _aligned_rows(fuse: Fuse, corpus: str, variant: str, first: feat.CorpusCache, clip: Clip,
