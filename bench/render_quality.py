@@ -23,18 +23,20 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
     """Every candidate, ranked by the rule that picks the default: LOCO mean first, SI val UAR for ties.
 
     Candidates are the models with leave-one-corpus-out folds or a speaker-independent All+ result;
-    a LOCO mean is shown only when all eight held-out corpora were measured.
+    a LOCO mean is shown only when all eight held-out corpora were measured. Rows measured on a clip
+    subset come after the full-corpus rows and are never marked best.
     """
-    from training.report import XCOLS, loco_notes, loco_rows
+    from training.report import XCOLS, loco_notes, loco_rows, subset_models
 
     loco = {name: (folds, mean, worst) for name, folds, mean, worst in loco_rows(records)}
     si = {r["model"]: r for r in records if (r["protocol"], r["corpus"], r["classes"]) == SI}
+    sub = subset_models(records)
     names = sorted(set(loco) | set(si), key=lambda n: (
-        loco.get(n, ({}, None, None))[1] is None, -(loco.get(n, ({}, None, None))[1] or 0.0),
+        loco.get(n, ({}, None, None))[1] is None, n in sub, -(loco.get(n, ({}, None, None))[1] or 0.0),
         -(si[n].get("val_uar") or 0.0) if n in si else 0.0, n))
     if not names:
         return "No leave-one-corpus-out or speaker-independent All+ records."
-    best_loco = max((v[1] for v in loco.values() if v[1] is not None), default=None)
+    best_loco = max((v[1] for n, v in loco.items() if v[1] is not None and n not in sub), default=None)
     rows = ["LOCO: train on seven corpora, test on the eighth, UAR over the four emotions (chance 0.25), "
             f"mean and worst of the {len(XCOLS)} held-out corpora; SI: speaker-independent split of All+ "
             "(UAR over the 5 classes). Ranked by LOCO mean, the rule that picks the default: means within "

@@ -98,3 +98,17 @@ def test_loco_notes_name_the_subset_and_the_cost_against_the_window_limit():
     assert "not a daemon candidate" in notes[-1]
     assert "not a daemon candidate" not in loco_notes([rec], cost | {"p50_ms": 1.0})[-1]
     assert loco_notes([{"model": "m", "protocol": "cross_corpus"}]) == []
+
+
+def test_subset_rows_rank_after_the_full_corpus_rows_and_are_never_marked_best():
+    from bench.render_quality import si_table
+    from training.report import XCOLS, loco_rows
+
+    def folds(model, uar, **extra):
+        return [{"model": model, "protocol": "cross_corpus", "corpus": c, "classes": "merged", "uar": uar,
+                 **extra} for c in XCOLS]
+
+    recs = folds("full", 0.4) + folds("sub", 0.6, per_class=150)
+    assert [r[0] for r in loco_rows(recs)] == ["full", "sub"]
+    table = si_table(recs)
+    assert "| full |  | **0.400** |" in table and "| sub |  | 0.600 |" in table

@@ -81,7 +81,8 @@ def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | Non
     """(model, UAR4 per held-out corpus, mean, min) per candidate; mean/min only with all 8 folds.
 
     Sorted by the LOCO mean (best first), the rule that picks the default; candidates with missing
-    folds come last, without a mean, so a partial one can never look better than it is.
+    folds come last, without a mean, so a partial one can never look better than it is; rows measured
+    on a clip subset come after the full-corpus rows.
     """
     rows = []
     for name in sorted({r["model"] for r in recs if r["protocol"] == "cross_corpus"}):
@@ -90,7 +91,14 @@ def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | Non
         full = all(c in folds for c in XCOLS)
         vals = [folds[c] for c in XCOLS] if full else []
         rows.append((name, folds, sum(vals) / len(vals) if full else None, min(vals) if full else None))
-    return sorted(rows, key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0]))
+    sub = subset_models(recs)
+    return sorted(rows, key=lambda r: (r[2] is None, r[0] in sub, -(r[2] or 0.0), r[0]))
+
+
+def subset_models(recs: list[dict]) -> set[str]:
+    """Models whose LOCO folds ran on a clip subset (`--per-class`): ranked after, never against, the
+    full-corpus rows."""
+    return {r["model"] for r in recs if r["protocol"] == "cross_corpus" and r.get("per_class")}
 
 
 def loco_table(recs: list[dict]) -> list[str]:
@@ -126,10 +134,13 @@ def loco_notes(recs: list[dict], cost: dict | None = None) -> list[str]:
                    "and merged class, `training.loaders.per_class_subset`, the same clips for every such "
                    "row with the same N; compare them with each other, not with the full-corpus rows): "
                    + ", ".join(f"{m} (N = {n})" for m, n in subset) + ".")
-    if any(r["model"].startswith("egemaps") for r in recs if r["protocol"] == "cross_corpus"):
-        out.append("eGeMAPS rows: openSMILE eGeMAPSv02 functionals (88 per 2 s window), every corpus "
+    if any("egemaps" in r["model"] for r in recs if r["protocol"] == "cross_corpus"):
+        out.append("Rows with eGeMAPS: openSMILE eGeMAPSv02 functionals (88 per 2 s window), every corpus "
                    "z-scored with its own mean and standard deviation over its cached windows (the "
-                   "held-out corpus with its own statistics, taken without its labels).")
+                   "held-out corpus with its own statistics, taken without its labels); in a fusion row "
+                   "only the eGeMAPS part is, the other backbone's part is standardised with the training "
+                   "corpora's statistics as in every other row (the oracle column of the adaptation "
+                   "table standardises a whole row with the held-out corpus's statistics).")
     if cost:
         verdict = ("within" if cost["p50_ms"] <= WINDOW_LIMIT_MS else "over")
         out.append(f"eGeMAPS cost: {cost['p50_ms']:.1f} ms per window (median of {cost['n_windows']} "
