@@ -24,9 +24,10 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
 
     Candidates are the models with leave-one-corpus-out folds or a speaker-independent All+ result;
     a LOCO mean is shown only when all eight held-out corpora were measured. Rows measured on a clip
-    subset come after the full-corpus rows and are never marked best.
+    subset come after the full-corpus rows and are never marked best, nor are rows that are not
+    candidates for the default (training.report.not_candidates).
     """
-    from training.report import XCOLS, loco_notes, loco_rows, subset_models
+    from training.report import XCOLS, loco_notes, loco_rows, not_candidates, subset_models
 
     loco = {name: (folds, mean, worst) for name, folds, mean, worst in loco_rows(records)}
     si = {r["model"]: r for r in records if (r["protocol"], r["corpus"], r["classes"]) == SI}
@@ -36,7 +37,9 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
         -(si[n].get("val_uar") or 0.0) if n in si else 0.0, n))
     if not names:
         return "No leave-one-corpus-out or speaker-independent All+ records."
-    best_loco = max((v[1] for n, v in loco.items() if v[1] is not None and n not in sub), default=None)
+    measured_only = not_candidates(records, egemaps_cost)
+    best_loco = max((v[1] for n, v in loco.items() if v[1] is not None and n not in sub
+                     and n not in measured_only), default=None)
     rows = ["LOCO: train on seven corpora, test on the eighth, UAR over the four emotions (chance 0.25), "
             f"mean and worst of the {len(XCOLS)} held-out corpora; SI: speaker-independent split of All+ "
             "(UAR over the 5 classes). Ranked by LOCO mean, the rule that picks the default: means within "
@@ -50,6 +53,8 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
         ships = f"`{r['shipped']}`" if r.get("shipped") else ""
         if r and _default_row(r, default_id):
             ships += " (**default**)"
+        if n in measured_only:
+            ships = f"not a candidate: {measured_only[n]}"
         if mean is not None:
             lo = min(folds, key=folds.get)
             loco_cell = f"**{mean:.3f}**" if mean == best_loco else f"{mean:.3f}"

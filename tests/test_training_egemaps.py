@@ -112,3 +112,21 @@ def test_subset_rows_rank_after_the_full_corpus_rows_and_are_never_marked_best()
     assert [r[0] for r in loco_rows(recs)] == ["full", "sub"]
     table = si_table(recs)
     assert "| full |  | **0.400** |" in table and "| sub |  | 0.600 |" in table
+
+
+def test_rows_over_the_cost_limit_or_with_two_backbones_are_never_marked_best():
+    from bench.render_quality import si_table
+    from training.report import XCOLS
+
+    def folds(model, uar, **extra):
+        return [{"model": model, "protocol": "cross_corpus", "corpus": c, "classes": "merged", "uar": uar,
+                 **extra} for c in XCOLS]
+
+    cost = {"p50_ms": WINDOW_LIMIT_MS * 2, "n_windows": 50, "machine": "x", "load_1min": 1.0,
+            "date_utc": "2026-12-07T00:00:00Z", "command": "python -m training egemaps-cost"}
+    recs = folds("whisper", 0.5) + folds("egemaps+mlp", 0.6) + folds("fused", 0.7, fuse={"cache": "c"})
+    table = si_table(recs, None, cost)
+    assert "| whisper |  | **0.500** |" in table
+    assert "| egemaps+mlp | not a candidate: over the cost limit | 0.600 |" in table
+    assert "| fused | not a candidate: two backbones | 0.700 |" in table
+    assert "| egemaps+mlp |  | **0.600** |" in si_table(folds("egemaps+mlp", 0.6), None, None)

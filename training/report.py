@@ -95,6 +95,23 @@ def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | Non
     return sorted(rows, key=lambda r: (r[2] is None, r[0] in sub, -(r[2] or 0.0), r[0]))
 
 
+def not_candidates(recs: list[dict], cost: dict | None = None) -> dict[str, str]:
+    """Model -> why its LOCO row is a measurement, not a candidate for the default: two backbones per
+    window (a fused row, an ensemble), or eGeMAPS over the per-window cost limit."""
+    out = {}
+    for r in recs:
+        if r["protocol"] != "cross_corpus":
+            continue
+        why = []
+        if r.get("fuse") or r["model"].startswith("ensemble("):
+            why.append("two backbones")
+        if "egemaps" in r["model"] and cost and cost["p50_ms"] > WINDOW_LIMIT_MS:
+            why.append("eGeMAPS over the cost limit" if why else "over the cost limit")
+        if why:
+            out[r["model"]] = "; ".join(why)
+    return out
+
+
 def subset_models(recs: list[dict]) -> set[str]:
     """Models whose LOCO folds ran on a clip subset (`--per-class`): ranked after, never against, the
     full-corpus rows."""
