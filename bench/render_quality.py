@@ -19,22 +19,27 @@ def _default_row(r: Record, default_id: str | None) -> bool:
     return bool(default_id and r.get("shipped") and default_id.startswith(r["shipped"]))
 
 
-def si_table(records: list[Record], default_id: str | None = None) -> str:
+def si_table(records: list[Record], default_id: str | None = None, egemaps_cost: Record | None = None) -> str:
     """Every candidate, ranked by the rule that picks the default: LOCO mean first, SI val UAR for ties.
 
     Candidates are the models with leave-one-corpus-out folds or a speaker-independent All+ result;
-    a LOCO mean is shown only when all eight held-out corpora were measured.
+    a LOCO mean is shown only when all eight held-out corpora were measured. Rows measured on a clip
+    subset come after the full-corpus rows and are never marked best, nor are rows that are not
+    candidates for the default (training.report.not_candidates).
     """
-    from training.report import XCOLS, loco_rows
+    from training.report import XCOLS, loco_notes, loco_rows, not_candidates, subset_models
 
     loco = {name: (folds, mean, worst) for name, folds, mean, worst in loco_rows(records)}
     si = {r["model"]: r for r in records if (r["protocol"], r["corpus"], r["classes"]) == SI}
+    sub = subset_models(records)
     names = sorted(set(loco) | set(si), key=lambda n: (
-        loco.get(n, ({}, None, None))[1] is None, -(loco.get(n, ({}, None, None))[1] or 0.0),
+        loco.get(n, ({}, None, None))[1] is None, n in sub, -(loco.get(n, ({}, None, None))[1] or 0.0),
         -(si[n].get("val_uar") or 0.0) if n in si else 0.0, n))
     if not names:
         return "No leave-one-corpus-out or speaker-independent All+ records."
-    best_loco = max((v[1] for v in loco.values() if v[1] is not None), default=None)
+    measured_only = not_candidates(records, egemaps_cost)
+    best_loco = max((v[1] for n, v in loco.items() if v[1] is not None and n not in sub
+                     and n not in measured_only), default=None)
     rows = ["LOCO: train on seven corpora, test on the eighth, UAR over the four emotions (chance 0.25), "
             f"mean and worst of the {len(XCOLS)} held-out corpora; SI: speaker-independent split of All+ "
             "(UAR over the 5 classes). Ranked by LOCO mean, the rule that picks the default: means within "
@@ -48,6 +53,8 @@ def si_table(records: list[Record], default_id: str | None = None) -> str:
         ships = f"`{r['shipped']}`" if r.get("shipped") else ""
         if r and _default_row(r, default_id):
             ships += " (**default**)"
+        if n in measured_only:
+            ships = f"not a candidate: {measured_only[n]}"
         if mean is not None:
             lo = min(folds, key=folds.get)
             loco_cell = f"**{mean:.3f}**" if mean == best_loco else f"{mean:.3f}"
@@ -59,6 +66,8 @@ def si_table(records: list[Record], default_id: str | None = None) -> str:
         si_cells = " | ".join(_num(r, k, f) for k, f in (("uar", "{:.3f}"), ("macro_f1", "{:.3f}"),
                                                          ("accuracy", "{:.1f}"), ("val_uar", "{:.3f}")))
         rows.append(f"| {n} | {ships} | {loco_cell} | {worst_cell} | {si_cells} |")
+    for note in loco_notes(records, egemaps_cost):
+        rows += ["", note]
     return "\n".join(rows)
 
 

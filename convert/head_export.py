@@ -246,6 +246,7 @@ def _entry(model_id: str, spec: dict, path: Path, q: str, manifest: Path, report
         labels=tuple(spec["labels"]),
         backbone=backbone,
         pooling=spec.get("pooling", "mean"),
+        window_level=str(spec.get("window_level", "raw")),
         head=file_ref(path, manifest, input="features", output="probs", input_dim=int(spec["input_dim"])),
         quantization=q,
         license=spec.get("license", "inherits the training corpora's terms; YAMNet Apache-2.0"),

@@ -73,6 +73,19 @@ def test_int8_and_fp16_match_the_torch_head(head: Path, tmp_path: Path) -> None:
     assert e.backbone is not None and e.backbone.file == "yamnet/yamnet.tflite"
 
 
+def test_speech_level_head_gets_a_speech_level_entry(head: Path, tmp_path: Path) -> None:
+    """A head trained on a window_level speech cache: its entry makes the daemon prepare windows so."""
+    import shutil
+
+    speech = tmp_path / "speech-head"
+    shutil.copytree(head, speech)
+    spec = json.loads((speech / "head.json").read_text())
+    (speech / "head.json").write_text(json.dumps(dict(spec, window_level="speech")))
+    (r,) = _convert(speech, tmp_path, variants=("float16",))
+    assert r.passed
+    assert load_manifest(tmp_path / "models" / "manifest.yaml").get("tiny-fp16").window_level == "speech"
+
+
 def test_missed_target_writes_nothing_unless_kept(
     head: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

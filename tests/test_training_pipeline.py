@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from artefact.heads import load_head
+from edge_ser.errors import UserError
 from edge_ser.pooling import pool_frames
 from tests.conftest import copy_savee
 from training import features, loaders, report, runner, splits
@@ -100,6 +101,73 @@ def test_shipped_onnx_head_runs_in_the_daemon_like_in_training(tiny, tmp_path):
     adapted = load_model(ModelSettings(manifest=str(models / "manifest.yaml"), adapt=True,
                                        adapt_state=str(tmp_path / "adapt.json")))
     assert abs(sum(adapted.predict(window).probs.values()) - 1) < 1e-5
+
+
+class _FeaturesIn:
+    """A head that records the pooled features the daemon hands it and answers uniform."""
+
+    path = "features-in"
+
+    def __init__(self, n_labels: int) -> None:
+        self.seen, self._n = [], n_labels
+
+    def input_names(self) -> list[str]:
+        return ["features"]
+
+    def output_names(self) -> list[str]:
+        return ["probs"]
+
+    def run(self, inputs: dict) -> dict:
+        self.seen.append(np.asarray(inputs["features"])[0].copy())
+        return {"probs": np.full((1, self._n), 1.0 / self._n, np.float32)}
+
+
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_speech_level_cache_rows_are_what_the_daemon_pools(tiny, pooling):
+    """window_level speech: a cached window pools (over its speech frames) to the features
+    edge_ser.model.EmotionModel computes for that window, for the same manifest pooling."""
+    import dataclasses
+
+    from edge_ser.backends import open_backend
+    from edge_ser.manifest import load_manifest
+    from edge_ser.model import EmotionModel
+    from training.dataset import _pool_all
+
+    tmp, root, clips = tiny
+    cache = tmp / "cache-speech"
+    features.mark_cache(cache, "yamnet", features.YAMNET, "speech", rows=features.YAMNET_SPEECH_ROWS)
+    model = features.SpeechLevel(features.Yamnet())
+    for variant in ("base", "room1"):
+        features.extract(clips[:4], "savee", variant, cache, progress=False, model=model)
+    cc = features.load_cache("savee", "base", cache)
+    assert cc.keep is not None and cc.keep.shape == cc.frames.shape[:2] and cc.keep.any(axis=1).all()
+    entry = load_manifest().get("yamnet-mlp-allplus-int8")
+    entry = dataclasses.replace(entry, window_level="speech", pooling=pooling)
+    head = _FeaturesIn(len(entry.labels))
+    daemon = EmotionModel(entry, head, open_backend(features.YAMNET))
+    c = clips[1]
+    windows = features.clip_windows(c.path, "base")
+    for w in windows:
+        daemon.predict(w)
+    s, n = cc.index[c.path]
+    cached = features.pooled_windows(cc, c.path, pooling)
+    assert cached.shape == (n, len(head.seen[0]))
+    np.testing.assert_allclose(cached, np.stack(head.seen), atol=2e-2)
+    np.testing.assert_allclose(_pool_all(cc.frames[s:s + n], pooling, keep=cc.keep[s:s + n]), cached,
+                               atol=1e-5)
+    # a pause in a window: its quiet frames are left out, the level is set on the loud ones
+    quiet = windows[0].copy()
+    quiet[: len(quiet) // 2] *= 1e-3
+    frames, _, keep = model(quiet)
+    assert not keep[:2].any() and keep[2:].any()
+    daemon.predict(quiet)
+    np.testing.assert_allclose(features.pool_windows(frames[None], pooling, keep[None])[0], head.seen[-1],
+                               atol=1e-5)
+    # the room copies mark their speech frames too; the cache says how its rows were made
+    assert features.load_cache("savee", "room1", cache).keep is not None
+    assert features.cache_layout(cache)["window_level"] == "speech"
+    with pytest.raises(UserError, match="window_level"):
+        features.mark_cache(cache, "yamnet", features.YAMNET, "raw")
 
 
 def test_augmented_copy_is_deterministic_and_survives_an_all_silent_clip():

@@ -35,21 +35,33 @@ def cli() -> None:
 @click.option("--backbone-name", default="whisper-tiny.en", show_default=True,
               help="With --encoder: the cache's backbone name (its folder in the cache root).")
 @click.option("--window-level", type=click.Choice(["raw", "speech"]), default="raw", show_default=True,
-              help="With --encoder: speech = level-normalise each window on its speech frames and add "
-              "speech-frame rows (edge_ser.speech_level), for models with window_level: speech.")
+              help="speech = level-normalise each window on its speech frames (edge_ser.speech_level) for "
+              "models with window_level: speech; with --encoder add speech-frame rows, with YAMNet mark "
+              "the speech frames (keep.npy) that every pooling of the cache then reads.")
 @click.option("--states", default=None, metavar="K,J",
               help="With --encoder: the encoder's hidden-state numbers in output order, when it returns "
               "only some (`convert whisper-encoder --layers 2,3` -> 2,3); default: every state from 0.")
 @click.option("--max-clips", type=click.IntRange(1, 1_000_000), default=None,
               help="At most this many clips per corpus, a seeded draw (e.g. for room copies of a subset).")
+@click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
+              help="At most this many clips per corpus and merged class (loaders.per_class_subset).")
+@click.option("--egemaps", is_flag=True,
+              help="openSMILE eGeMAPSv02 functionals (88 per window, training.egemaps) instead of YAMNet.")
 def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, threads: int,
             encoder: Path | None, backbone_name: str, window_level: str, states: str | None,
-            max_clips: int | None) -> None:
+            max_clips: int | None, per_class: int | None, egemaps: bool) -> None:
     """Compute (or resume) backbone features of every clip, per 2 s window."""
     from training import features
 
     cache = cache or features.DEFAULT_CACHE
-    if encoder is not None:
+    if egemaps:
+        if encoder is not None:
+            raise UserError("give --egemaps or --encoder, not both")
+        from training import egemaps as egm
+
+        model = egm.Egemaps()
+        egm.mark_cache(cache, model.names)
+    elif encoder is not None:
         from training.whisper_states import WhisperStates, mark_cache
 
         model = WhisperStates(encoder, threads=threads, window_level=window_level)
@@ -64,11 +76,19 @@ def extract(corpora: str, variant: str, root: Path | None, cache: Path | None, t
             raise UserError(f"{cache} holds {features.backbone_of(cache)} features; give --encoder or "
                             "another --cache")
         model = features.Yamnet(num_threads=threads)
+        if window_level == "speech" or features.cache_layout(cache):
+            weights = features.YAMNET.relative_to(features.REPO.parent)
+            features.mark_cache(cache, "yamnet", weights, window_level,
+                                rows=features.YAMNET_SPEECH_ROWS if window_level == "speech" else "")
+        if window_level == "speech":
+            model = features.SpeechLevel(model)
     for c in loaders.expand(corpora.split(","), root):
         clips = loaders.load_corpus(c, root)
         if max_clips is not None and len(clips) > max_clips:
             clips = sorted(clips, key=lambda k: k.path)
             clips = [clips[i] for i in sorted(np.random.default_rng(0).permutation(len(clips))[:max_clips])]
+        if per_class is not None:
+            clips = loaders.per_class_subset(clips, per_class)
         out = features.extract(clips, c, variant, cache, model=model)
         click.echo(f"{c}: {len(clips)} clips -> {out}")
 
@@ -111,16 +131,23 @@ def splits(corpora: str, root: Path | None) -> None:
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Embedding cache root (default cache/; e.g. fine-tuned embeddings from "
               "`python -m training finetune embed`).")
+@click.option("--fuse", default=None, metavar="CACHE:POOLING",
+              help="Append each window's pooled row from a second cache of the same clips and windows "
+              "(e.g. cache/yamnet-speech:mean) to its row from --cache: a head on fused features.")
+@click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
+              help="Only a seeded subset: at most this many clips per corpus and merged class.")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
         augment: int, room: int, grid: str, corpus_power: float, norm: str, name: str | None,
-        save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None) -> None:
+        save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None,
+        fuse: str | None, per_class: int | None) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
     from training import report, runner
+    from training.dataset import Fuse
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
                                  corpus_power, name, command_line(), save_head, plots, cache=cache, norm=norm,
-                                 room=room)
+                                 room=room, fuse=Fuse.parse(fuse) if fuse else None, per_class=per_class)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():
@@ -141,26 +168,77 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
+@click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
+              help="Only a seeded subset: at most this many clips per corpus and merged class.")
 @click.option("--name", required=True, help="Model name in the records.")
+@click.option("--fuse", default=None, metavar="CACHE:POOLING",
+              help="Append each window's pooled row from a second cache of the same clips and windows "
+              "(e.g. cache/yamnet-speech:mean) to its row from --cache: a head on fused features.")
+@click.option("--save-probs", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also write each fold's probabilities to DIR/<held-out>.npz, for `ensemble`.")
 def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: str, norm: str,
-         cache: Path | None, room: int, name: str) -> None:
+         cache: Path | None, room: int, per_class: int | None, name: str, fuse: str | None,
+         save_probs: Path | None) -> None:
     """Leave-one-corpus-out: train on the other corpora, test on each one in turn, record every fold."""
-    from training import report, runner
+    from training import ensemble, report, runner
+    from training.dataset import Fuse
 
     members = heldouts or tuple(loaders.expand(corpus.split(","), None))
+    fused = Fuse.parse(fuse) if fuse else None
     scores = {}
     for held in members:
-        command = (f"python -m training run --protocol cross_corpus --corpus {corpus} --heldout {held} "
-                   f"--arch {arch} --pooling {pooling} --grid {grid} --norm {norm} --name {shlex.quote(name)}"
-                   + (f" --cache {cache}" if cache else "") + (f" --room {room}" if room else ""))
-        rec, _ = runner.run_protocol("cross_corpus", corpus, held, "merged", arch, pooling, 0, grid, 0.0,
-                                     name, command, cache=cache, norm=norm, room=room)
+        options = (f"--corpus {corpus} --heldout {held} --arch {arch} --pooling {pooling} --grid {grid} "
+                   f"--norm {norm} --name {shlex.quote(name)}" + (f" --cache {cache}" if cache else "")
+                   + (f" --room {room}" if room else "") + (f" --fuse {shlex.quote(fuse)}" if fuse else "")
+                   + (f" --per-class {per_class}" if per_class else ""))
+        command = (f"python -m training loco {options} --save-probs {save_probs}" if save_probs
+                   else f"python -m training run --protocol cross_corpus {options}")
+        rec, results = runner.run_protocol("cross_corpus", corpus, held, "merged", arch, pooling, 0, grid,
+                                           0.0, name, command, cache=cache, norm=norm, room=room, fuse=fused,
+                                           per_class=per_class)
+        report.append_record(rec)
+        if save_probs:
+            ensemble.save_fold(save_probs, rec, results[0])
+        scores[held] = rec["uar"]
+        click.echo(f"{name} held out {held}: UAR4 {rec['uar']:.3f}")
+    vals = list(scores.values())
+    click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
+               f"({len(vals)} held-out corpora)")
+
+
+@cli.command(name="ensemble")
+@click.option("--probs", "folders", multiple=True, required=True,
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="A member's fold probabilities (`loco --save-probs DIR`); repeat for every member.")
+@click.option("--name", required=True, help="Model name of the ensemble in the records.")
+def ensemble_cmd(folders: tuple[Path, ...], name: str) -> None:
+    """LOCO rows of an ensemble: the members' class probabilities averaged clip by clip."""
+    from training import ensemble, report
+
+    scores = {}
+    for held in ensemble.heldouts(list(folders)):
+        rec = ensemble.average_fold(list(folders), held, name, command_line())
         report.append_record(rec)
         scores[held] = rec["uar"]
         click.echo(f"{name} held out {held}: UAR4 {rec['uar']:.3f}")
     vals = list(scores.values())
     click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
                f"({len(vals)} held-out corpora)")
+
+
+@cli.command("egemaps-cost")
+@click.option("--windows", "n_windows", default=50, show_default=True, type=click.IntRange(2, 10_000))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Default bench/results/egemaps_cost.json.")
+def egemaps_cost(n_windows: int, out: Path | None) -> None:
+    """Time eGeMAPS functionals per 2 s window (one thread) for the cost note of the accuracy report."""
+    from training import egemaps, report
+
+    rec = egemaps.measure_cost(n_windows) | {"command": command_line()}
+    out = out or report.EGEMAPS_COST
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rec, indent=1) + "\n")
+    click.echo(json.dumps(rec))
 
 
 @cli.command(name="report")

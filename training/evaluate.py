@@ -43,6 +43,16 @@ def metrics(y: np.ndarray, pred: np.ndarray, labels: tuple[str, ...]) -> dict:
     return out
 
 
+def pooled_metrics(y: np.ndarray, pred: np.ndarray, corpus: np.ndarray,
+                   labels: tuple[str, ...]) -> tuple[dict, dict]:
+    """Metrics of all test clips, and the main ones per test corpus."""
+    per_corpus = {}
+    for c in np.unique(corpus):
+        mc = metrics(y[corpus == c], pred[corpus == c], labels)
+        per_corpus[str(c)] = {k: mc.get(k) for k in ("accuracy", "macro_f1", "uar", "uar4", "n_test")}
+    return metrics(y, pred, labels), per_corpus
+
+
 def clip_probs(win_probs: np.ndarray, clip: np.ndarray, n_clips: int) -> np.ndarray:
     """Average window probabilities per clip (a clip longer than 2 s is several daemon windows)."""
     out = np.zeros((n_clips, win_probs.shape[1]))

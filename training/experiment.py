@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_ser.errors import UserError
 from training import loaders
-from training.dataset import Part, build_part, label_set
+from training.dataset import Fuse, Part, build_part, label_set
 from training.features import DEFAULT_CACHE, backbone_of, cache_layout
 from training.splits import SPLITS_DIR, protocol_split
 from training.train import Fitted, evaluate_part, fit, predict
@@ -31,17 +31,30 @@ class Result:
     """Up to 2000 training windows (pooled features), for INT8 calibration of exports."""
     corpus_stats: dict
     """norm=corpus: per training corpus (mean, std), plus "global"."""
+    test_window_probs: np.ndarray | None = None
+    """[test windows, labels]: each window's probabilities (test_part.clip says whose)."""
+    val_part: Part | None = None
+    val_probs: np.ndarray | None = None
+    """[validation clips, labels]: clip probabilities on the validation clips."""
 
 
 def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: str = "mlp",
         pooling: str = "mean", augment: int = 0, heldout: str | None = None, fold: int = 0,
         grid: dict | None = None, root: Path | None = None, cache: Path = DEFAULT_CACHE,
         split_dir: Path = SPLITS_DIR, corpus_power: float = 0.0, seed: int = 0, log=print,
-        _caches: dict | None = None, norm: str = "global", room: int = 0) -> Result:
-    """norm: global = one standardisation for all training data (folded into the head); corpus =
+        _caches: dict | None = None, norm: str = "global", room: int = 0, fuse: Fuse | None = None,
+        per_class: int | None = None) -> Result:
+    """per_class: only a seeded subset of at most that many clips per corpus and merged class
+    (loaders.per_class_subset), in training, validation and test alike.
+
+    norm: global = one standardisation for all training data (folded into the head); corpus =
     every training corpus standardised by its own statistics first (what edge_ser.adaptation does on
     a device); test clips of a corpus seen in training use that corpus's training statistics, an
-    unseen corpus stays raw (measure adaptation on it with training.adapt_eval)."""
+    unseen corpus stays raw (measure adaptation on it with training.adapt_eval).
+    fuse: a second cache whose pooled rows are appended to each window's (training.dataset.Fuse);
+    the concatenation is standardised per feature like any input."""
+    if fuse is not None and arch not in ("mlp", "linear"):
+        raise UserError(f"fused features feed mlp or linear heads, not {arch}")
     if arch == "logreg":
         pooling = "frames"
     names = corpora.split(",") if isinstance(corpora, str) else list(corpora)
@@ -53,6 +66,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         if heldout not in members:
             members.append(heldout)
     clips = [c for c in loaders.load_set(members, root)]
+    if per_class is not None:
+        clips = loaders.per_class_subset(clips, per_class)
     split = protocol_split(protocol, members, clips, root, fold=fold, heldout=heldout, split_dir=split_dir)
     if classes == "merged":
         clips = [c for c in clips if c.merged is not None]
@@ -65,9 +80,9 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     # training clips only: augmented copies and copies heard in a room (training.scenes)
     variants = (("base",) + tuple(f"aug{i}" for i in range(1, augment + 1))
                 + tuple(f"room{i}" for i in range(1, room + 1)))
-    train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches)
-    val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches)
-    test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches)
+    train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches, fuse)
+    val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches, fuse)
+    test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches, fuse)
     corpus_stats = {}
     if norm == "corpus":
         corpus_stats = per_corpus_standardise(train, (val, test))
@@ -81,6 +96,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         return _probe(train, val, test, labels, len(sets["train"]), seed)
     fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log,
                  backbone=backbone_of(cache), window_level=cache_layout(cache).get("window_level", "raw"))
+    if fuse is not None:  # the daemon runs one backbone: such a head is for measurement only
+        fitted.spec["fuse"] = fuse.describe()
     from artefact.heads import build_head
 
     model = build_head(fitted.spec)
@@ -93,8 +110,9 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     wp = predict(model, test.x, mean, std)
     win_m = metrics(test.y[test.clip], wp.argmax(axis=1), labels)
     pick = np.random.default_rng(seed).permutation(len(train.x))[:2000]
+    _, val_probs = evaluate_part(model, val, mean, std, labels)
     return Result(fitted, test_m, win_m, labels, len(sets["train"]), test, probs, train.x[np.sort(pick)],
-                  corpus_stats)
+                  corpus_stats, wp, val, val_probs)
 
 
 def _clip_mean_max(part: Part) -> Part:

@@ -275,3 +275,28 @@ def load_csv(path: Path, corpus: str = "custom", language: str = "xx") -> list[C
             speaker = (row.get("speaker") or "").strip() or audio.stem
             clips.append(_clip(audio.resolve(), corpus, speaker, row["label"], language))
     return clips
+
+
+def per_class_subset(clips: list[Clip], per_class: int) -> list[Clip]:
+    """A seeded, class-balanced subset: at most `per_class` clips of each (corpus, merged class), in
+    the input order.
+
+    Each group's draw depends only on its own clips (sorted by path) and on the group's name, so the
+    same clips come out whether one corpus or a whole set is loaded; clips without a merged class are
+    grouped by their original label.
+    """
+    import zlib
+
+    import numpy as np
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    for c in clips:
+        groups.setdefault((c.corpus, c.merged or c.label), []).append(c.path)
+    keep: set[str] = set()
+    for (corpus, label), paths in groups.items():
+        paths = sorted(paths)
+        if len(paths) > per_class:
+            rng = np.random.default_rng(zlib.crc32(f"{corpus}/{label}".encode()))
+            paths = [paths[i] for i in rng.permutation(len(paths))[:per_class]]
+        keep.update(paths)
+    return [c for c in clips if c.path in keep]

@@ -11,6 +11,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "accuracy.json"
 MARKDOWN = REPO / "bench" / "ACCURACY.md"
+EGEMAPS_COST = REPO / "bench" / "results" / "egemaps_cost.json"
+"""`python -m training egemaps-cost`: eGeMAPS time per window, for the note under the LOCO table."""
+WINDOW_LIMIT_MS = 25.0
+"""Per-window compute a daemon candidate may take on the reference machine (see README, Latency)."""
 KEY = ("model", "protocol", "corpus", "classes")
 COLS = ("tess", "ravdess", "savee", "crema-d", "banglaser", "all")
 HEAD = ("TESS", "RAVDESS", "SAVEE", "CREMA-D", "BSER/BanglaSER", "All")
@@ -77,7 +81,8 @@ def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | Non
     """(model, UAR4 per held-out corpus, mean, min) per candidate; mean/min only with all 8 folds.
 
     Sorted by the LOCO mean (best first), the rule that picks the default; candidates with missing
-    folds come last, without a mean, so a partial one can never look better than it is.
+    folds come last, without a mean, so a partial one can never look better than it is; rows measured
+    on a clip subset come after the full-corpus rows.
     """
     rows = []
     for name in sorted({r["model"] for r in recs if r["protocol"] == "cross_corpus"}):
@@ -86,7 +91,31 @@ def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | Non
         full = all(c in folds for c in XCOLS)
         vals = [folds[c] for c in XCOLS] if full else []
         rows.append((name, folds, sum(vals) / len(vals) if full else None, min(vals) if full else None))
-    return sorted(rows, key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0]))
+    sub = subset_models(recs)
+    return sorted(rows, key=lambda r: (r[2] is None, r[0] in sub, -(r[2] or 0.0), r[0]))
+
+
+def not_candidates(recs: list[dict], cost: dict | None = None) -> dict[str, str]:
+    """Model -> why its LOCO row is a measurement, not a candidate for the default: two backbones per
+    window (a fused row, an ensemble), or eGeMAPS over the per-window cost limit."""
+    out = {}
+    for r in recs:
+        if r["protocol"] != "cross_corpus":
+            continue
+        why = []
+        if r.get("fuse") or r["model"].startswith("ensemble("):
+            why.append("two backbones")
+        if "egemaps" in r["model"] and cost and cost["p50_ms"] > WINDOW_LIMIT_MS:
+            why.append("eGeMAPS over the cost limit" if why else "over the cost limit")
+        if why:
+            out[r["model"]] = "; ".join(why)
+    return out
+
+
+def subset_models(recs: list[dict]) -> set[str]:
+    """Models whose LOCO folds ran on a clip subset (`--per-class`): ranked after, never against, the
+    full-corpus rows."""
+    return {r["model"] for r in recs if r["protocol"] == "cross_corpus" and r.get("per_class")}
 
 
 def loco_table(recs: list[dict]) -> list[str]:
@@ -106,12 +135,40 @@ REGION = "accuracy-report"
 
 def write_report(path: Path = RESULTS, md: Path = MARKDOWN) -> list[Path]:
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(f"# Accuracy\n\n<!-- bench.tables:{REGION} -->\n{report_body(load_records(path))}\n"
+    cost = json.loads(EGEMAPS_COST.read_text()) if EGEMAPS_COST.is_file() else None
+    md.write_text(f"# Accuracy\n\n<!-- bench.tables:{REGION} -->\n{report_body(load_records(path), cost)}\n"
                   f"<!-- /bench.tables:{REGION} -->\n")
     return [path, md]
 
 
-def report_body(recs: list[dict]) -> str:
+def loco_notes(recs: list[dict], cost: dict | None = None) -> list[str]:
+    """Notes under a LOCO table: which rows used a clip subset, and what eGeMAPS costs per window."""
+    out = []
+    subset = sorted({(r["model"], r["per_class"]) for r in recs
+                     if r["protocol"] == "cross_corpus" and r.get("per_class")})
+    if subset:
+        out.append("Rows trained and tested on a seeded class-balanced subset (at most N clips per corpus "
+                   "and merged class, `training.loaders.per_class_subset`, the same clips for every such "
+                   "row with the same N; compare them with each other, not with the full-corpus rows): "
+                   + ", ".join(f"{m} (N = {n})" for m, n in subset) + ".")
+    if any("egemaps" in r["model"] for r in recs if r["protocol"] == "cross_corpus"):
+        out.append("Rows with eGeMAPS: openSMILE eGeMAPSv02 functionals (88 per 2 s window), every corpus "
+                   "z-scored with its own mean and standard deviation over its cached windows (the "
+                   "held-out corpus with its own statistics, taken without its labels); in a fusion row "
+                   "only the eGeMAPS part is, the other backbone's part is standardised with the training "
+                   "corpora's statistics as in every other row (the oracle column of the adaptation "
+                   "table standardises a whole row with the held-out corpus's statistics).")
+    if cost:
+        verdict = ("within" if cost["p50_ms"] <= WINDOW_LIMIT_MS else "over")
+        out.append(f"eGeMAPS cost: {cost['p50_ms']:.1f} ms per window (median of {cost['n_windows']} "
+                   f"windows, one thread, {cost['machine']}, 1-minute load {cost['load_1min']}, "
+                   f"{cost['date_utc'][:10]}; `{cost['command']}`), {verdict} the daemon's "
+                   f"{WINDOW_LIMIT_MS:.0f} ms per-window limit"
+                   + (": a LOCO measurement, not a daemon candidate." if verdict == "over" else "."))
+    return out
+
+
+def report_body(recs: list[dict], cost: dict | None = None) -> str:
     """ACCURACY.md below its title: every table of the report, from the records of accuracy.json."""
     nm = {n: ("not measured: weights unavailable",) + ("n/a",) * (len(COLS) - 1) for n in NOT_MEASURED}
     out = ["Generated by `python -m training report` (or `python -m bench tables`) from "
@@ -149,6 +206,9 @@ def report_body(recs: list[dict]) -> str:
             "0.01 of the best tie, and speaker-independent validation, then the room benchmark, break "
             "ties.", ""]
     out += loco_table(recs)
+    notes = loco_notes(recs, cost)
+    if notes:
+        out += [""] + [line for n in notes for line in (n, "")][:-1]
     shipped = [r for r in recs if r.get("shipped")]
     for r in shipped:
         out += ["", f"## Shipped model `{r['shipped']}` ({r['model']}, {r['protocol']}, trained on "

@@ -10,7 +10,8 @@ import numpy as np
 
 from artefact.heads import build_head, save_head
 from training import experiment, loaders
-from training.evaluate import metrics, plot_confusion
+from training.dataset import Fuse
+from training.evaluate import plot_confusion, pooled_metrics
 from training.splits import SPLITS_DIR, load_speaker_folds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,8 +66,11 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
                  augment: int, grid: str, corpus_power: float, name: str, command: str,
                  save_to: Path | None = None, plots: Path | None = None, root: Path | None = None,
                  cache: Path | None = None, split_dir: Path = SPLITS_DIR, log=print,
-                 norm: str = "global", room: int = 0) -> tuple[dict, list]:
-    """Returns (record, results per fold). Folds' test predictions are pooled into one set of metrics."""
+                 norm: str = "global", room: int = 0, fuse: Fuse | None = None,
+                 per_class: int | None = None) -> tuple[dict, list]:
+    """Returns (record, results per fold). Folds' test predictions are pooled into one set of metrics.
+
+    fuse: a second cache whose pooled rows are appended to each window's."""
     from training.features import DEFAULT_CACHE
 
     t0 = time.time()
@@ -76,16 +80,11 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
     for fold in range(n_folds(protocol, corpus, root, split_dir)):
         results.append(experiment.run(protocol, corpus, classes, arch, pooling, augment, heldout, fold, g,
                                       root, cache or DEFAULT_CACHE, split_dir, corpus_power, log=log,
-                                      _caches=caches, norm=norm, room=room))
+                                      _caches=caches, norm=norm, room=room, fuse=fuse, per_class=per_class))
     labels = results[0].labels
     y = np.concatenate([r.test_part.y for r in results])
     pred = np.concatenate([r.test_probs.argmax(axis=1) for r in results])
-    m = metrics(y, pred, labels)
-    corp = np.concatenate([r.test_part.corpus for r in results])
-    per_corpus = {}
-    for c in np.unique(corp):
-        mc = metrics(y[corp == c], pred[corp == c], labels)
-        per_corpus[str(c)] = {k: mc.get(k) for k in ("accuracy", "macro_f1", "uar", "uar4", "n_test")}
+    m, per_corpus = pooled_metrics(y, pred, np.concatenate([r.test_part.corpus for r in results]), labels)
     best = max(results, key=lambda r: r.fitted.val["uar"])
     members = loaders.expand(corpus.split(","), root)
     rec_corpus = heldout if protocol == "cross_corpus" else (corpus if len(members) > 1 else members[0])
@@ -100,7 +99,10 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
            "head": {k: best.fitted.spec[k] for k in ("arch", "hidden", "dropout", "lr", "pooling")},
            "augment": augment, "room": room, "corpus_power": corpus_power, "norm": norm,
            "per_corpus": per_corpus,
+           **({"per_class": per_class} if per_class is not None else {}),
            "seconds": round(time.time() - t0, 1)}
+    if fuse is not None:
+        rec["fuse"] = fuse.describe()
     if protocol == "cross_corpus" and results[0].fitted.spec["arch"] in ("mlp", "linear", "wsum"):
         from training.adapt_eval import evaluate_adaptation
 

@@ -8,17 +8,16 @@ their first half), so any choice of states and pooling can be trained from one c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edge_ser.backends.onnx import OnnxBackend
-from edge_ser.errors import ModelError, UserError
+from edge_ser.errors import ModelError
 from edge_ser.pooling import pool_frames
 from edge_ser.speech_level import LEVELS, prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
-from training.features import BACKBONE_FILE
+from training import features
 
 STATE_POOLING = "mean_std"
 
@@ -53,24 +52,8 @@ class WhisperStates:
 
 def mark_cache(cache: Path, backbone: str, encoder: Path, window_level: str = "raw",
                states: tuple[int, ...] | None = None) -> None:
-    """Write the cache root's backbone.json (which backbone, which graph, which states, how rows are
-    pooled); a cache made by another graph or window level is refused, never mixed into."""
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    mark = cache / BACKBONE_FILE
+    """training.features.mark_cache for a hidden-state cache (its rows: one per state, pooled)."""
     rows = f"one per hidden state, {STATE_POOLING}"
     if window_level == "speech":
         rows += "; then one per hidden state over the speech frames only"
-    new = {"backbone": backbone, "encoder": str(encoder), "window_level": window_level,
-           "states": list(states) if states else None, "rows": rows}
-    if mark.is_file():
-        old = json.loads(mark.read_text())
-        clash = [k for k in ("backbone", "encoder", "window_level") if old.get(k, "raw") != new[k]]
-        if states and old.get("states") not in (None, list(states)):
-            clash.append("states")
-        if clash:
-            raise UserError(f"{cache} holds features of another {', '.join(clash)} ({mark}); "
-                            "use another --cache")
-        if old.get("states") or not states:
-            return
-    mark.write_text(json.dumps(new, indent=1) + "\n")
+    features.mark_cache(cache, backbone, encoder, window_level, states, rows)
