@@ -272,7 +272,7 @@ def pool_windows(frames: np.ndarray, pooling: str, keep: np.ndarray | None = Non
         raise UserError("frame-level heads (pooling frames) cannot be trained on a window_level speech "
                         "cache: the daemon pools only its speech frames")
     if pooling == "mean":
-        return (f * k[..., None]).sum(axis=1) / k.sum(axis=1, keepdims=True)
+        return (f * k[..., None]).sum(axis=1) / k.sum(axis=1, keepdims=True).astype(np.float32)
     return np.stack([pool_frames(w[m], pooling) for w, m in zip(f, k, strict=True)])
 
 
