@@ -240,7 +240,9 @@ def _entry(model_id: str, spec: dict, path: Path, q: str, manifest: Path, report
     return ModelEntry(
         id=model_id,
         description=f"{'fine-tuned YAMNet' if backbone_file else 'YAMNet'} + {spec['arch']} head "
-        f"({spec.get('data', 'trained head')}), {q} {'ONNX' if path.suffix == '.onnx' else 'TFLite'}",
+        f"({spec.get('data', 'trained head')}), {q} {'ONNX' if path.suffix == '.onnx' else 'TFLite'}"
+        + ("; windows level-set on and pooled over their speech frames"
+           if spec.get("window_level", "raw") == "speech" else ""),
         frontend="waveform",
         window_s=float(spec.get("window_s", 2.0)),
         labels=tuple(spec["labels"]),

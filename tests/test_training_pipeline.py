@@ -151,7 +151,7 @@ def test_speech_level_cache_rows_are_what_the_daemon_pools(tiny, pooling):
         daemon.predict(w)
     s, n = cc.index[c.path]
     cached = features.pooled_windows(cc, c.path, pooling)
-    assert cached.shape == (n, len(head.seen[0]))
+    assert cached.shape == (n, len(head.seen[0])) and cached.dtype == np.float32
     np.testing.assert_allclose(cached, np.stack(head.seen), atol=2e-2)
     np.testing.assert_allclose(_pool_all(cc.frames[s:s + n], pooling, keep=cc.keep[s:s + n]), cached,
                                atol=1e-5)
