@@ -12,6 +12,7 @@ device could do after listening for a while), not the training corpora's.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ class Egemaps:
     """Cache rows are stored as float32 (raw functionals span Hz to fractions; no float16)."""
 
     def __init__(self) -> None:
+        if "tensorflow" in sys.modules:  # the two native runtimes corrupt each other's heap (malloc abort)
+            raise UserError("eGeMAPS (openSMILE) cannot run in a process that has loaded TensorFlow: "
+                            "extract it in a process of its own (python -m training extract --egemaps)")
         try:
             import opensmile
         except ImportError as exc:  # the train extra installs it
