@@ -55,12 +55,12 @@ def stream_speakers(clips: list[Any], per_class: int, seed: int) -> set[str]:
 
 def babble_pool(language: str, per_class: int, seed: int, part: str = "test") -> list[Any]:
     """`part` clips of speakers not in `language`'s stream: its own language first, else the others'."""
-    clips = stream_eval.test_clips(language, part)
+    clips = stream_eval.speaker_clips(language, part)
     used = stream_speakers(clips, per_class, seed)
     pool = [c for c in clips if c.speaker not in used]
     if not pool:
         pool = [c for lang in stream_eval.LANGUAGES if lang != language
-                for c in stream_eval.test_clips(lang, part)]
+                for c in stream_eval.speaker_clips(lang, part)]
     return sorted(pool, key=lambda c: c.path)
 
 

@@ -66,7 +66,7 @@ SPEAKER_PARTS = ("test", "val")
 or the validation speakers (where gate settings are chosen, so the test streams stay unseen)."""
 
 
-def test_clips(language: str, part: str = "test") -> list[Any]:
+def speaker_clips(language: str, part: str = "test") -> list[Any]:
     """Merged-label clips of the speaker-independent `part` speakers (test or val) of one language."""
     from edge_ser.labels import EMOTIONS
     from training.loaders import default_corpora_root, expand, load_set
@@ -166,7 +166,7 @@ def stream_files(language: str, per_class: int, seed: int,
     stem = CACHE / (f"{language}_pc{per_class}_s{seed}" + ("" if part == "test" else f"_{part}"))
     wav, seg = stem.with_suffix(".wav"), stem.with_suffix(".json")
     if not (wav.exists() and seg.exists()):
-        clips = test_clips(language, part)
+        clips = speaker_clips(language, part)
         if not clips:
             raise SystemExit(f"no {part} clips for language {language}")
         audio, segments = build_stream(clips, per_class, seed)

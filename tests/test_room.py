@@ -287,7 +287,7 @@ def test_validation_streams_are_built_from_validation_speakers_into_files_of_the
     asked: list[str] = []
     monkeypatch.setattr(stream_eval, "CACHE", tmp_path)
     clip = type("Clip", (), {"speaker": "x:1"})()
-    monkeypatch.setattr(stream_eval, "test_clips", lambda lang, part="test": asked.append(part) or [clip])
+    monkeypatch.setattr(stream_eval, "speaker_clips", lambda lang, part="test": asked.append(part) or [clip])
     monkeypatch.setattr(stream_eval, "build_stream", lambda clips, pc, seed: (audio, segs))
     val, _ = stream_eval.stream_files("pl", 1, 0, "val")
     test, _ = stream_eval.stream_files("pl", 1, 0)
