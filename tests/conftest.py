@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from edge_ser.labels import EMOTIONS
+from edge_ser.publish.memory import MemoryPublisher
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGE_SER_SHARED") or REPO.parent / "shared")
@@ -73,6 +74,17 @@ class FakeModel:
 
     def close(self) -> None:
         """Nothing to save."""
+
+
+class LevelSink(MemoryPublisher):
+    """The shared in-memory publisher, also keeping the levels (as the live page shows them)."""
+
+    def __init__(self) -> None:
+        super().__init__("levels")
+        self.levels: list[dict] = []
+
+    def publish_level(self, level: dict) -> None:
+        self.levels.append(level)
 
 
 def copy_savee(dst: Path, stems: tuple[str, ...]) -> Path:

@@ -11,13 +11,12 @@ from contextlib import closing
 from dataclasses import replace
 
 import pytest
-from conftest import SPEECH, assert_user_error, cli_env, run_cli
+from conftest import SPEECH, LevelSink, assert_user_error, cli_env, run_cli
 
 from edge_ser.config import load_settings
 from edge_ser.errors import ConfigError, UserError
 from edge_ser.pipeline import Pipeline
 from edge_ser.publish.http import TOKEN_ENV, HttpPublisher, check_http, is_loopback, parse_http_addr
-from edge_ser.publish.memory import MemoryPublisher
 from edge_ser.publish.sse import Broadcaster, ClientQueue, frame
 from edge_ser.settings import GateSettings, HttpSettings, Settings
 
@@ -283,17 +282,6 @@ def test_listen_refuses_a_port_in_use():
 
 
 # -- the pipeline feeds levels --------------------------------------------------------------------------
-
-class LevelSink(MemoryPublisher):
-    """The shared in-memory publisher, also keeping the levels (as the live page shows them)."""
-
-    def __init__(self) -> None:
-        super().__init__("levels")
-        self.levels: list[dict] = []
-
-    def publish_level(self, level):
-        self.levels.append(level)
-
 
 def test_every_window_gets_a_level_even_when_silence_publishes_no_result(fake_model):
     from edge_ser.audio.source_file import FileSource

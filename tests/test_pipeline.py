@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import SPEECH, FakeModel
+from conftest import SPEECH, FakeModel, LevelSink
 
 from edge_ser.audio import MODEL_RATE as RATE
 from edge_ser.audio.source_file import FileSource
@@ -72,19 +72,11 @@ def run(x, settings=None, model=None, live=False, **kw):
 
 
 def test_floor_gate_follows_the_room_and_publishes_its_threshold() -> None:
-    class Levels(MemoryPublisher):
-        def __init__(self) -> None:
-            super().__init__()
-            self.levels: list[dict] = []
-
-        def publish_level(self, level: dict) -> None:
-            self.levels.append(level)
-
     fan = np.random.default_rng(0).normal(0.0, 0.01, 12 * RATE).astype(np.float32)
     x = fan.copy()
     x[6 * RATE:] += tone(6, 0.1)  # someone speaks over the fan for the last 6 s
     settings = Settings(gate=GateSettings(rms_threshold=0.001, floor_margin_db=6.0, neutral_once=False))
-    out = Levels()
+    out = LevelSink()
     Pipeline(settings, FakeModel(), [out]).run(ArraySource(x))
     by_start = {m["window_start"]: m for m in out.messages}
     assert all(by_start[s]["gated"] and by_start[s]["label"] == "neutral" for s in (0.0, 1.0, 2.0, 3.0, 4.0))
