@@ -122,6 +122,48 @@ def test_scene_is_a_pure_function_of_clip_and_copy():
     assert s1 - s0 == len(speech) and 0 <= s0 <= scenes.PAUSE_S[1] * RATE
 
 
+def _speaker_clips(tmp_path, corpus: str) -> list[Clip]:
+    """Three clips of each SAVEE speaker, the held-out test speaker (DC, fold 0) ten times louder."""
+    import soundfile as sf
+
+    out = []
+    for spk in ("DC", "JE", "JK", "KL"):
+        for i in range(3):
+            path = tmp_path / f"{spk}{i}.wav"
+            sf.write(path, burst_window(level=0.5 if spk == "DC" else 0.05, seed=i), RATE)
+            out.append(Clip(str(path), corpus, f"{corpus}:{spk}", "angry", "anger", "en"))
+    return out
+
+
+def test_babble_is_made_of_training_speakers_only(tmp_path):
+    clips = _speaker_clips(tmp_path, "savee")
+    pool = scenes.babble_pool(clips, "savee")
+    assert len(pool) == 9  # JE, JK, KL: the speaker-independent split's training speakers
+    assert max(float(np.sqrt(np.mean(x**2))) for x in pool) < 0.1
+    np.testing.assert_array_equal(scenes.babble_pool(clips, "savee")[0], pool[0])
+    assert scenes.babble_pool(_speaker_clips(tmp_path, "mine"), "mine") == ()  # no split: no babble
+
+
+def test_room_copies_draw_babble_only_from_a_pool():
+    speech = burst_window(level=0.1)[int(0.6 * RATE) : int(1.4 * RATE)]
+    pool = (burst_window(level=0.05, seed=1), burst_window(level=0.05, seed=2))
+    with_pool = [scenes.make_scene(speech, "x/a.wav", k, pool).condition for k in range(1, 40)]
+    without = [scenes.make_scene(speech, "x/a.wav", k).condition for k in range(1, 40)]
+    assert any("babble" in c for c in with_pool) and not any("babble" in c for c in without)
+
+
+def test_room_copies_of_another_recipe_are_refused(tmp_path):
+    from training.features import check_recipe
+
+    new = tmp_path / "room1" / "savee"
+    check_recipe(new, write=True)
+    check_recipe(new)  # resuming the same recipe
+    old = tmp_path / "room1" / "crema-d"
+    old.mkdir(parents=True)  # made before scene.json existed: recipe 1
+    with pytest.raises(ModelError, match=f"recipe 1, training.scenes makes recipe {scenes.RECIPE}"):
+        check_recipe(old)
+
+
 def test_scene_windows_are_the_daemons_and_coverage_adds_up():
     audio = np.zeros(5 * RATE + 9600, np.float32)
     span = (int(1.7 * RATE), int(3.2 * RATE))

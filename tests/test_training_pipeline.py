@@ -72,6 +72,19 @@ def test_train_evaluate_save_report(tiny, arch, pooling):
     assert "not measured: weights unavailable" in md and "python -m training run" in md
 
 
+def test_another_seed_trains_another_head_recorded_under_its_own_name(tiny):
+    tmp, root, _ = tiny
+    args = ("speaker_independent", "savee", None, "merged", "mlp", "mean", 0, "one", 0.0, "t-seed", "cmd")
+    kw = dict(root=root, cache=tmp / "cache", split_dir=tmp / "splits", log=None)
+    rec0, res0 = runner.run_protocol(*args, **kw)
+    rec1, res1 = runner.run_protocol(*args, seed=1, **kw)
+    again, res_again = runner.run_protocol(*args, seed=1, **kw)
+    assert (rec0["model"], rec1["model"]) == ("t-seed", "t-seed seed 1")
+    assert rec1["seed"] == 1 and rec1["seed_of"] == "t-seed" and "seed" not in rec0
+    assert not np.allclose(res0[0].test_probs, res1[0].test_probs)
+    np.testing.assert_allclose(res1[0].test_probs, res_again[0].test_probs, atol=1e-6)
+
+
 def test_shipped_onnx_head_runs_in_the_daemon_like_in_training(tiny, tmp_path):
     """ship: head folder -> ONNX + manifest entry; edge_ser.model gives the training code's answer."""
     from edge_ser.model import load_model

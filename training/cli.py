@@ -136,10 +136,12 @@ def splits(corpora: str, root: Path | None) -> None:
               "(e.g. cache/yamnet-speech:mean) to its row from --cache: a head on fused features.")
 @click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
               help="Only a seeded subset: at most this many clips per corpus and merged class.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 999),
+              help="Seed of the head's initialisation and batch order (splits and subsets stay fixed).")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
         augment: int, room: int, grid: str, corpus_power: float, norm: str, name: str | None,
         save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None,
-        fuse: str | None, per_class: int | None) -> None:
+        fuse: str | None, per_class: int | None, seed: int) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
     from training import report, runner
     from training.dataset import Fuse
@@ -147,7 +149,8 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
                                  corpus_power, name, command_line(), save_head, plots, cache=cache, norm=norm,
-                                 room=room, fuse=Fuse.parse(fuse) if fuse else None, per_class=per_class)
+                                 room=room, fuse=Fuse.parse(fuse) if fuse else None, per_class=per_class,
+                                 seed=seed)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():
@@ -176,10 +179,14 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
               "(e.g. cache/yamnet-speech:mean) to its row from --cache: a head on fused features.")
 @click.option("--save-probs", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also write each fold's probabilities to DIR/<held-out>.npz, for `ensemble`.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 999),
+              help="Seed of the head's initialisation and batch order (splits and subsets stay fixed).")
 def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: str, norm: str,
          cache: Path | None, room: int, per_class: int | None, name: str, fuse: str | None,
-         save_probs: Path | None) -> None:
-    """Leave-one-corpus-out: train on the other corpora, test on each one in turn, record every fold."""
+         save_probs: Path | None, seed: int) -> None:
+    """Leave-one-corpus-out: train on the other corpora, test on each one in turn, record every fold.
+
+    With --seed N > 0 the rows are recorded as `<name> seed N` (training.report.seed_spread)."""
     from training import ensemble, report, runner
     from training.dataset import Fuse
 
@@ -190,19 +197,19 @@ def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: 
         options = (f"--corpus {corpus} --heldout {held} --arch {arch} --pooling {pooling} --grid {grid} "
                    f"--norm {norm} --name {shlex.quote(name)}" + (f" --cache {cache}" if cache else "")
                    + (f" --room {room}" if room else "") + (f" --fuse {shlex.quote(fuse)}" if fuse else "")
-                   + (f" --per-class {per_class}" if per_class else ""))
+                   + (f" --per-class {per_class}" if per_class else "") + (f" --seed {seed}" if seed else ""))
         command = (f"python -m training loco {options} --save-probs {save_probs}" if save_probs
                    else f"python -m training run --protocol cross_corpus {options}")
         rec, results = runner.run_protocol("cross_corpus", corpus, held, "merged", arch, pooling, 0, grid,
                                            0.0, name, command, cache=cache, norm=norm, room=room, fuse=fused,
-                                           per_class=per_class)
+                                           per_class=per_class, seed=seed)
         report.append_record(rec)
         if save_probs:
             ensemble.save_fold(save_probs, rec, results[0])
         scores[held] = rec["uar"]
-        click.echo(f"{name} held out {held}: UAR4 {rec['uar']:.3f}")
+        click.echo(f"{rec['model']} held out {held}: UAR4 {rec['uar']:.3f}")
     vals = list(scores.values())
-    click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
+    click.echo(f"{rec['model']}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
                f"({len(vals)} held-out corpora)")
 
 

@@ -29,10 +29,10 @@ import numpy as np
 from edge_ser.errors import ModelError, UserError
 from edge_ser.pooling import pool_frames
 from edge_ser.speech_level import LEVELS, prepare, speech_frames
+from training import scenes
 from training.augment import augment
 from training.loaders import Clip
 from training.preprocess import load_audio, trim_silence, windows
-from training.scenes import room_windows
 
 CHUNK = 256
 REPO = Path(__file__).resolve().parent.parent
@@ -98,15 +98,16 @@ def clip_windows(clip_path: str, variant: str) -> np.ndarray:
     return variant_windows(clip_path, variant)[0]
 
 
-def variant_windows(clip_path: str, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
+def variant_windows(clip_path: str, variant: str,
+                    babble: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, np.ndarray | None]:
     """(windows, seconds of the utterance in each window or None when every window is all utterance).
 
     base: the trimmed clip; augN: augmented copy N (training.augment); roomN: copy N heard in a room,
-    with pauses around it (training.scenes).
+    with pauses around it and `babble` (scenes.babble_pool) as one of its noises (training.scenes).
     """
     wave = trim_silence(load_audio(clip_path))
     if variant.startswith("room"):
-        return room_windows(wave, clip_path, int(variant[4:]))
+        return scenes.room_windows(wave, clip_path, int(variant[4:]), babble)
     if variant != "base":  # "aug1", "aug2", ...: a deterministic augmented copy
         wave = trim_silence(augment(wave, clip_path, int(variant[3:])))
     return windows(wave), None
@@ -183,10 +184,13 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
     from tqdm import tqdm
 
     out = corpus_dir(corpus, variant, cache)
+    if variant.startswith("room"):
+        check_recipe(out, write=True)
     if (out / "index.csv").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
     clips = sorted(clips, key=lambda c: c.path)
+    babble = scenes.babble_pool(clips, corpus) if variant.startswith("room") else ()
     model = model or Yamnet()
     dtype = getattr(model, "dtype", np.float16)  # a backbone may keep its rows in float32
     n_chunks = (len(clips) + CHUNK - 1) // CHUNK
@@ -200,7 +204,7 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
             continue
         embs, speech, keep, counts = [], [], [], []
         for c in part:
-            w, covered = variant_windows(c.path, variant)
+            w, covered = variant_windows(c.path, variant, babble)
             for i, x in enumerate(w):
                 e, s, *k = model(x)
                 embs.append(e)
@@ -217,6 +221,20 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
     bar.close()
     _pack(out, n_chunks)
     return out
+
+
+def check_recipe(folder: Path, write: bool = False) -> None:
+    """Refuse a room-variant folder made by another training.scenes recipe (scene.json; none = 1), or,
+    with `write`, mark a new one with the current recipe."""
+    marker = folder / "scene.json"
+    if write and not folder.exists():
+        folder.mkdir(parents=True)
+        marker.write_text(json.dumps({"recipe": scenes.RECIPE}) + "\n")
+        return
+    recipe = json.loads(marker.read_text())["recipe"] if marker.is_file() else 1
+    if recipe != scenes.RECIPE:
+        raise ModelError(f"{folder} holds room copies of scene recipe {recipe}, training.scenes makes "
+                         f"recipe {scenes.RECIPE}; delete the folder and extract it again")
 
 
 def _pack(out: Path, n_chunks: int) -> None:
@@ -254,6 +272,8 @@ def load_cache(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) 
     d = corpus_dir(corpus, variant, cache)
     if not (d / "index.csv").is_file():
         raise ModelError(f"no embedding cache at {d}; run `python -m training extract` first")
+    if variant.startswith("room"):
+        check_recipe(d)
     with (d / "index.csv").open(newline="") as fh:
         index = {r["path"]: (int(r["start"]), int(r["count"])) for r in csv.DictReader(fh)}
     keep = np.load(d / "keep.npy") if (d / "keep.npy").is_file() else None

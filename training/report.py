@@ -85,7 +85,7 @@ def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | Non
     on a clip subset come after the full-corpus rows.
     """
     rows = []
-    for name in sorted({r["model"] for r in recs if r["protocol"] == "cross_corpus"}):
+    for name in sorted({r["model"] for r in recs if r["protocol"] == "cross_corpus" and not r.get("seed")}):
         folds = {r["corpus"]: r["uar"] for r in recs if r["protocol"] == "cross_corpus"
                  and r["model"] == name and r["classes"] == "merged"}
         full = all(c in folds for c in XCOLS)
@@ -93,6 +93,37 @@ def loco_rows(recs: list[dict]) -> list[tuple[str, dict[str, float], float | Non
         rows.append((name, folds, sum(vals) / len(vals) if full else None, min(vals) if full else None))
     sub = subset_models(recs)
     return sorted(rows, key=lambda r: (r[2] is None, r[0] in sub, -(r[2] or 0.0), r[0]))
+
+
+def seed_spread(recs: list[dict]) -> dict[str, dict[int, float]]:
+    """Model -> {seed: LOCO mean UAR4} for the models also trained with other seeds (`loco --seed`);
+    only seeds with all 8 folds."""
+    out: dict[str, dict[int, float]] = {}
+    for base in sorted({r["seed_of"] for r in recs if r["protocol"] == "cross_corpus" and r.get("seed")}):
+        for seed in sorted({0} | {r["seed"] for r in recs if r.get("seed_of") == base}):
+            name = f"{base} seed {seed}" if seed else base
+            folds = {r["corpus"]: r["uar"] for r in recs if r["protocol"] == "cross_corpus"
+                     and r["model"] == name and r["classes"] == "merged"}
+            if all(c in folds for c in XCOLS):
+                out.setdefault(base, {})[seed] = sum(folds[c] for c in XCOLS) / len(XCOLS)
+    return out
+
+
+def seed_table(recs: list[dict]) -> list[str]:
+    """Markdown: LOCO means of the same candidate trained with other seeds (head initialisation and
+    batch order; the same splits), and their mean and spread: a lead smaller than the spread is a tie."""
+    spread = seed_spread(recs)
+    if not spread:
+        return []
+    import numpy as np
+
+    lines = ["| model | LOCO mean per seed | mean over seeds | SD | range |", "|---|---|---|---|---|"]
+    for base, means in sorted(spread.items(), key=lambda kv: -float(np.mean(list(kv[1].values())))):
+        v = np.array(list(means.values()))
+        per = ", ".join(f"{m:.3f} (seed {s})" for s, m in means.items())
+        lines.append(f"| {base} | {per} | **{v.mean():.3f}** | {v.std(ddof=1) if len(v) > 1 else 0:.3f} "
+                     f"| {v.max() - v.min():.3f} |")
+    return lines
 
 
 def not_candidates(recs: list[dict], cost: dict | None = None) -> dict[str, str]:
@@ -206,6 +237,10 @@ def report_body(recs: list[dict], cost: dict | None = None) -> str:
             "0.01 of the best tie, and speaker-independent validation, then the room benchmark, break "
             "ties.", ""]
     out += loco_table(recs)
+    seeds = seed_table(recs)
+    if seeds:
+        out += ["", "The same candidates trained again with other seeds (`training loco --seed N`, recorded "
+                "as `<model> seed N`; the splits stay the same):", ""] + seeds
     notes = loco_notes(recs, cost)
     if notes:
         out += [""] + [line for n in notes for line in (n, "")][:-1]

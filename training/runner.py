@@ -62,15 +62,21 @@ def n_folds(protocol: str, corpus: str, root: Path | None = None, split_dir: Pat
     return len(load_speaker_folds(members[0], split_dir))
 
 
+def seeded_name(name: str, seed: int) -> str:
+    """The record name of a run with another seed: its rows sit beside, never replace, seed 0's."""
+    return f"{name} seed {seed}" if seed else name
+
+
 def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
                  augment: int, grid: str, corpus_power: float, name: str, command: str,
                  save_to: Path | None = None, plots: Path | None = None, root: Path | None = None,
                  cache: Path | None = None, split_dir: Path = SPLITS_DIR, log=print,
                  norm: str = "global", room: int = 0, fuse: Fuse | None = None,
-                 per_class: int | None = None) -> tuple[dict, list]:
+                 per_class: int | None = None, seed: int = 0) -> tuple[dict, list]:
     """Returns (record, results per fold). Folds' test predictions are pooled into one set of metrics.
 
-    fuse: a second cache whose pooled rows are appended to each window's."""
+    fuse: a second cache whose pooled rows are appended to each window's; seed: the head's
+    initialisation and batch order; a record with seed > 0 is named `<name> seed N`."""
     from training.features import DEFAULT_CACHE
 
     t0 = time.time()
@@ -79,8 +85,9 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
     caches: dict = {}
     for fold in range(n_folds(protocol, corpus, root, split_dir)):
         results.append(experiment.run(protocol, corpus, classes, arch, pooling, augment, heldout, fold, g,
-                                      root, cache or DEFAULT_CACHE, split_dir, corpus_power, log=log,
-                                      _caches=caches, norm=norm, room=room, fuse=fuse, per_class=per_class))
+                                      root, cache or DEFAULT_CACHE, split_dir, corpus_power, seed=seed,
+                                      log=log, _caches=caches, norm=norm, room=room, fuse=fuse,
+                                      per_class=per_class))
     labels = results[0].labels
     y = np.concatenate([r.test_part.y for r in results])
     pred = np.concatenate([r.test_probs.argmax(axis=1) for r in results])
@@ -88,7 +95,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
     best = max(results, key=lambda r: r.fitted.val["uar"])
     members = loaders.expand(corpus.split(","), root)
     rec_corpus = heldout if protocol == "cross_corpus" else (corpus if len(members) > 1 else members[0])
-    rec = {"model": name, "protocol": protocol, "corpus": rec_corpus, "classes": classes,
+    rec = {"model": seeded_name(name, seed), "protocol": protocol, "corpus": rec_corpus, "classes": classes,
            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
            "uar": m["uar4"] if protocol == "cross_corpus" and "uar4" in m else m["uar"],
            "n_test": m["n_test"], "command": command,
@@ -100,6 +107,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
            "augment": augment, "room": room, "corpus_power": corpus_power, "norm": norm,
            "per_corpus": per_corpus,
            **({"per_class": per_class} if per_class is not None else {}),
+           **({"seed": seed, "seed_of": name} if seed else {}),
            "seconds": round(time.time() - t0, 1)}
     if fuse is not None:
         rec["fuse"] = fuse.describe()

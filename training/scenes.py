@@ -1,6 +1,8 @@
 """Training windows cut the way the daemon hears a room: an utterance with pauses around it, recorded
 under a condition drawn from acoustics/ (reverberation, noise, telephone, gain) with training's own
 seeds, rooms and noise draws, cut by the daemon's windower, each window labelled by the speech it holds.
+Babble is made of utterances of the corpus's speaker-independent *training* speakers (babble_pool), so
+no speaker any protocol evaluates is heard in a training window, not even as background.
 
 Variant `roomN` of the feature cache is copy N of every clip made this way. A window covering less
 than MIN_SPEECH_S of the utterance is a pause: its label is `neutral`, as the stream benchmark scores
@@ -9,6 +11,7 @@ it, so a head learns that a pause, a hiss or a reverberant tail is not sadness.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,9 +19,12 @@ import numpy as np
 
 from acoustics import noises, reverb, telephone
 from edge_ser.audio import MODEL_RATE, to_samples
+from edge_ser.errors import UserError
 from edge_ser.windows import Windower
 from training.augment import rng_for
-from training.preprocess import HOP_S, WINDOW_S
+from training.loaders import Clip
+from training.preprocess import HOP_S, WINDOW_S, load_audio, trim_silence
+from training.splits import load_speaker_folds
 
 RATE = MODEL_RATE
 WINDOW = to_samples(WINDOW_S)
@@ -35,9 +41,17 @@ SEED_BASE = 10_000
 """Training's rooms and noise draws start here; the room benchmark's seeds are single digits."""
 RIR_BANK = 16
 """Simulated rooms per process, RT60 spread over 0.2-1.0 s (image-source rooms take seconds each)."""
-P_REVERB, P_NOISE, P_PHONE = 0.4, 0.6, 0.15
+P_REVERB, P_NOISE, P_PHONE = 0.4, 0.7, 0.15
+NOISES = ("pink", "household", "babble")
+"""Noise kinds, drawn with equal odds (babble only when the corpus has a babble pool)."""
 SNR_DB = (0.0, 25.0)
 GAIN_DB = (-30.0, 0.0)
+TALKERS = (1, 6)
+"""Voices in a babble track, drawn per copy (the benchmark's babble has 4)."""
+BABBLE_POOL = 32
+"""Utterances of a corpus's training speakers its babble tracks are drawn from."""
+RECIPE = 2
+"""Which draws make_scene makes: a room cache extracted by another recipe is refused (features)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +72,23 @@ def rir_bank() -> tuple[reverb.Rir, ...]:
                  for i in range(RIR_BANK))
 
 
-def make_scene(speech: np.ndarray, path: str, copy: int) -> Scene:
-    """Copy `copy` of a trimmed utterance in its room; a pure function of (speech, path, copy)."""
+def babble_pool(clips: Sequence[Clip], corpus: str) -> tuple[np.ndarray, ...]:
+    """BABBLE_POOL trimmed utterances of `corpus`'s training speakers (speaker-independent fold 0), a
+    seeded draw from `clips`; empty when the corpus has no speaker-independent split."""
+    try:
+        train = set(load_speaker_folds(corpus)[0]["train"])
+    except UserError:
+        return ()
+    pool = sorted((c for c in clips if c.corpus == corpus and c.speaker in train), key=lambda c: c.path)
+    picked = rng_for(corpus, SEED_BASE).permutation(len(pool))[:BABBLE_POOL]
+    return tuple(trim_silence(load_audio(pool[i].path)).astype(np.float32) for i in sorted(picked))
+
+
+def make_scene(speech: np.ndarray, path: str, copy: int, babble: Sequence[np.ndarray] = ()) -> Scene:
+    """Copy `copy` of a trimmed utterance in its room; a pure function of (speech, path, copy, babble).
+
+    `babble` (babble_pool) is what babble noise is made of; without it only pink and household noise
+    are drawn."""
     rng = rng_for(path, SEED_BASE + copy)
     pre, post = (int(rng.uniform(*PAUSE_S) * RATE) for _ in range(2))
     audio = np.concatenate([np.zeros(pre, np.float32), np.asarray(speech, np.float32),
@@ -71,9 +100,14 @@ def make_scene(speech: np.ndarray, path: str, copy: int) -> Scene:
         audio = reverb.reverberate(audio, rir)
         steps.append(f"rt60-{rir.rt60_s:.2f}")
     if rng.random() < P_NOISE:
-        kind = "pink" if rng.random() < 0.5 else "household"
+        kinds = NOISES if babble else NOISES[:2]
+        kind = kinds[int(rng.integers(len(kinds)))]
         snr = float(rng.uniform(*SNR_DB))
-        source = (noises.pink if kind == "pink" else noises.household)(audio.size, RATE, rng)
+        if kind == "babble":
+            talkers = int(rng.integers(TALKERS[0], TALKERS[1] + 1))
+            source = noises.babble(audio.size, babble, rng, talkers=talkers)
+        else:
+            source = (noises.pink if kind == "pink" else noises.household)(audio.size, RATE, rng)
         audio = noises.mix_at_snr(audio, source, snr, [span])
         steps.append(f"{kind}{snr:.0f}")
     if rng.random() < P_PHONE:
@@ -117,7 +151,8 @@ def window_roles(covered_s: np.ndarray, speech_s: float) -> np.ndarray:
     return roles
 
 
-def room_windows(speech: np.ndarray, path: str, copy: int) -> tuple[np.ndarray, np.ndarray]:
+def room_windows(speech: np.ndarray, path: str, copy: int,
+                 babble: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(windows, seconds of utterance per window) of copy `copy` of a trimmed utterance."""
-    scene = make_scene(speech, path, copy)
+    scene = make_scene(speech, path, copy, babble)
     return cut_with_coverage(scene.audio, scene.speech)

@@ -1,0 +1,39 @@
+"""LOCO rows of one candidate trained with other seeds: recorded beside seed 0, never ranked as
+candidates of their own, summarised as a spread."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.report import XCOLS, loco_rows, report_body, seed_spread, seed_table
+from training.runner import seeded_name
+
+
+def folds(model: str, uar: float, **extra) -> list[dict]:
+    return [{"model": model, "protocol": "cross_corpus", "corpus": c, "classes": "merged", "uar": uar,
+             "accuracy": uar, "macro_f1": uar, "n_test": 10, "command": "python -m training loco ...",
+             **extra} for c in XCOLS]
+
+
+def seeded(base: str, seed: int, uar: float) -> list[dict]:
+    return folds(seeded_name(base, seed), uar, seed=seed, seed_of=base)
+
+
+def test_a_seed_run_gets_its_own_name_and_seed_zero_keeps_the_plain_one():
+    assert seeded_name("m", 0) == "m" and seeded_name("m", 3) == "m seed 3"
+
+
+def test_seed_rows_are_summarised_not_ranked_as_candidates():
+    recs = folds("a", 0.50) + seeded("a", 1, 0.48) + seeded("a", 2, 0.52) + folds("b", 0.49)
+    assert [r[0] for r in loco_rows(recs)] == ["a", "b"]
+    assert seed_spread(recs) == {"a": pytest.approx({0: 0.50, 1: 0.48, 2: 0.52})}
+    table = seed_table(recs)
+    assert table[2].startswith("| a | 0.500 (seed 0), 0.480 (seed 1), 0.520 (seed 2) | **0.500** | 0.020 |")
+    assert "0.040" in table[2]  # range
+    assert "seed 1" in report_body(recs)
+
+
+def test_a_seed_with_missing_folds_is_left_out_of_the_spread():
+    recs = folds("a", 0.50) + seeded("a", 1, 0.40)[:-1] + seeded("a", 2, 0.52)
+    assert set(seed_spread(recs)["a"]) == {0, 2}
+    assert seed_table(folds("a", 0.5)) == []
