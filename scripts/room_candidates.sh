@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The speech-level Whisper candidates of the LOCO table (bench/ACCURACY.md) and the room benchmark rows
-# of the model they ship, from scratch (about two hours on 2 cores; every step resumes: the caches
+# of the models they ship, from scratch (about three hours on 2 cores; every step resumes: the caches
 # are chunked, the records are keyed by model and held-out corpus).
 # 1. the encoder graph of states 2+3 (FP32); 2. the speech-level cache of All+ (every window's level
 # set on its speech frames, rows pooled over all and over speech frames) and room copies of up to
 # 1200 clips per corpus (training/scenes.py); 3. LOCO without and with the room copies;
-# 4. the speaker-independent head of the room-trained candidate, its daemon model and room rows.
+# 4. the speaker-independent head of the room-trained candidate, its daemon model and room rows;
+# 5. the same with babble among the room copies' noises (the babble option).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -52,4 +53,20 @@ for rms in 0 0.001 0.003; do for fm in 0 3 4.5 6 10; do
         --floor-margin-db $fm --merge
 done; done
 $PY -m bench stream-eval --models "$NAME-onnx-fp32" --vad none --smoothing none --merge
+
+# the same candidate trained on copies with babble of the training speakers among their noises
+# (variant babble1, training.scenes): an option for rooms where other people talk
+BNAME=whisper-l23-babble-mlp-allplus
+BROW="whisper-mean_std-L2+3+mlp+speech+room+babble"
+extract --variant babble1 --max-clips 1200
+$PY -m training loco --cache "$CACHE" --arch mlp --grid one --pooling mean_std@2+3 --room 1 --scene babble \
+    --name "$BROW"
+$PY -m training run --protocol speaker_independent --corpus all+ --arch mlp --grid one \
+    --pooling mean_std@2+3 --room 1 --scene babble --cache "$CACHE" --name "$BROW" \
+    --save-head "runs/heads/$BNAME" --plots bench/results/confusion_whisper-mean_std-L2+3-mlp-speech-room-babble_si.png
+$PY -m convert whisper-model "runs/heads/$BNAME" --checkpoint ../shared/weights/whisper-tiny.en \
+    --name "$BNAME" --quant onnx-float32 --encoder models/heads/whisper-l23-mlp-allplus-encoder-fp16w.onnx \
+    --windows 300
+$PY -m bench room --models "$BNAME-onnx-fp32" $C --merge
+$PY -m training report
 $PY -m bench tables

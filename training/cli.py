@@ -24,7 +24,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--corpora", default="all+", show_default=True, help="Comma-separated corpora or sets.")
 @click.option("--variant", default="base", show_default=True,
-              help="base, augN for augmented copy N, or roomN for copy N heard in a room (training.scenes).")
+              help="base, augN for augmented copy N, roomN for copy N heard in a room, babbleN for such a "
+              "copy with babble among its noises (training.scenes).")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Corpora root.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 4),
@@ -119,6 +120,8 @@ def splits(corpora: str, root: Path | None) -> None:
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
+@click.option("--scene", type=click.Choice(["room", "babble"]), default="room", show_default=True,
+              help="Which room copies --room adds: roomN (pink/household noise) or babbleN (or babble).")
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)
 @click.option("--corpus-power", default=0.0, show_default=True,
               help="Down-weight big corpora by size^-p when sampling (0 = class balancing only).")
@@ -141,7 +144,7 @@ def splits(corpora: str, root: Path | None) -> None:
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
         augment: int, room: int, grid: str, corpus_power: float, norm: str, name: str | None,
         save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None,
-        fuse: str | None, per_class: int | None, seed: int) -> None:
+        fuse: str | None, per_class: int | None, seed: int, scene: str) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
     from training import report, runner
     from training.dataset import Fuse
@@ -150,7 +153,7 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
     rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
                                  corpus_power, name, command_line(), save_head, plots, cache=cache, norm=norm,
                                  room=room, fuse=Fuse.parse(fuse) if fuse else None, per_class=per_class,
-                                 seed=seed)
+                                 seed=seed, scene=scene)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():
@@ -171,6 +174,8 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
+@click.option("--scene", type=click.Choice(["room", "babble"]), default="room", show_default=True,
+              help="Which room copies --room adds: roomN (pink/household noise) or babbleN (or babble).")
 @click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
               help="Only a seeded subset: at most this many clips per corpus and merged class.")
 @click.option("--name", required=True, help="Model name in the records.")
@@ -183,7 +188,7 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
               help="Seed of the head's initialisation and batch order (splits and subsets stay fixed).")
 def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: str, norm: str,
          cache: Path | None, room: int, per_class: int | None, name: str, fuse: str | None,
-         save_probs: Path | None, seed: int) -> None:
+         save_probs: Path | None, seed: int, scene: str) -> None:
     """Leave-one-corpus-out: train on the other corpora, test on each one in turn, record every fold.
 
     With --seed N > 0 the rows are recorded as `<name> seed N` (training.report.seed_spread)."""
@@ -196,13 +201,14 @@ def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: 
     for held in members:
         options = (f"--corpus {corpus} --heldout {held} --arch {arch} --pooling {pooling} --grid {grid} "
                    f"--norm {norm} --name {shlex.quote(name)}" + (f" --cache {cache}" if cache else "")
-                   + (f" --room {room}" if room else "") + (f" --fuse {shlex.quote(fuse)}" if fuse else "")
+                   + (f" --room {room}" if room else "") + (f" --scene {scene}" if scene != "room" else "")
+                   + (f" --fuse {shlex.quote(fuse)}" if fuse else "")
                    + (f" --per-class {per_class}" if per_class else "") + (f" --seed {seed}" if seed else ""))
         command = (f"python -m training loco {options} --save-probs {save_probs}" if save_probs
                    else f"python -m training run --protocol cross_corpus {options}")
         rec, results = runner.run_protocol("cross_corpus", corpus, held, "merged", arch, pooling, 0, grid,
                                            0.0, name, command, cache=cache, norm=norm, room=room, fuse=fused,
-                                           per_class=per_class, seed=seed)
+                                           per_class=per_class, seed=seed, scene=scene)
         report.append_record(rec)
         if save_probs:
             ensemble.save_fold(save_probs, rec, results[0])

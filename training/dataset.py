@@ -12,7 +12,7 @@ from edge_ser.labels import NEUTRAL
 from edge_ser.pooling import parse_state_pooling
 from training import features as feat
 from training.loaders import MERGED_LABELS, Clip
-from training.scenes import PAUSE, SPEECH, window_roles
+from training.scenes import PAUSE, SPEECH, scene_of, window_roles
 
 
 @dataclass
@@ -188,7 +188,7 @@ def _windows_of(clips: list[Clip], store: feat.CorpusCache, variant: str, classe
         if target not in lab or c.path not in store.index:
             continue
         s, n = store.index[c.path]
-        if not variant.startswith("room"):
+        if scene_of(variant) is None:
             out.append((c, lab[target], list(range(s, s + n)), c.path))
             continue
         covered = np.asarray(store.speech[s : s + n, 0], np.float32)

@@ -43,7 +43,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         grid: dict | None = None, root: Path | None = None, cache: Path = DEFAULT_CACHE,
         split_dir: Path = SPLITS_DIR, corpus_power: float = 0.0, seed: int = 0, log=print,
         _caches: dict | None = None, norm: str = "global", room: int = 0, fuse: Fuse | None = None,
-        per_class: int | None = None) -> Result:
+        per_class: int | None = None, scene: str = "room") -> Result:
     """per_class: only a seeded subset of at most that many clips per corpus and merged class
     (loaders.per_class_subset), in training, validation and test alike.
 
@@ -52,7 +52,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     a device); test clips of a corpus seen in training use that corpus's training statistics, an
     unseen corpus stays raw (measure adaptation on it with training.adapt_eval).
     fuse: a second cache whose pooled rows are appended to each window's (training.dataset.Fuse);
-    the concatenation is standardised per feature like any input."""
+    the concatenation is standardised per feature like any input. room: copies per training clip of
+    the `scene` family (training.scenes: room or babble)."""
     if fuse is not None and arch not in ("mlp", "linear"):
         raise UserError(f"fused features feed mlp or linear heads, not {arch}")
     if arch == "logreg":
@@ -79,7 +80,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
                         + ", ".join(f"{k}={len(v)}" for k, v in sets.items()))
     # training clips only: augmented copies and copies heard in a room (training.scenes)
     variants = (("base",) + tuple(f"aug{i}" for i in range(1, augment + 1))
-                + tuple(f"room{i}" for i in range(1, room + 1)))
+                + tuple(f"{scene}{i}" for i in range(1, room + 1)))
     train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches, fuse)
     val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches, fuse)
     test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches, fuse)

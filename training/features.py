@@ -2,7 +2,7 @@
 
 Layout: cache/<backbone>/<variant>/<corpus>/chunk_NNNN.npz while extracting (resumable: a finished
 chunk is never recomputed), then packed into frames.npy (float16 [windows, 4, 1024]),
-speech.npy (float16 [windows, 4], AudioSet Speech score per frame; for a `roomN` variant the seconds
+speech.npy (float16 [windows, 4], AudioSet Speech score per frame; for a `roomN`/`babbleN` variant the seconds
 of utterance the window covers instead, see training.scenes) and index.csv (path, first
 window, window count). Frames are kept unpooled so every pooling and the attentive head can be
 tried; pooling goes through edge_ser.pooling.pool_frames, the function the daemon uses.
@@ -103,11 +103,14 @@ def variant_windows(clip_path: str, variant: str,
     """(windows, seconds of the utterance in each window or None when every window is all utterance).
 
     base: the trimmed clip; augN: augmented copy N (training.augment); roomN: copy N heard in a room,
-    with pauses around it and `babble` (scenes.babble_pool) as one of its noises (training.scenes).
+    with pauses around it; babbleN: the same with `babble` (scenes.babble_pool) as one of its noises
+    (training.scenes).
     """
     wave = trim_silence(load_audio(clip_path))
-    if variant.startswith("room"):
-        return scenes.room_windows(wave, clip_path, int(variant[4:]), babble)
+    scene = scenes.scene_of(variant)
+    if scene is not None:
+        family, copy = scene
+        return scenes.room_windows(wave, clip_path, copy, babble if family == "babble" else None)
     if variant != "base":  # "aug1", "aug2", ...: a deterministic augmented copy
         wave = trim_silence(augment(wave, clip_path, int(variant[3:])))
     return windows(wave), None
@@ -184,13 +187,11 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
     from tqdm import tqdm
 
     out = corpus_dir(corpus, variant, cache)
-    if variant.startswith("room"):
-        check_recipe(out, write=True)
     if (out / "index.csv").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
     clips = sorted(clips, key=lambda c: c.path)
-    babble = scenes.babble_pool(clips, corpus) if variant.startswith("room") else ()
+    babble = scenes.babble_pool(clips, corpus) if variant.startswith("babble") else ()
     model = model or Yamnet()
     dtype = getattr(model, "dtype", np.float16)  # a backbone may keep its rows in float32
     n_chunks = (len(clips) + CHUNK - 1) // CHUNK
@@ -221,20 +222,6 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
     bar.close()
     _pack(out, n_chunks)
     return out
-
-
-def check_recipe(folder: Path, write: bool = False) -> None:
-    """Refuse a room-variant folder made by another training.scenes recipe (scene.json; none = 1), or,
-    with `write`, mark a new one with the current recipe."""
-    marker = folder / "scene.json"
-    if write and not folder.exists():
-        folder.mkdir(parents=True)
-        marker.write_text(json.dumps({"recipe": scenes.RECIPE}) + "\n")
-        return
-    recipe = json.loads(marker.read_text())["recipe"] if marker.is_file() else 1
-    if recipe != scenes.RECIPE:
-        raise ModelError(f"{folder} holds room copies of scene recipe {recipe}, training.scenes makes "
-                         f"recipe {scenes.RECIPE}; delete the folder and extract it again")
 
 
 def _pack(out: Path, n_chunks: int) -> None:
@@ -272,8 +259,6 @@ def load_cache(corpus: str, variant: str = "base", cache: Path = DEFAULT_CACHE) 
     d = corpus_dir(corpus, variant, cache)
     if not (d / "index.csv").is_file():
         raise ModelError(f"no embedding cache at {d}; run `python -m training extract` first")
-    if variant.startswith("room"):
-        check_recipe(d)
     with (d / "index.csv").open(newline="") as fh:
         index = {r["path"]: (int(r["start"]), int(r["count"])) for r in csv.DictReader(fh)}
     keep = np.load(d / "keep.npy") if (d / "keep.npy").is_file() else None

@@ -72,7 +72,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
                  save_to: Path | None = None, plots: Path | None = None, root: Path | None = None,
                  cache: Path | None = None, split_dir: Path = SPLITS_DIR, log=print,
                  norm: str = "global", room: int = 0, fuse: Fuse | None = None,
-                 per_class: int | None = None, seed: int = 0) -> tuple[dict, list]:
+                 per_class: int | None = None, seed: int = 0, scene: str = "room") -> tuple[dict, list]:
     """Returns (record, results per fold). Folds' test predictions are pooled into one set of metrics.
 
     fuse: a second cache whose pooled rows are appended to each window's; seed: the head's
@@ -87,7 +87,7 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
         results.append(experiment.run(protocol, corpus, classes, arch, pooling, augment, heldout, fold, g,
                                       root, cache or DEFAULT_CACHE, split_dir, corpus_power, seed=seed,
                                       log=log, _caches=caches, norm=norm, room=room, fuse=fuse,
-                                      per_class=per_class))
+                                      per_class=per_class, scene=scene))
     labels = results[0].labels
     y = np.concatenate([r.test_part.y for r in results])
     pred = np.concatenate([r.test_probs.argmax(axis=1) for r in results])
@@ -104,7 +104,8 @@ def run_protocol(protocol: str, corpus: str, heldout: str | None, classes: str, 
            "train": corpus, "val_uar": float(np.mean([r.fitted.val["uar"] for r in results])),
            "window_accuracy": float(np.mean([r.test_windows["accuracy"] for r in results])),
            "head": {k: best.fitted.spec[k] for k in ("arch", "hidden", "dropout", "lr", "pooling")},
-           "augment": augment, "room": room, "corpus_power": corpus_power, "norm": norm,
+           "augment": augment, "room": room, **({"scene": scene} if room else {}),
+           "corpus_power": corpus_power, "norm": norm,
            "per_corpus": per_corpus,
            **({"per_class": per_class} if per_class is not None else {}),
            **({"seed": seed, "seed_of": name} if seed else {}),

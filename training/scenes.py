@@ -2,11 +2,12 @@
 under a condition drawn from acoustics/ (reverberation, noise, telephone, gain) with training's own
 seeds, rooms and noise draws, cut by the daemon's windower, each window labelled by the speech it holds.
 Babble is made of utterances of the corpus's speaker-independent *training* speakers (babble_pool), so
-no speaker any protocol evaluates is heard in a training window, not even as background.
+no speaker any protocol evaluates is heard in a training window, not even behind the utterance.
 
-Variant `roomN` of the feature cache is copy N of every clip made this way. A window covering less
+Variant `roomN` of the feature cache is copy N of every clip made this way with pink or household
+noise; variant `babbleN` draws babble as a third kind of noise (babble_pool). A window covering less
 than MIN_SPEECH_S of the utterance is a pause: its label is `neutral`, as the stream benchmark scores
-it, so a head learns that a pause, a hiss or a reverberant tail is not sadness.
+it, so a head learns that a pause, a hiss, a reverberant tail or other people talking is not sadness.
 """
 
 from __future__ import annotations
@@ -41,17 +42,19 @@ SEED_BASE = 10_000
 """Training's rooms and noise draws start here; the room benchmark's seeds are single digits."""
 RIR_BANK = 16
 """Simulated rooms per process, RT60 spread over 0.2-1.0 s (image-source rooms take seconds each)."""
-P_REVERB, P_NOISE, P_PHONE = 0.4, 0.7, 0.15
+SCENES = ("room", "babble")
+"""Variant families of room copies: `roomN` (pink or household noise), `babbleN` (or babble)."""
+P_REVERB, P_PHONE = 0.4, 0.15
+P_NOISE = {"room": 0.6, "babble": 0.7}
+"""Share of copies with noise, per family."""
 NOISES = ("pink", "household", "babble")
-"""Noise kinds, drawn with equal odds (babble only when the corpus has a babble pool)."""
+"""A babble copy's noise kinds, drawn with equal odds (babble only when the corpus has a pool)."""
 SNR_DB = (0.0, 25.0)
 GAIN_DB = (-30.0, 0.0)
 TALKERS = (1, 6)
 """Voices in a babble track, drawn per copy (the benchmark's babble has 4)."""
 BABBLE_POOL = 32
 """Utterances of a corpus's training speakers its babble tracks are drawn from."""
-RECIPE = 2
-"""Which draws make_scene makes: a room cache extracted by another recipe is refused (features)."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,20 @@ def babble_pool(clips: Sequence[Clip], corpus: str) -> tuple[np.ndarray, ...]:
     return tuple(trim_silence(load_audio(pool[i].path)).astype(np.float32) for i in sorted(picked))
 
 
-def make_scene(speech: np.ndarray, path: str, copy: int, babble: Sequence[np.ndarray] = ()) -> Scene:
+def scene_of(variant: str) -> tuple[str, int] | None:
+    """("room", 2) for cache variant `room2`, ("babble", 1) for `babble1`; None for any other variant."""
+    for family in SCENES:
+        if variant.startswith(family) and variant[len(family):].isdigit():
+            return family, int(variant[len(family):])
+    return None
+
+
+def make_scene(speech: np.ndarray, path: str, copy: int,
+               babble: Sequence[np.ndarray] | None = None) -> Scene:
     """Copy `copy` of a trimmed utterance in its room; a pure function of (speech, path, copy, babble).
 
-    `babble` (babble_pool) is what babble noise is made of; without it only pink and household noise
-    are drawn."""
+    babble None: a `room` copy (pink or household noise); a pool (babble_pool, maybe empty): a
+    `babble` copy, where babble made of the pool is a third kind of noise."""
     rng = rng_for(path, SEED_BASE + copy)
     pre, post = (int(rng.uniform(*PAUSE_S) * RATE) for _ in range(2))
     audio = np.concatenate([np.zeros(pre, np.float32), np.asarray(speech, np.float32),
@@ -99,9 +111,12 @@ def make_scene(speech: np.ndarray, path: str, copy: int, babble: Sequence[np.nda
         rir = rir_bank()[int(rng.integers(RIR_BANK))]
         audio = reverb.reverberate(audio, rir)
         steps.append(f"rt60-{rir.rt60_s:.2f}")
-    if rng.random() < P_NOISE:
-        kinds = NOISES if babble else NOISES[:2]
-        kind = kinds[int(rng.integers(len(kinds)))]
+    if rng.random() < P_NOISE["room" if babble is None else "babble"]:
+        if babble is None:
+            kind = "pink" if rng.random() < 0.5 else "household"
+        else:
+            kinds = NOISES if babble else NOISES[:2]
+            kind = kinds[int(rng.integers(len(kinds)))]
         snr = float(rng.uniform(*SNR_DB))
         if kind == "babble":
             talkers = int(rng.integers(TALKERS[0], TALKERS[1] + 1))
@@ -152,7 +167,7 @@ def window_roles(covered_s: np.ndarray, speech_s: float) -> np.ndarray:
 
 
 def room_windows(speech: np.ndarray, path: str, copy: int,
-                 babble: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
+                 babble: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(windows, seconds of utterance per window) of copy `copy` of a trimmed utterance."""
     scene = make_scene(speech, path, copy, babble)
     return cut_with_coverage(scene.audio, scene.speech)
