@@ -27,7 +27,15 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
     subset come after the full-corpus rows and are never marked best, nor are rows that are not
     candidates for the default (training.report.not_candidates).
     """
-    from training.report import XCOLS, loco_notes, loco_rows, not_candidates, subset_models
+    from training.report import (
+        SEED_INTRO,
+        XCOLS,
+        loco_notes,
+        loco_rows,
+        not_candidates,
+        seed_table,
+        subset_models,
+    )
 
     loco = {name: (folds, mean, worst) for name, folds, mean, worst in loco_rows(records)}
     si = {r["model"]: r for r in records if (r["protocol"], r["corpus"], r["classes"]) == SI}
@@ -66,6 +74,9 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
         si_cells = " | ".join(_num(r, k, f) for k, f in (("uar", "{:.3f}"), ("macro_f1", "{:.3f}"),
                                                          ("accuracy", "{:.1f}"), ("val_uar", "{:.3f}")))
         rows.append(f"| {n} | {ships} | {loco_cell} | {worst_cell} | {si_cells} |")
+    seeds = seed_table(records)
+    if seeds:
+        rows += ["", SEED_INTRO, ""] + seeds
     for note in loco_notes(records, egemaps_cost):
         rows += ["", note]
     return "\n".join(rows)

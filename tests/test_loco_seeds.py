@@ -30,7 +30,11 @@ def test_seed_rows_are_summarised_not_ranked_as_candidates():
     table = seed_table(recs)
     assert table[2].startswith("| a | 0.500 (seed 0), 0.480 (seed 1), 0.520 (seed 2) | **0.500** | 0.020 |")
     assert "0.040" in table[2]  # range
-    assert "seed 1" in report_body(recs)
+    assert "0.480 (seed 1)" in report_body(recs)
+    from bench.render_quality import si_table
+
+    readme = si_table(recs)
+    assert "0.480 (seed 1)" in readme and "| a seed 1 |" not in readme  # summarised, not ranked
 
 
 def test_a_seed_with_missing_folds_is_left_out_of_the_spread():

@@ -109,6 +109,11 @@ def seed_spread(recs: list[dict]) -> dict[str, dict[int, float]]:
     return out
 
 
+SEED_INTRO = ("The same candidates trained again with other seeds (`training loco --seed N`, recorded as "
+              "`<model> seed N`; the splits stay the same): a lead smaller than the spread of one "
+              "candidate's seeds is the luck of a training run.")
+
+
 def seed_table(recs: list[dict]) -> list[str]:
     """Markdown: LOCO means of the same candidate trained with other seeds (head initialisation and
     batch order; the same splits), and their mean and spread: a lead smaller than the spread is a tie."""
@@ -239,8 +244,7 @@ def report_body(recs: list[dict], cost: dict | None = None) -> str:
     out += loco_table(recs)
     seeds = seed_table(recs)
     if seeds:
-        out += ["", "The same candidates trained again with other seeds (`training loco --seed N`, recorded "
-                "as `<model> seed N`; the splits stay the same):", ""] + seeds
+        out += ["", SEED_INTRO, ""] + seeds
     notes = loco_notes(recs, cost)
     if notes:
         out += [""] + [line for n in notes for line in (n, "")][:-1]
