@@ -90,6 +90,9 @@ def entry_mapping(entry: ModelEntry) -> dict[str, Any]:
     if entry.backbone is not None:
         out["backbone"] = _file_mapping(entry.backbone)
         out["pooling"] = entry.pooling  # pools the backbone's frames; nothing to pool without one
+        if entry.fused_backbone is not None:
+            out["fused_backbone"] = _file_mapping(entry.fused_backbone)
+            out["fused_pooling"] = entry.fused_pooling
     elif entry.pooling != "mean":
         out["pooling"] = entry.pooling
     if entry.window_level != "raw":

@@ -17,6 +17,9 @@ Writes, into models/heads/ by default:
 - with `encoder_file`, no encoder is exported: the entry uses that file (an encoder converted
   before for the same checkpoint and states), still only after the end-to-end check. An exported
   encoder byte-identical to a file already in the output folder is replaced by that file;
+- a head trained on fused features (head.json `fuse`: Whisper states followed by YAMNet's frames of
+  the same window, `training --fuse`) gets YAMNet as the entry's `fused_backbone`, and the float
+  pipeline below appends YAMNet's pooled frames (the published TFLite file, as training ran it);
 - one manifest entry per head variant (`frontend: whisper_logmel`, backbone = the INT8 encoder,
   pooling = the head's method), registered only after an end-to-end check: the entry is loaded
   with the daemon's own `edge_ser.model.load_model` and classifies real 2 s windows of
@@ -35,10 +38,19 @@ import numpy as np
 import torch
 
 from artefact import eval_data, parity
-from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR, file_ref, training_provenance, write_entry
+from artefact.manifest import (
+    DEFAULT_MANIFEST,
+    HEADS_DIR,
+    file_ref,
+    training_provenance,
+    write_entry,
+    yamnet_backbone,
+)
 from artefact.parity import Result
+from edge_ser.backends import open_backend
 from edge_ser.errors import ModelError, UserError
-from edge_ser.manifest import ModelEntry
+from edge_ser.manifest import ModelEntry, ModelFile, shared_weights_dir
+from edge_ser.model import pool_fused
 from edge_ser.pooling import parse_state_pooling, pool_states, pooled_dim
 from edge_ser.speech_level import prepare, speech_frames
 from edge_ser.whisper_mel import whisper_log_mel
@@ -68,24 +80,58 @@ def read_whisper_head(folder: Path) -> tuple[dict, str, tuple[int, ...]]:
     return spec, method, states
 
 
-def torch_features(model, method: str, windows: np.ndarray, window_level: str = "raw") -> np.ndarray:
+class FusedYamnet:
+    """The second backbone of a head trained on fused features (head.json `fuse`, backbone yamnet):
+    the published YAMNet TFLite file, its frame embeddings pooled as the fused cache pooled them."""
+
+    def __init__(self, fuse: dict, manifest: Path):
+        if fuse.get("backbone") != "yamnet":
+            raise UserError(f"a fused head can add YAMNet to Whisper, not {fuse.get('backbone')!r}")
+        self.pooling = str(fuse.get("pooling", "mean"))
+        ref = yamnet_backbone(manifest)
+        self.file = ModelFile(file=ref.file, sha256=ref.sha256, size=ref.size, url=ref.url,
+                              input=ref.input, output=ref.output)
+        path = shared_weights_dir() / ref.file
+        if not path.is_file():
+            raise UserError(f"the fused head needs YAMNet at {path}")
+        self._backend = open_backend(path, threads=1)
+
+    def features(self, samples: np.ndarray, speech: np.ndarray | None) -> np.ndarray:
+        return pool_fused(self._backend.run({self.file.input: samples})[self.file.output], speech,
+                          self.pooling)
+
+
+def read_fused(spec: dict, manifest: Path) -> FusedYamnet | None:
+    """The head's fused backbone (None for a head on Whisper states alone)."""
+    return FusedYamnet(spec["fuse"], manifest) if spec.get("fuse") else None
+
+
+def torch_features(model, method: str, windows: np.ndarray, window_level: str = "raw",
+                   fused: FusedYamnet | None = None) -> np.ndarray:
     """Pooled features [n, dim] of the float pipeline: whisper_log_mel -> torch encoder states ->
-    pool_states (window_level speech: edge_ser.speech_level.prepare first, speech frames pooled)."""
+    pool_states (window_level speech: edge_ser.speech_level.prepare first, speech frames pooled),
+    followed by the fused backbone's pooled frames of the same window when there is one."""
     rows = []
     for w in windows:
         prepared = prepare(w) if window_level == "speech" else None
-        states = run_torch(model, whisper_log_mel(w if prepared is None else prepared.samples))
+        samples = w if prepared is None else prepared.samples
+        states = run_torch(model, whisper_log_mel(samples))
         if prepared is not None:
             states = speech_frames(states, prepared.speech)
-        rows.append(pool_states(states, method))
+        row = pool_states(states, method)
+        if fused is not None:
+            speech = None if prepared is None else prepared.speech
+            row = np.concatenate([row, fused.features(samples, speech)])
+        rows.append(row)
     return np.stack(rows).astype(np.float32)
 
 
 def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarray,
-                   window_level: str = "raw") -> np.ndarray:
+                   window_level: str = "raw", fused: FusedYamnet | None = None) -> np.ndarray:
     """Float reference: torch_features -> torch head -> probs."""
     with torch.no_grad():
-        return head(torch.from_numpy(torch_features(model, method, windows, window_level))).numpy()
+        feats = torch_features(model, method, windows, window_level, fused)
+        return head(torch.from_numpy(feats)).numpy()
 
 
 def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
@@ -139,10 +185,14 @@ def convert_whisper_model(
     spec, method, states = read_whisper_head(head_folder)
     name = name or head_folder.name
     model, info = encoder_states(checkpoint, states)
+    fused = read_fused(spec, manifest)
     want = len(states) * pooled_dim(int(info["d_model"]), method)
+    if fused is not None:
+        want += len(fused.features(np.zeros(int(spec.get("window_s", 2.0) * 16000), np.float32), None))
     if int(spec["input_dim"]) != want:
         raise UserError(f"head input_dim {spec['input_dim']} does not match {checkpoint}: "
-                        f"{len(states)} state(s) of width {info['d_model']} pooled {method} give {want}")
+                        f"{len(states)} state(s) of width {info['d_model']} pooled {method}"
+                        f"{' and the fused YAMNet' if fused else ''} give {want}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if encoder_file is not None:
         reused, enc_report = existing_encoder(encoder_file, manifest)
@@ -151,7 +201,7 @@ def convert_whisper_model(
         encoders, enc_report = _export_encoders(checkpoint, states, out_dir, name, windows, windows_source,
                                                 candidates, reports_dir, command, keep_fp32_encoder)
     _, head = head_model.load_float_model(head_folder)
-    feats = torch_features(model, method, windows, str(spec.get("window_level", "raw")))
+    feats = torch_features(model, method, windows, str(spec.get("window_level", "raw")), fused)
     with torch.no_grad():
         ref = head(torch.from_numpy(feats)).numpy()
     if features is None and not (head_folder / eval_data.EVAL_NAME).is_file():
@@ -174,7 +224,8 @@ def convert_whisper_model(
             q = json.loads(r.report.read_text())["quantization"]
             with tempfile.TemporaryDirectory() as tmp:
                 trial = Path(tmp) / "manifest.yaml"
-                write_entry(trial, _entry(spec, method, states, q, e, r, trial, command, info, enc_report))
+                write_entry(trial, _entry(spec, method, states, q, e, r, trial, command, info, enc_report,
+                                          fused))
                 probs, ms = daemon_probs(r.model_id, trial, windows,
                                          files_in=(e.path.parent, Path(r.path).parent))
             checks[r.model_id] = _pipeline_parity(ref, probs, windows_source, ms, e.variant)
@@ -207,7 +258,7 @@ def convert_whisper_model(
             r.path.unlink()
         elif register_manifest:
             q = report["quantization"]
-            entry = _entry(spec, method, states, q, chosen, r, manifest, command, info, enc_report)
+            entry = _entry(spec, method, states, q, chosen, r, manifest, command, info, enc_report, fused)
             write_entry(manifest, entry, make_default=ok and not default_done)
             default_done = default_done or ok
         results.append(Result(r.model_id, r.path if (ok or keep_anyway) else None, r.report, ok))
@@ -260,7 +311,8 @@ def _pipeline_text(c: dict) -> str:
 
 
 def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encoder, head: Result,
-           manifest: Path, command: str, info: dict, enc_report: Path) -> ModelEntry:
+           manifest: Path, command: str, info: dict, enc_report: Path,
+           fused: FusedYamnet | None = None) -> ModelEntry:
     metrics = {k: spec[k] for k in ("val", "test", "metrics") if k in spec}
     source = {k: info[k] for k in ("format", "weights", "weights_sha256", "ct2_model_bin_sha256", "origin")
               if k in info}
@@ -268,18 +320,21 @@ def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encode
     return ModelEntry(
         id=head.model_id,
         description=f"Whisper encoder ({spec['backbone']}, state {'+'.join(map(str, states))}, "
-        f"{enc.text} ONNX) + {spec['arch']} head ({spec.get('data', 'trained head')}), "
+        f"{enc.text} ONNX) {'and YAMNet, fused, ' if fused else ''}+ {spec['arch']} head "
+        f"({spec.get('data', 'trained head')}), "
         f"{q} {'ONNX' if Path(head.path).suffix == '.onnx' else 'TFLite'}",
         frontend="whisper_logmel",
         window_s=float(spec.get("window_s", 2.0)),
         labels=tuple(spec["labels"]),
         backbone=file_ref(enc.path, manifest, input="mel", output="hidden"),
         pooling=method,
+        fused_backbone=fused.file if fused else None,
+        fused_pooling=fused.pooling if fused else "mean",
         window_level=str(spec.get("window_level", "raw")),
         head=file_ref(head.path, manifest, input="features", output="probs",
                       input_dim=int(spec["input_dim"])),
         quantization=q,
-        license=f"{corpora}; Whisper encoder MIT (OpenAI)",
+        license=f"{corpora}; Whisper encoder MIT (OpenAI)" + ("; YAMNet Apache-2.0" if fused else ""),
         extra={
             "training": training_provenance(spec, **metrics),
             "conversion": {"command": command, "source": source,

@@ -54,7 +54,7 @@ class EmotionModel:
     """
 
     def __init__(self, entry: ModelEntry, head: Backend, backbone: Backend | None = None,
-                 adapter: Any = None):
+                 adapter: Any = None, fused: Backend | None = None):
         self.entry = entry
         self.id = entry.id
         """Manifest id (goes into each result message as `model`)."""
@@ -73,6 +73,11 @@ class EmotionModel:
             self._bb_out = _pick(backbone.output_names(), bb.output, backbone.path, "output")
             if bb.scores_output:
                 self._bb_scores = _pick(backbone.output_names(), bb.scores_output, backbone.path, "output")
+        self._fused = fused
+        self._fused_in = self._fused_out = None
+        if fused is not None:
+            self._fused_in = _pick(fused.input_names(), entry.fused_backbone.input, fused.path, "input")
+            self._fused_out = _pick(fused.output_names(), entry.fused_backbone.output, fused.path, "output")
         self._min_samples = (YAMNET_MIN_SAMPLES if backbone is not None
                              else LOGMEL_MIN_SAMPLES if entry.frontend == "logmel" else 1)
 
@@ -90,11 +95,14 @@ class EmotionModel:
         speech = None
         if self._backbone is not None:
             prepared = prepare(x) if self.entry.window_level == "speech" else None
-            out = self._run_backbone(x if prepared is None else prepared.samples)
+            samples = x if prepared is None else prepared.samples
+            out = self._run_backbone(samples)
             if self._bb_scores is not None:
                 speech = float(np.max(out[self._bb_scores][..., SPEECH_CLASS]))
             frames = out[self._bb_out]
             features = self._pool(frames if prepared is None else speech_frames(frames, prepared.speech))
+            if self._fused is not None:
+                features = np.concatenate([features, self._fused_features(samples, prepared)])
             if self._adapter is not None:
                 features = np.asarray(self._adapter(features), dtype=np.float32)
             probs = self._run_head(features[None, :])
@@ -117,6 +125,10 @@ class EmotionModel:
             return self._backbone.run({self._bb_in: whisper_log_mel(x)[None]})
         return self._backbone.run({self._bb_in: x})
 
+    def _fused_features(self, samples: np.ndarray, prepared: Any) -> np.ndarray:
+        frames = self._fused.run({self._fused_in: samples})[self._fused_out]
+        return pool_fused(frames, None if prepared is None else prepared.speech, self.entry.fused_pooling)
+
     def _pool(self, frames: np.ndarray) -> np.ndarray:
         """[n_frames, dim] embeddings -> pool_frames; [n_states, n_frames, dim] -> pool_states."""
         if frames.ndim == 3:
@@ -131,6 +143,15 @@ class EmotionModel:
         s = p.sum()
         # Heads apply softmax inside the file; renormalise rounding (and int8 output steps) only.
         return p / s if s > 0 else np.full_like(p, 1.0 / len(p))
+
+
+def pool_fused(frames: np.ndarray, speech: np.ndarray | None, pooling: str) -> np.ndarray:
+    """A fused backbone's frames of a window pooled (over the window's speech frames when `speech`,
+    the prepared window's mask, is given): what training's --fuse cache holds for that window."""
+    frames = np.asarray(frames).reshape(-1, np.shape(frames)[-1])
+    if speech is not None:
+        frames = speech_frames(frames, speech)
+    return pool_frames(frames, pooling).astype(np.float32)
 
 
 def _pick(names: list[str], wanted: str | None, path: str, kind: str) -> str:
@@ -168,9 +189,12 @@ def load_model(settings: ModelSettings) -> EmotionModel:
     backbone = None
     if entry.backbone is not None:
         backbone = open_backend(resolve_file(entry.backbone, dirs, download), threads=threads)
+    fused = None
+    if entry.fused_backbone is not None:
+        fused = open_backend(resolve_file(entry.fused_backbone, dirs, download), threads=threads)
     head = open_backend(resolve_file(entry.head, dirs, download), threads=threads)
     adapter = _load_adapter(settings, entry, dirs)
-    model = EmotionModel(entry, head, backbone, adapter=adapter)
+    model = EmotionModel(entry, head, backbone, adapter=adapter, fused=fused)
     if backbone is not None:
         _check_dims(model)
     return model
@@ -208,9 +232,12 @@ def _check_dims(model: EmotionModel) -> None:
     frames = out[model._bb_out]
     dim = frames.shape[-1]
     want = pooled_dim(dim, entry.pooling) * (frames.shape[0] if frames.ndim == 3 else 1)
+    if model._fused is not None:
+        want += len(model._fused_features(np.zeros(model.window_samples, np.float32), None))
     if entry.head.input_dim is not None and entry.head.input_dim != want:
         raise ModelError(f"model {entry.id}: head {entry.head.file} takes {entry.head.input_dim} features "
-                         f"but the backbone gives {dim} per frame ({entry.pooling} pooling -> {want})")
+                         f"but the backbone gives {dim} per frame ({entry.pooling} pooling"
+                         f"{' + the fused backbone' if model._fused is not None else ''} -> {want})")
     shape_of = getattr(model._head, "input_shape", None)
     if shape_of is not None:
         got = shape_of(model._head_in)[-1]

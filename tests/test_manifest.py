@@ -227,6 +227,8 @@ def test_unknown_model_id_lists_known(tmp_path):
     ({"sample_rate": 44100}, "sample_rate"),
     ({"head": {"file": "h.onnx", "sha256": "abc"}}, "head.sha256"),
     ({"head": {"file": "h.onnx", "sha256": "0" * 64, "colour": "red"}}, "head.colour"),
+    ({"fused_backbone": {"file": "y.tflite", "sha256": "0" * 64}}, "fused_backbone"),  # no backbone
+    ({"backbone": {"file": "b.onnx", "sha256": "0" * 64}, "fused_pooling": "frames"}, "fused_pooling"),
 ])
 def test_bad_entries_name_the_key(tmp_path, patch, key):
     head = _file(tmp_path, "h.onnx", b"h")

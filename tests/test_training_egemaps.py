@@ -154,9 +154,13 @@ def test_rows_over_the_cost_limit_or_with_two_backbones_are_never_marked_best():
 
     cost = {"p50_ms": WINDOW_LIMIT_MS * 2, "n_windows": 50, "machine": "x", "load_1min": 1.0,
             "date_utc": "2026-12-07T00:00:00Z", "command": "python -m training egemaps-cost"}
-    recs = folds("whisper", 0.5) + folds("egemaps+mlp", 0.6) + folds("fused", 0.7, fuse={"cache": "c"})
+    recs = (folds("whisper", 0.5) + folds("egemaps+mlp", 0.6) + folds("ensemble(a, b)", 0.7)
+            + folds("fused", 0.8, fuse={"cache": "c", "backbone": "vggish"}))
     table = si_table(recs, None, cost)
     assert "| whisper |  | **0.500** |" in table
     assert "| egemaps+mlp | not a candidate: over the cost limit | 0.600 |" in table
-    assert "| fused | not a candidate: two backbones | 0.700 |" in table
+    assert "| ensemble(a, b) | not a candidate: two models per window | 0.700 |" in table
+    assert "| fused | not a candidate: vggish fused in | 0.800 |" in table
+    with_yamnet = folds("fused", 0.8, fuse={"cache": "c", "backbone": "yamnet"})
+    assert "| fused |  | **0.800** |" in si_table(folds("whisper", 0.5) + with_yamnet, None, cost)
     assert "| egemaps+mlp |  | **0.600** |" in si_table(folds("egemaps+mlp", 0.6), None, None)

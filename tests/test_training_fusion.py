@@ -98,7 +98,7 @@ def test_caches_of_other_windows_are_refused(tiny, tmp_path):
             Fuse.parse(bad)
 
 
-def test_a_head_trains_on_fused_features_and_is_not_shipped(tiny):
+def test_a_head_trains_on_fused_features_and_ships_only_with_yamnet_fused_in(tiny):
     from training.ship import ship_folder
 
     tmp, root, _, _ = tiny
@@ -111,8 +111,16 @@ def test_a_head_trains_on_fused_features_and_is_not_shipped(tiny):
     assert spec["input_dim"] == 20 and len(spec["feature_mean"]) == 20 and spec["pooling"] == "mean_std@2+3"
     assert spec["fuse"]["backbone"] == "yamnet" and spec["fuse"]["pooling"] == "mean"
     assert rec["fuse"] == spec["fuse"] and rec["n_test"] == 40 and 0.0 <= rec["uar"] <= 1.0
-    with pytest.raises(UserError, match="two backbones"):
-        ship_folder(tmp / "head", "fused", models=tmp / "models")
+    shipped = ship_folder(tmp / "head", "fused", models=tmp / "models")
+    assert json.loads((shipped / "head.json").read_text())["fuse"]["backbone"] == "yamnet"
+    other = tmp / "head-other"
+    other.mkdir()
+    for f in ("head.pt", "head.json"):
+        (other / f).write_bytes((tmp / "head" / f).read_bytes())
+    spec = json.loads((other / "head.json").read_text())
+    (other / "head.json").write_text(json.dumps(spec | {"fuse": spec["fuse"] | {"backbone": "egemaps"}}))
+    with pytest.raises(UserError, match="egemaps features fused in"):
+        ship_folder(other, "other", models=tmp / "models")
     with pytest.raises(UserError, match="mlp or linear"):
         runner.run_protocol("speaker_independent", "savee", None, "merged", "wsum", "mean_std@2+3", 0, "one",
                             0.0, "fused", "", root=root, cache=tmp / "wsp", split_dir=tmp / "splits",

@@ -183,6 +183,35 @@ def test_speech_level_cache_rows_are_what_the_daemon_pools(tiny, pooling):
         features.mark_cache(cache, "yamnet", features.YAMNET, "raw")
 
 
+def test_a_fused_head_gets_the_rows_training_fused_for_that_window(tiny):
+    """A model with a fused_backbone: the head sees the Whisper speech-level features the one-backbone
+    model computes, followed by YAMNet's frames of the same prepared window averaged over its speech
+    frames, as training's YAMNet speech-level cache pools them (`--fuse cache/yamnet-speech:mean`)."""
+    import dataclasses
+
+    from artefact.manifest import yamnet_backbone
+    from edge_ser.backends import open_backend
+    from edge_ser.manifest import load_manifest
+    from edge_ser.model import EmotionModel
+
+    _, _, clips = tiny
+    manifest = load_manifest()
+    entry = manifest.get("whisper-l23-room-mlp-allplus-onnx-fp32")
+    encoder = open_backend(manifest.path.parent / entry.backbone.file)
+    one = EmotionModel(entry, _FeaturesIn(len(entry.labels)), encoder)
+    fused_entry = dataclasses.replace(entry, fused_backbone=yamnet_backbone(manifest.path))
+    head = _FeaturesIn(len(entry.labels))
+    fused = EmotionModel(fused_entry, head, encoder, fused=open_backend(features.YAMNET))
+    level = features.SpeechLevel(features.Yamnet())
+    for w in features.clip_windows(clips[2].path, "base")[:2]:
+        one.predict(w)
+        fused.predict(w)
+        frames, _, keep = level(w)
+        np.testing.assert_allclose(head.seen[-1][: len(one._head.seen[-1])], one._head.seen[-1], atol=1e-6)
+        np.testing.assert_allclose(head.seen[-1][len(one._head.seen[-1]):], frames[keep].mean(axis=0),
+                                   atol=1e-4)
+
+
 def test_augmented_copy_is_deterministic_and_survives_an_all_silent_clip():
     from training.augment import augment
 

@@ -97,7 +97,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
         return _probe(train, val, test, labels, len(sets["train"]), seed)
     fitted = fit(train, val, labels, arch, grid, pooling, seed=seed, corpus_power=corpus_power, log=log,
                  backbone=backbone_of(cache), window_level=cache_layout(cache).get("window_level", "raw"))
-    if fuse is not None:  # the daemon runs one backbone: such a head is for measurement only
+    if fuse is not None:  # the manifest entry's fused_backbone: what convert and the daemon add
         fitted.spec["fuse"] = fuse.describe()
     from artefact.heads import build_head
 

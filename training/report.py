@@ -132,15 +132,19 @@ def seed_table(recs: list[dict]) -> list[str]:
 
 
 def not_candidates(recs: list[dict], cost: dict | None = None) -> dict[str, str]:
-    """Model -> why its LOCO row is a measurement, not a candidate for the default: two backbones per
-    window (a fused row, an ensemble), or eGeMAPS over the per-window cost limit."""
+    """Model -> why its LOCO row is a measurement, not a candidate for the default: two models per
+    window (an ensemble: the daemon has no path for one), a backbone fused in that the daemon cannot
+    run (only YAMNet, manifest `fused_backbone`), or eGeMAPS over the per-window cost limit."""
     out = {}
     for r in recs:
         if r["protocol"] != "cross_corpus":
             continue
         why = []
-        if r.get("fuse") or r["model"].startswith("ensemble("):
-            why.append("two backbones")
+        if r["model"].startswith("ensemble("):
+            why.append("two models per window")
+        fused = (r.get("fuse") or {}).get("backbone")
+        if fused and fused != "yamnet" and "egemaps" not in r["model"]:
+            why.append(f"{fused} fused in")
         if "egemaps" in r["model"] and cost and cost["p50_ms"] > WINDOW_LIMIT_MS:
             why.append("eGeMAPS over the cost limit" if why else "over the cost limit")
         if why:

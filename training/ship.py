@@ -27,9 +27,10 @@ def ship_folder(src: Path, name: str, models: Path = MODELS) -> Path:
     """Copy head.pt/head.json (+ record.json) to models/heads/<name>/ and write <name>.norm.json."""
     src = Path(src)
     spec, _ = load_head(src)
-    if spec.get("fuse"):
-        raise UserError(f"{src} is a head on features of two backbones ({spec['fuse'].get('backbone')} fused "
-                        "in); the daemon runs one backbone, so it is for measurement only")
+    fused = (spec.get("fuse") or {}).get("backbone")
+    if fused not in (None, "yamnet"):
+        raise UserError(f"{src} is a head with {fused} features fused in; the daemon can add YAMNet to a "
+                        "backbone, nothing else, so it is for measurement only")
     dst = models / "heads" / name
     dst.mkdir(parents=True, exist_ok=True)
     for f in ("head.pt", "head.json", "record.json"):

@@ -25,7 +25,8 @@ from .schema import (
 
 _FILE_KEYS = {f for f in ModelFile.__dataclass_fields__}
 _ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "backbone", "pooling",
-               "window_level", "head", "quantization", "license", "adaptation"}
+               "fused_backbone", "fused_pooling", "window_level", "head", "quantization", "license",
+               "adaptation"}
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:
@@ -89,8 +90,16 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
         else None
     if backbone is not None and frontend not in BACKBONE_FRONTENDS:
         raise bad("frontend", f"must be one of {', '.join(BACKBONE_FRONTENDS)} when a backbone is given")
+    fused = _parse_file(e["fused_backbone"], f"{key}.fused_backbone", where) if e.get("fused_backbone") \
+        else None
+    if fused is not None and backbone is None:
+        raise bad("fused_backbone", "needs a backbone (its pooled frames follow the backbone's)")
+    fused_pooling = e.get("fused_pooling", "mean")
+    if fused_pooling not in POOLINGS:
+        raise bad("fused_pooling", f"must be one of {', '.join(POOLINGS)}, got {fused_pooling!r}")
     return ModelEntry(
-        id=mid, labels=tuple(labels), head=head, backbone=backbone,
+        id=mid, labels=tuple(labels), head=head, backbone=backbone, fused_backbone=fused,
+        fused_pooling=fused_pooling,
         description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,
         window_s=float(window_s), pooling=pooling, window_level=window_level, quantization=quant,
         license=str(e.get("license", "")), adaptation=adaptation,

@@ -82,6 +82,14 @@ class ModelEntry:
     pooling: str = "mean"
     """edge_ser.pooling.pool_frames method applied to the backbone frames."""
 
+    fused_backbone: ModelFile | None = None
+    """A second backbone run on the same window (raw 16 kHz samples in, [n_frames, dim] out): its
+    frames, pooled by `fused_pooling`, follow the backbone's pooled features into the head (a head
+    trained on fused features, `training --fuse`); null for one backbone."""
+
+    fused_pooling: str = "mean"
+    """edge_ser.pooling.pool_frames method applied to the fused backbone's frames."""
+
     window_level: str = "raw"
     """How a window reaches the backbone (edge_ser.speech_level.LEVELS): raw, or speech = its level set
     on its speech frames and only those frames pooled."""
@@ -99,8 +107,9 @@ class ModelEntry:
     """Every other key of the entry (training, parity_report, ...), kept as written."""
 
     def files(self) -> list[tuple[str, ModelFile]]:
-        """(role, file) pairs, backbone first."""
-        return ([("backbone", self.backbone)] if self.backbone else []) + [("head", self.head)]
+        """(role, file) pairs, backbones first."""
+        return ([("backbone", self.backbone)] if self.backbone else []) + (
+            [("fused_backbone", self.fused_backbone)] if self.fused_backbone else []) + [("head", self.head)]
 
 
 @dataclass(frozen=True)
