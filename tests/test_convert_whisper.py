@@ -195,21 +195,26 @@ def test_real_checkpoint_fp32_graph_matches_ctranslate2_reference(tmp_path: Path
     assert ref["passed"] and ref["cosine_min"] >= 0.999 and len(ref["clips"]) == 3
 
 
-def _tiny_head(folder: Path, tiny_hf: Path) -> Path:
-    """An MLP head on mean_std of state 1 of the tiny encoder, trained to tell the five tones apart."""
+def _tiny_head(folder: Path, tiny_hf: Path, fuse: dict | None = None) -> Path:
+    """An MLP head on mean_std of state 1 of the tiny encoder (followed by YAMNet's mean frame with
+    `fuse`), trained to tell the five tones apart."""
     from artefact.eval_data import save_eval
     from artefact.heads import build_head, save_head
+    from convert.whisper_model import read_fused
 
     model, _ = encoder_states(tiny_hf, (1,))
     x = _windows(60, seed=3)
     feats = np.stack([pool_states(run_torch(model, whisper_log_mel(w)), "mean_std") for w in x])
+    if fuse:
+        yam = read_fused({"fuse": fuse}, tiny_hf / "none.yaml")
+        feats = np.concatenate([feats, np.stack([yam.features(w, None) for w in x])], axis=1)
     y = np.arange(60) % 5
     labels = [*EMOTIONS, NEUTRAL]
     mean, std = feats[:40].mean(0), feats[:40].std(0) + 1e-3
-    spec = {"arch": "mlp", "hidden": [16], "dropout": 0.0, "input_dim": 64, "labels": labels,
+    spec = {"arch": "mlp", "hidden": [16], "dropout": 0.0, "input_dim": feats.shape[1], "labels": labels,
             "pooling": "mean_std@1", "backbone": "whisper-tiny-test", "feature_mean": mean.tolist(),
             "feature_std": std.tolist(), "command": "tests", "data": "tones", "split": "synthetic",
-            "license": "test data"}
+            "license": "test data"} | ({"fuse": fuse} if fuse else {})
     torch.manual_seed(0)
     head = build_head(spec)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
@@ -330,6 +335,34 @@ def test_onnx_head_entry_reuses_the_encoder_and_runs_without_tflite(tiny_hf: Pat
     want = torch_pipeline(model, head, "mean_std", w)
     got = np.array([[daemon.predict(x).probs[lb] for lb in daemon.labels] for x in w])
     assert (got.argmax(1) == want.argmax(1)).all() and np.abs(got - want).max() < 0.05
+
+
+@pytest.mark.needs_shared  # YAMNet
+def test_a_head_with_yamnet_fused_in_becomes_an_entry_with_a_fused_backbone(tiny_hf: Path, tmp_path: Path):
+    from convert.head_model import load_float_model
+    from convert.whisper_model import read_fused
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    fuse = {"cache": "cache/yamnet-speech", "pooling": "mean", "backbone": "yamnet", "window_level": "raw"}
+    head_folder = _tiny_head(tmp_path / "fused-head", tiny_hf, fuse)
+    heads, manifest = tmp_path / "models" / "heads", tmp_path / "models" / "manifest.yaml"
+    (r,) = convert_whisper_model(
+        head_folder, tiny_hf, _windows(6, seed=7), "tones", heads, "fused", ("onnx-float32",), manifest,
+        candidates=("matmul-s8",), reports_dir=tmp_path / "rep", latency_runs=3)
+    assert r.passed
+    entry = load_manifest(manifest).get("fused-onnx-fp32")
+    assert entry.fused_backbone.file == "yamnet/yamnet.tflite" and entry.fused_pooling == "mean"
+    assert entry.head.input_dim == 64 + 1024 and "YAMNet" in entry.license
+    daemon = load_model(ModelSettings(id="fused-onnx-fp32", manifest=str(manifest)))
+    model, _ = encoder_states(tiny_hf, (1,))
+    _, head = load_float_model(head_folder)
+    w = _windows(3, seed=11)
+    want = torch_pipeline(model, head, "mean_std", w, fused=read_fused({"fuse": fuse}, manifest))
+    got = np.array([[daemon.predict(x).probs[lb] for lb in daemon.labels] for x in w])
+    assert (got.argmax(1) == want.argmax(1)).all() and np.abs(got - want).max() < 0.05
+    with pytest.raises(UserError, match="not 'egemaps'"):
+        read_fused({"fuse": fuse | {"backbone": "egemaps"}}, manifest)
 
 
 def test_an_encoder_identical_to_a_file_already_there_is_found(tmp_path: Path) -> None:

@@ -243,8 +243,8 @@ def report_body(recs: list[dict], cost: dict | None = None) -> str:
             "Each cell: train on the other seven corpora (their speaker-independent train+test speakers; "
             "validation = their validation speakers, never the held-out corpus), test on every clip of "
             "the held-out corpus; UAR over the four emotions. The default maximises the mean; means within "
-            "0.01 of the best tie, and speaker-independent validation, then the room benchmark, break "
-            "ties.", ""]
+            "0.01 of the best tie (over seeds where several were run), and speaker-independent "
+            "validation (again within 0.01 a tie), then the room benchmark, break ties.", ""]
     out += loco_table(recs)
     seeds = seed_table(recs)
     if seeds:
