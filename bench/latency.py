@@ -11,8 +11,6 @@ each record (the machine is shared).
 Configurations:
 - every model of models/manifest.yaml (edge_ser.model.load_model, as the daemon runs it);
 - `yamnet-backbone`: the YAMNet TFLite file alone (+ mean pooling, no head), the floor of that path;
-- `two-backbones`: the manifest's default model and, on the same window, the YAMNet backbone of a fused
-  Whisper + YAMNet head (`training --fuse`): the least such a head would cost per window and in memory;
 - HuBERT-base (hubert-base config, RANDOM weights: latency only, see bench/hubert_random.py):
   `hubert-torch-pipeline` transformers pipeline("audio-classification") in float32 (how the paper
   served it), `hubert-torch` the bare PyTorch module call, `hubert-onnx-fp32` and `hubert-onnx-int8`
@@ -21,7 +19,6 @@ Configurations:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -77,31 +74,6 @@ class _YamnetBackbone:
 
     def close(self) -> None:
         """Nothing to save."""
-
-
-class _TwoBackbones:
-    """The default model, then YAMNet on the same window: the cost floor of a two-backbone head."""
-
-    window_samples = 32000
-    id = "two-backbones"
-
-    def __init__(self, threads: int):
-        from edge_ser.manifest import load_manifest
-        from edge_ser.model import load_model
-        from edge_ser.settings import ModelSettings
-
-        self._main = load_model(ModelSettings(id=load_manifest().default, threads=threads))
-        self._second = _YamnetBackbone(threads)
-        self.labels, self.has_speech_score = self._main.labels, self._main.has_speech_score
-
-    def predict(self, window: np.ndarray):
-        t0 = time.perf_counter()
-        self._second.predict(window)
-        p = self._main.predict(window)
-        return dataclasses.replace(p, infer_ms=(time.perf_counter() - t0) * 1000)
-
-    def close(self) -> None:
-        self._main.close()
 
 
 class _HubertTorch:
@@ -161,8 +133,6 @@ def build(config: str, threads: int) -> tuple[Any, dict[str, Any]]:
     """(model object, record fields that describe it) for one configuration name."""
     if config == "yamnet-backbone":
         return _YamnetBackbone(threads), {"backend": "tflite", "precision": "dynamic-int8 (as published)"}
-    if config == "two-backbones":
-        return _TwoBackbones(threads), {"backend": "onnxruntime+tflite", "precision": "as shipped"}
     if config == "hubert-torch-pipeline":
         return _HubertTorch(threads, True), {"backend": "transformers-pipeline", "precision": "float32",
                                              "weights": "random (latency only)"}

@@ -69,22 +69,6 @@ def test_latency_script_writes_records(tmp_path):
     assert len(samples["yamnet-backbone|1"]) == records[0]["n_windows"]
 
 
-@pytest.mark.needs_shared  # the YAMNet backbone
-def test_two_backbones_run_the_default_model_and_yamnet_on_every_window(monkeypatch):
-    calls = []
-    real = latency._YamnetBackbone.predict
-    monkeypatch.setattr(latency._YamnetBackbone, "predict",
-                        lambda self, w: calls.append(len(w)) or real(self, w))
-    model, fields = latency.build("two-backbones", 1)
-    from edge_ser.manifest import load_manifest
-
-    assert model._main.id == load_manifest().default and fields["backend"] == "onnxruntime+tflite"
-    window = np.zeros(model.window_samples, np.float32)
-    p = model.predict(window)
-    assert calls == [model.window_samples] and set(p.probs) == set(model.labels) and p.infer_ms > 0
-    model.close()
-
-
 def test_reference_label_is_the_speech_a_window_mostly_covers():
     seg = [(0, 16000, "sadness"), (24000, 64000, "happiness")]
     assert stream_eval.reference(seg, 0, 32000) == "sadness"  # 1.0 s sad vs 0.5 s happy
