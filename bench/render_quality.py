@@ -19,7 +19,8 @@ def _default_row(r: Record, default_id: str | None) -> bool:
     return bool(default_id and r.get("shipped") and default_id.startswith(r["shipped"]))
 
 
-def si_table(records: list[Record], default_id: str | None = None, egemaps_cost: Record | None = None) -> str:
+def si_table(records: list[Record], default_id: str | None = None, egemaps_cost: Record | None = None,
+             fused_cost: Record | None = None) -> str:
     """Every candidate, ranked by the rule that picks the default: LOCO mean first, SI val UAR for ties.
 
     Candidates are the models with leave-one-corpus-out folds or a speaker-independent All+ result;
@@ -33,6 +34,7 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
         loco_notes,
         loco_rows,
         not_candidates,
+        seed_spread,
         seed_table,
         subset_models,
     )
@@ -45,9 +47,11 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
         -(si[n].get("val_uar") or 0.0) if n in si else 0.0, n))
     if not names:
         return "No leave-one-corpus-out or speaker-independent All+ records."
-    measured_only = not_candidates(records, egemaps_cost)
-    best_loco = max((v[1] for n, v in loco.items() if v[1] is not None and n not in sub
-                     and n not in measured_only), default=None)
+    measured_only = not_candidates(records, egemaps_cost, fused_cost)
+    # a candidate trained with several seeds counts with the mean over them (the rule)
+    over_seeds = {n: sum(v.values()) / len(v) for n, v in seed_spread(records).items() if len(v) > 1}
+    ranked = {n: over_seeds.get(n, v[1]) for n, v in loco.items() if v[1] is not None}
+    best_loco = max((m for n, m in ranked.items() if n not in sub and n not in measured_only), default=None)
     rows = ["LOCO: train on seven corpora, test on the eighth, UAR over the four emotions (chance 0.25), "
             f"mean and worst of the {len(XCOLS)} held-out corpora; SI: speaker-independent split of All+ "
             "(UAR over the 5 classes). Ranked by LOCO mean, the rule that picks the default: means within "
@@ -66,7 +70,10 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
             ships = f"not a candidate: {measured_only[n]}"
         if mean is not None:
             lo = min(folds, key=folds.get)
-            loco_cell = f"**{mean:.3f}**" if mean == best_loco else f"{mean:.3f}"
+            loco_cell = f"{mean:.3f}" + (f" ({len(seed_spread(records)[n])} seeds: {ranked[n]:.3f})"
+                                         if n in over_seeds else "")
+            if ranked[n] == best_loco:
+                loco_cell = f"**{loco_cell}**"
             worst_cell = f"{worst:.3f} ({lo})"
         else:
             loco_cell = f"{len(folds)} of {len(XCOLS)} folds" if folds else "not measured"
@@ -78,7 +85,7 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
     seeds = seed_table(records)
     if seeds:
         rows += ["", SEED_INTRO, ""] + seeds
-    for note in loco_notes(records, egemaps_cost):
+    for note in loco_notes(records, egemaps_cost, fused_cost):
         rows += ["", note]
     return "\n".join(rows)
 

@@ -78,6 +78,12 @@ class Results:
     def egemaps_cost(self) -> dict[str, Any]:
         return self._json("egemaps_cost.json", {})
 
+    @property
+    def fused_cost(self) -> dict[str, Any] | None:
+        from training.report import fused_cost
+
+        return fused_cost(self.latency)
+
     @cached_property
     def manifest(self) -> Any:
         from edge_ser.manifest import load_manifest
@@ -92,7 +98,7 @@ class Results:
 def _accuracy_report(res: Results) -> str:
     from training.report import report_body
 
-    return report_body(res.accuracy, res.egemaps_cost or None)
+    return report_body(res.accuracy, res.egemaps_cost or None, res.fused_cost)
 
 
 GENERATORS: dict[str, Callable[[Results], str]] = {
@@ -106,7 +112,8 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "footprint-full": lambda r: render_perf.footprint_table(r.footprint, full=True),
     "footprint-targets": lambda r: render_perf.footprint_targets(r.footprint),
     "soak": lambda r: render_perf.soak_summary(r.soak),
-    "accuracy": lambda r: render_quality.si_table(r.accuracy, r.default, r.egemaps_cost or None),
+    "accuracy": lambda r: render_quality.si_table(r.accuracy, r.default, r.egemaps_cost or None,
+                                                  r.fused_cost),
     "recall": lambda r: render_quality.default_recall(r.accuracy, r.default),
     "stream": lambda r: render_quality.stream_summary(r.stream, r.default),
     "stream-full": lambda r: render_quality.stream_tables(r.stream),

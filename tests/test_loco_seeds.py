@@ -41,3 +41,11 @@ def test_a_seed_with_missing_folds_is_left_out_of_the_spread():
     recs = folds("a", 0.50) + seeded("a", 1, 0.40)[:-1] + seeded("a", 2, 0.52)
     assert set(seed_spread(recs)["a"]) == {0, 2}
     assert seed_table(folds("a", 0.5)) == []
+
+
+def test_the_best_mark_goes_by_the_mean_over_seeds():
+    from bench.render_quality import si_table
+
+    recs = folds("a", 0.48) + seeded("a", 1, 0.52) + seeded("a", 2, 0.53) + folds("b", 0.50)
+    table = si_table(recs)
+    assert "| a |  | **0.480 (3 seeds: 0.510)** |" in table and "| b |  | 0.500 |" in table

@@ -161,6 +161,14 @@ def test_rows_over_the_cost_limit_or_with_two_backbones_are_never_marked_best():
     assert "| egemaps+mlp | not a candidate: over the cost limit | 0.600 |" in table
     assert "| ensemble(a, b) | not a candidate: two models per window | 0.700 |" in table
     assert "| fused | not a candidate: vggish fused in | 0.800 |" in table
-    with_yamnet = folds("fused", 0.8, fuse={"cache": "c", "backbone": "yamnet"})
-    assert "| fused |  | **0.800** |" in si_table(folds("whisper", 0.5) + with_yamnet, None, cost)
+    with_yamnet = folds("whisper", 0.5) + folds("fused", 0.8, fuse={"cache": "c", "backbone": "yamnet"})
+    assert "| fused |  | **0.800** |" in si_table(with_yamnet, None, cost)
+    slow = {"config": "whisper-yamnet-room-mlp-allplus-onnx-fp32", "threads": 1, "p50_ms": 30.0,
+            "machine": "x", "load_1min": [0.5, 0.5], "date_utc": "2026-12-07T00:00:00Z"}
+    from training.report import fused_cost
+
+    assert fused_cost([slow, slow | {"threads": 2}]) == slow and fused_cost([]) is None
+    table = si_table(with_yamnet, None, cost, slow)
+    assert "| fused | not a candidate: Whisper + YAMNet over the cost limit | 0.800 |" in table
+    assert "30.0 ms per window" in table and "| whisper |  | **0.500** |" in table
     assert "| egemaps+mlp |  | **0.600** |" in si_table(folds("egemaps+mlp", 0.6), None, None)

@@ -85,6 +85,16 @@ def test_another_seed_trains_another_head_recorded_under_its_own_name(tiny):
     np.testing.assert_allclose(res1[0].test_probs, res_again[0].test_probs, atol=1e-6)
 
 
+def test_babble_copies_are_refused_in_a_fold_whose_test_speaker_talks_in_them(tiny):
+    from training import experiment
+
+    tmp, root, _ = tiny
+    for scene in ("babble", "room+babble"):
+        with pytest.raises(UserError, match="fold 1 would hear its test speaker"):
+            experiment.run("speaker_independent", "savee", fold=1, root=root, cache=tmp / "cache",
+                           split_dir=tmp / "splits", room=1, scene=scene, log=None)
+
+
 def test_shipped_onnx_head_runs_in_the_daemon_like_in_training(tiny, tmp_path):
     """ship: head folder -> ONNX + manifest entry; edge_ser.model gives the training code's answer."""
     from edge_ser.model import load_model

@@ -53,7 +53,12 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     unseen corpus stays raw (measure adaptation on it with training.adapt_eval).
     fuse: a second cache whose pooled rows are appended to each window's (training.dataset.Fuse);
     the concatenation is standardised per feature like any input. room: copies per training clip of
-    the `scene` family (training.scenes: room or babble)."""
+    the `scene` families (training.scenes: room, babble, or room+babble for both)."""
+    families = scene.split("+")
+    if "babble" in families and room and fold > 0:
+        # babble_pool draws fold 0's training speakers: a later leave-one-speaker-out fold tests one of them
+        raise UserError("babble room copies are made of fold 0's training speakers; a run of fold "
+                        f"{fold} would hear its test speaker in them")
     if fuse is not None and arch not in ("mlp", "linear"):
         raise UserError(f"fused features feed mlp or linear heads, not {arch}")
     if arch == "logreg":
@@ -80,7 +85,7 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
                         + ", ".join(f"{k}={len(v)}" for k, v in sets.items()))
     # training clips only: augmented copies and copies heard in a room (training.scenes)
     variants = (("base",) + tuple(f"aug{i}" for i in range(1, augment + 1))
-                + tuple(f"{scene}{i}" for i in range(1, room + 1)))
+                + tuple(f"{family}{i}" for family in families for i in range(1, room + 1)))
     train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches, fuse)
     val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches, fuse)
     test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches, fuse)

@@ -1,8 +1,10 @@
 """Training windows cut the way the daemon hears a room: an utterance with pauses around it, recorded
 under a condition drawn from acoustics/ (reverberation, noise, telephone, gain) with training's own
 seeds, rooms and noise draws, cut by the daemon's windower, each window labelled by the speech it holds.
-Babble is made of utterances of the corpus's speaker-independent *training* speakers (babble_pool), so
-no speaker any protocol evaluates is heard in a training window, not even behind the utterance.
+Babble is made of utterances of the corpus's speaker-independent *training* speakers of fold 0
+(babble_pool), the fold All+ and leave-one-corpus-out runs use, so no speaker they evaluate is heard in
+a training window, not even behind the utterance (training.experiment refuses babble copies in a later
+leave-one-speaker-out fold).
 
 Variant `roomN` of the feature cache is copy N of every clip made this way with pink or household
 noise; variant `babbleN` draws babble as a third kind of noise (babble_pool). A window covering less
