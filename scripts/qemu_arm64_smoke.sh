@@ -31,6 +31,7 @@ root="${EDGE_SER_ARM64_ROOT:-$PWD/cache/qemu-arm64/root}"
 site="$root/opt/edge-ser/site"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 qemu=$(command -v qemu-aarch64-static || command -v qemu-aarch64 || true)
+py="$(cd "$(dirname "$(command -v python3)")" && pwd)/python3"  # absolute: the native run changes directory
 [ -n "$qemu" ] || { echo "qemu-aarch64-static not found: apt install qemu-user-static" >&2; exit 2; }
 command -v debootstrap >/dev/null || { echo "debootstrap not found: apt install debootstrap" >&2; exit 2; }
 
@@ -49,9 +50,9 @@ echo "== edge-ser and its aarch64 wheels (manylinux_2_17..2_36, cp311)"
 platforms=()
 for n in $(seq 17 36); do platforms+=(--platform "manylinux_2_${n}_aarch64"); done
 dist=$(mktemp -d)
-python3 -m pip wheel --quiet --no-deps --no-build-isolation -w "$dist" . >/dev/null
+"$py" -m pip wheel --quiet --no-deps --no-build-isolation -w "$dist" . >/dev/null
 rm -rf "$site"
-python3 -m pip install --quiet --disable-pip-version-check --target "$site" --only-binary=:all: \
+"$py" -m pip install --quiet --disable-pip-version-check --target "$site" --only-binary=:all: \
     --python-version 3.11 --implementation cp "${platforms[@]}" --platform manylinux2014_aarch64 \
     "$dist"/edge_ser-*.whl
 rm -rf "$dist"
@@ -90,6 +91,6 @@ for pi in "cortex-a53 0xd03 Raspberry Pi 3 Model B" "cortex-a72 0xd08 Raspberry 
     echo "   ($(($(date +%s) - ts)) s)"
 done
 echo "== native ($(uname -m)) for comparison"
-(cd /tmp && PYTHONPATH="$repo" python3 -m edge_ser classify "${fixtures[@]}" 2>/dev/null)
+(cd /tmp && PYTHONPATH="$repo" "$py" -m edge_ser classify "${fixtures[@]}" 2>/dev/null)
 t3=$(date +%s)
 echo "== took: userland $((t1 - t0)) s, install $((t2 - t1)) s, classify runs $((t3 - t2)) s, total $((t3 - t0)) s"
