@@ -98,6 +98,17 @@ def copy_savee(dst: Path, stems: tuple[str, ...]) -> Path:
     return dst
 
 
+def copy_savee_split(tmp: Path, stems: tuple[str, ...]) -> tuple[Path, list]:
+    """copy_savee under tmp/corpora, its clips, and their speaker-independent splits under tmp/splits:
+    (corpora root, clips)."""
+    from training import loaders, splits
+
+    root = copy_savee(tmp / "corpora", stems)
+    clips = loaders.load_corpus("savee", root)
+    splits.write_all({"savee": clips}, root, tmp / "splits")
+    return root, clips
+
+
 @pytest.fixture
 def fake_model() -> FakeModel:
     return FakeModel()
@@ -131,7 +142,8 @@ def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> Non
 # -- resource markers -------------------------------------------------------------------------------
 
 USES = {
-    "needs_shared": re.compile(r"\b(SHARED|TESS|copy_savee|devhead|tess_files|YAMNET|TFLITE|CORPORA)\b"),
+    "needs_shared": re.compile(
+        r"\b(SHARED|TESS|copy_savee(_split)?|devhead|tess_files|YAMNET|TFLITE|CORPORA)\b"),
     "needs_broker": re.compile(r"\bMosquitto\b"),
     "needs_alsa": re.compile(r"\b(VirtualMic|UnpluggableMic)\b"),
 }

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge_ser.errors import UserError
-from tests.conftest import copy_savee
-from training import ensemble, features, loaders, runner, splits
+from tests.conftest import copy_savee_split
+from training import ensemble, features, runner
 from training.dataset import Fuse, build_part
 from training.loaders import MERGED_LABELS
 
@@ -52,9 +52,7 @@ def write_cache(root: Path, clips, windows: dict[str, int], rows: int, dim: int,
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fusion")
-    root = copy_savee(tmp / "corpora", PICK)
-    clips = loaders.load_corpus("savee", root)
-    splits.write_all({"savee": clips}, root, tmp / "splits")
+    root, clips = copy_savee_split(tmp, PICK)
     windows = {c.path: 1 + i % 3 for i, c in enumerate(clips)}
     # "yamnet": 4 frames x 8 per window; "whisper": states 2, 3 (all frames, then speech frames) x 6
     write_cache(tmp / "yam", clips, windows, 4, 8, seed=1, keep=True,

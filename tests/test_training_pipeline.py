@@ -12,8 +12,8 @@ import torch
 from artefact.heads import load_head
 from edge_ser.errors import UserError
 from edge_ser.pooling import pool_frames
-from tests.conftest import copy_savee
-from training import features, loaders, report, runner, splits
+from tests.conftest import copy_savee_split
+from training import features, loaders, report, runner
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PICK = ("a01", "a02", "d01", "f01", "f02", "h01", "h02", "n01", "n02", "sa01", "sa02", "su01")
@@ -22,9 +22,7 @@ PICK = ("a01", "a02", "d01", "f01", "f02", "h01", "h02", "n01", "n02", "sa01", "
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    root = copy_savee(tmp / "corpora", PICK)
-    clips = loaders.load_corpus("savee", root)
-    splits.write_all({"savee": clips}, root, tmp / "splits")
+    root, clips = copy_savee_split(tmp, PICK)
     model = features.Yamnet()
     for variant in ("base", "aug1"):
         features.extract(clips, "savee", variant, tmp / "cache", progress=False, model=model)

@@ -12,8 +12,8 @@ from convert.whisper_encoder import encoder_states, export_onnx
 from edge_ser.backends.onnx import OnnxBackend
 from edge_ser.pooling import pool_states
 from edge_ser.whisper_mel import whisper_log_mel
-from tests.conftest import copy_savee
-from training import features, loaders, runner, splits
+from tests.conftest import copy_savee_split
+from training import features, runner
 from training.dataset import _pool_all
 from training.whisper_states import WhisperStates, mark_cache
 
@@ -25,9 +25,7 @@ PICK = ("a01", "d01", "f01", "h01", "n01", "sa01", "su01", "a02", "h02", "sa02")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("whisper")
-    root = copy_savee(tmp / "corpora", PICK)
-    clips = loaders.load_corpus("savee", root)
-    splits.write_all({"savee": clips}, root, tmp / "splits")
+    root, clips = copy_savee_split(tmp, PICK)
     graph = export_onnx(encoder_states(WHISPER, (0, 1, 2, 3, 4))[0], tmp / "enc.onnx")
     cache = tmp / "cache"
     mark_cache(cache, "whisper-tiny.en", graph)
