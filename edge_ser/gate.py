@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import MODEL_RATE, to_samples
+from .audio import MODEL_RATE
 from .classifier import Classifier, Scores
 from .errors import ConfigError, UserError
 from .settings import GateSettings
-from .speech_level import FRAME_S, floor_db, frame_energy_db
+from .speech_level import floor_db, frame_count, frame_energy_db
 
 
 def rms(samples: np.ndarray) -> float:
@@ -50,8 +50,7 @@ class NoiseFloor:
         """Take in a window; the floor's RMS over the history including it."""
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if x.size:
-            n_frames = max(1, x.size // to_samples(FRAME_S))
-            self._floors.append(floor_db(frame_energy_db(x, n_frames)))
+            self._floors.append(floor_db(frame_energy_db(x, frame_count(x.size))))
             self.rms = float(10.0 ** (min(self._floors) / 20.0))
         return self.rms
 

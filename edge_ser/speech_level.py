@@ -58,6 +58,11 @@ def frame_energy_db(samples: np.ndarray, n_frames: int) -> np.ndarray:
     return (10.0 * np.log10(np.maximum(power, 1e-12))).astype(np.float32)
 
 
+def frame_count(n_samples: int) -> int:
+    """How many FRAME_S analysis frames a window of `n_samples` is cut into (at least one)."""
+    return max(1, int(round(n_samples / to_samples(FRAME_S))))
+
+
 def floor_db(energy_db: np.ndarray) -> float:
     """A window's noise floor: its 10th-percentile frame energy (speech leaves gaps between words)."""
     return float(np.percentile(np.asarray(energy_db, dtype=np.float32), 10))
@@ -81,7 +86,7 @@ def prepare(samples: np.ndarray, n_frames: int | None = None) -> Prepared:
     the mask lines up with the frames it pools.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    n = n_frames or max(1, int(round(x.size / to_samples(FRAME_S))))
+    n = n_frames or frame_count(x.size)
     energy = frame_energy_db(x, n)
     mask = speech_mask(energy)
     speech_db = float(10.0 * np.log10(np.mean(np.power(10.0, energy[mask] / 10.0))))
