@@ -98,6 +98,8 @@ def entry_mapping(entry: ModelEntry) -> dict[str, Any]:
     if entry.window_level != "raw":
         out["window_level"] = entry.window_level
     out["head"] = _file_mapping(entry.head)
+    if entry.foreground_head is not None:
+        out["foreground_head"] = _file_mapping(entry.foreground_head)
     out["quantization"] = entry.quantization
     out["license"] = entry.license
     if entry.adaptation is not None:

@@ -171,6 +171,9 @@ def room_series(r: Record) -> str:
         gate.append(f"floor {floor:g} dB" if floor else "no floor")
     if r.get("vad", "none") != "none":
         gate.append(f"vad {r['vad']}")
+    background = r.get("background_threshold")  # None: the model had no foreground head
+    if background is not None and background != GateSettings().background_threshold:
+        gate.append(f"background {background:g}" if background else "no background gate")
     return r["model"] + (f" (gate {', '.join(gate)})" if gate else "")
 
 
@@ -205,14 +208,16 @@ def room_table(records: list[Record]) -> str:
     return "\n".join(rows)
 
 
-def gate_key(r: Record) -> tuple[str, float, float]:
-    """A room record's gate: (vad, rms_threshold, floor_margin_db)."""
-    return r.get("vad", "none"), float(r.get("rms_threshold") or 0.0), float(r.get("floor_margin_db") or 0.0)
+def gate_key(r: Record) -> tuple[str, float, float, float]:
+    """A room record's gate: (vad, rms_threshold, floor_margin_db, background_threshold; 0 = off or no
+    foreground head)."""
+    return (r.get("vad", "none"), float(r.get("rms_threshold") or 0.0),
+            float(r.get("floor_margin_db") or 0.0), float(r.get("background_threshold") or 0.0))
 
 
-def gate_means(records: list[Record]) -> dict[tuple[str, str, float, float], float]:
+def gate_means(records: list[Record]) -> dict[tuple[str, str, float, float, float], float]:
     """Mean weighted F1 over the conditions each (model, gate) ran, every language pooled."""
-    runs: dict[tuple[str, str, float, float], list[float]] = defaultdict(list)
+    runs: dict[tuple[str, str, float, float, float], list[float]] = defaultdict(list)
     for r in records:
         if r["language"] == "all" and r.get("smoothing", "none") == "none":
             runs[(r["model"], *gate_key(r))].append(r["weighted_f1"])
@@ -231,10 +236,10 @@ def gate_table(records: list[Record]) -> str:
     cell = {(r["model"], *gate_key(r), r["condition"]): r["weighted_f1"] for r in recs}
     n = sorted({r["n_windows"] for r in recs})
     rows = [f"Weighted F1 %, every language pooled ({' / '.join(map(str, n))} windows), no smoothing.", "",
-            "| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | " + " | ".join(order)
-            + " | mean |", "|---|---|---|---|" + "---|" * (len(order) + 1)]
+            "| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | gate.background_threshold | "
+            + " | ".join(order) + " | mean |", "|---|---|---|---|---|" + "---|" * (len(order) + 1)]
     for key in sorted(means, key=lambda k: -means[k]):
-        model, vad, rms, floor = key
+        model, vad, rms, floor, background = key
         vals = " | ".join(f"{v:.1f}" if (v := cell.get((*key, c))) is not None else "" for c in order)
-        rows.append(f"| {model} | {rms:g} | {floor:g} | {vad} | {vals} | {means[key]:.1f} |")
+        rows.append(f"| {model} | {rms:g} | {floor:g} | {vad} | {background:g} | {vals} | {means[key]:.1f} |")
     return "\n".join(rows)

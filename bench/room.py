@@ -112,9 +112,10 @@ def room_score(refs: list[str], preds: list[str]) -> dict[str, Any]:
 
 
 def record_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    """What a rerun replaces: the same model, condition and gate."""
+    """What a rerun replaces: the same model, condition and gate (no background gate: 0, whether the
+    model had no foreground head or the gate was off)."""
     return (r["model"], r["condition"], r.get("vad", "none"), r.get("rms_threshold"),
-            r.get("floor_margin_db", 0.0))
+            r.get("floor_margin_db", 0.0), r.get("background_threshold") or 0.0)
 
 
 def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,12 +127,13 @@ def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, list[np.ndarray]]],
              conditions: list[conds.Condition], smoothing: str = "none",
-             extra: dict[str, Any] | None = None, gate: Any = None) -> list[dict[str, Any]]:
+             extra: dict[str, Any] | None = None, gate: Any = None,
+             foreground_head: bool = False) -> list[dict[str, Any]]:
     """One record per condition x language, and per condition with every language pooled (gate:
-    GateSettings of the pipeline; None: the daemon's)."""
+    GateSettings of the pipeline; None: the daemon's; foreground_head: the model has one)."""
     records = []
     gate = gate or stream_eval.gate_settings()
-    extra = {**(extra or {}), **stream_eval.gate_record(gate)}
+    extra = {**(extra or {}), **stream_eval.gate_record(gate, foreground_head)}
     for cond in conditions:
         pooled: tuple[list[str], list[str]] = ([], [])
         for lang, (wav, segments, clips) in streams.items():
@@ -177,6 +179,9 @@ def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, lis
               help="gate.rms_threshold of the pipeline (default: the daemon's).")
 @click.option("--floor-margin-db", type=click.FloatRange(0.0, 30.0), default=None,
               help="gate.floor_margin_db of the pipeline (default: the daemon's; 0 = no noise-floor gate).")
+@click.option("--background-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="gate.background_threshold of the pipeline (default: the daemon's; 0 = no background "
+              "gate; only models with a foreground head).")
 @click.option("--speakers", type=click.Choice(stream_eval.SPEAKER_PARTS), default="test", show_default=True,
               help="Whose utterances make the streams and the babble: test speakers for the reported "
               "results, validation speakers to choose settings on.")
@@ -184,7 +189,8 @@ def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, lis
               help="Keep the records of --out of (model, condition) pairs not run now.")
 def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, ...], per_class: int,
          seed: int, smoothing: str, threads: int, out: Path | None, vad: str, rms_threshold: float | None,
-         floor_margin_db: float | None, speakers: str, merge: bool) -> None:
+         floor_margin_db: float | None, background_threshold: float | None, speakers: str,
+         merge: bool) -> None:
     """Weighted F1 / UAR of the stream evaluation's test streams under recording conditions."""
     import logging
 
@@ -217,10 +223,10 @@ def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, 
         model = MemoModel(load_model(ModelSettings(id=mid, threads=threads)),
                           store=stream_eval.CACHE.parent / "stream_memo" / f"{mid}-{files}.pkl")
         split = (entry.extra.get("training") or {}).get("split")
+        gate = stream_eval.gate_settings(vad, rms_threshold, floor_margin_db, background_threshold)
         records += evaluate(model, mid, streams, conditions, smoothing,
                             {"per_class": per_class, "model_training_split": split, "command": command,
-                             "speakers": speakers},
-                            stream_eval.gate_settings(vad, rms_threshold, floor_margin_db))
+                             "speakers": speakers}, gate, foreground_head=entry.foreground_head is not None)
         model.save()
     if merge:
         records = merged(out, records)

@@ -189,18 +189,22 @@ def noisy_file(language: str, clean: Path, segments: list, snr_db: float | None,
 # -- pipeline -----------------------------------------------------------------------------------------
 
 def gate_settings(vad: str = "none", rms_threshold: float | None = None,
-                  floor_margin_db: float | None = None) -> Any:
+                  floor_margin_db: float | None = None, background_threshold: float | None = None) -> Any:
     """The gate of a benchmark run: the daemon's, every silent window published, with this VAD, RMS
-    threshold and noise-floor margin (None: the daemon's default). Records say which gate they used."""
+    threshold, noise-floor margin and background threshold (None: the daemon's default). Records say
+    which gate they used."""
     from edge_ser.settings import GateSettings
 
-    given = {"rms_threshold": rms_threshold, "floor_margin_db": floor_margin_db}
+    given = {"rms_threshold": rms_threshold, "floor_margin_db": floor_margin_db,
+             "background_threshold": background_threshold}
     return GateSettings(neutral_once=False, vad=vad, **{k: v for k, v in given.items() if v is not None})
 
 
-def gate_record(gate: Any) -> dict[str, Any]:
-    """The gate fields a stream or room record carries."""
-    return {"vad": gate.vad, "rms_threshold": gate.rms_threshold, "floor_margin_db": gate.floor_margin_db}
+def gate_record(gate: Any, foreground_head: bool = False) -> dict[str, Any]:
+    """The gate fields a stream or room record carries; `background_threshold` only for a model with a
+    foreground head (on others it does nothing: None)."""
+    return {"vad": gate.vad, "rms_threshold": gate.rms_threshold, "floor_margin_db": gate.floor_margin_db,
+            "background_threshold": gate.background_threshold if foreground_head else None}
 
 
 def run_pipeline(model: Any, wav: Path, smoothing: str, gate: Any = None) -> list[dict[str, Any]]:
@@ -401,7 +405,7 @@ def evaluate(args: StreamOptions) -> int:
                                    "matrix": confusion(refs, preds)})
         model.save()
     for r in records:  # the gate every run used: the daemon's default with the record's VAD
-        r.update(gate_record(gate_settings(r["vad"])))
+        r.update(gate_record(gate_settings(r["vad"]), manifest.get(r["model"]).foreground_head is not None))
     out = Path(args.out)
     conf_path = out.parent / (out.stem + "_confusion.json")
     if args.merge:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from artefact.manifest import HEADS_DIR
+from artefact.manifest import DEFAULT_MANIFEST, HEADS_DIR
 from edge_ser.errors import UserError
 
 from .cli_options import QUANT_CHOICES, command_line, common_options, finish
@@ -312,6 +312,20 @@ def logmel_cnn(
 
 cli.add_command(whisper_encoder)
 cli.add_command(whisper_model)
+
+
+@cli.command(name="foreground-head")
+@click.option("--model", "model_id", required=True, metavar="ID", help="Entry that gets the foreground head.")
+@click.option("--from", "source_id", required=True, metavar="ID",
+              help="Entry whose head becomes it (a head trained with background talkers).")
+@click.option("--manifest", type=click.Path(path_type=Path), default=DEFAULT_MANIFEST, show_default=True,
+              help="Manifest holding both entries (rewritten in place).")
+def foreground_head(model_id: str, source_id: str, manifest: Path) -> None:
+    """Give an entry another entry's head as its foreground head (see convert/foreground.py)."""
+    from .foreground import attach
+
+    entry = attach(manifest, model_id, source_id)
+    click.echo(f"{entry.id}: foreground head {entry.foreground_head.file} (from {source_id}) in {manifest}")
 
 
 def main() -> None:

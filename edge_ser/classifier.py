@@ -22,6 +22,12 @@ class Scores(Protocol):
         ...
 
     @property
+    def foreground(self) -> float | None:
+        """Probability of a foreground talker when the model has a foreground head
+        (gate.background_threshold), else None."""
+        ...
+
+    @property
     def infer_ms(self) -> float:
         """Model time for this window, in milliseconds."""
         ...

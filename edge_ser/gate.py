@@ -1,5 +1,5 @@
 """Which windows are silence: RMS threshold first (free), the room's noise floor (optional, nearly
-free), then an optional voice-activity check.
+free), then an optional voice-activity check, and after inference the model's foreground score.
 
 The fixed threshold must be low enough for a speaker across the room (about -60 dBFS) and then lets
 a fan's or a street's steady hum through to the model. The noise floor follows the room instead: a
@@ -8,6 +8,10 @@ window has to stand `floor_margin_db` above the quietest frames heard over the l
 VAD options: `yamnet` reuses the AudioSet Speech score the YAMNet model computes anyway (so it gates
 after inference, saving nothing but false positives); `silero` runs Silero VAD with onnxruntime before
 inference, from the ONNX file shipped inside the `silero-vad` wheel (torch is never imported).
+
+Other people talking across the room are speech to every check above (their level, their spectrum);
+a model whose entry has a foreground head (trained on room copies with background talkers) scores
+whether the window holds a foreground talker, and `background_threshold` gates on that score.
 """
 
 from __future__ import annotations
@@ -93,12 +97,15 @@ class Gate:
         return None
 
     def after_inference(self, prediction: Scores) -> str | None:
-        """Reason to gate once the model has run (YAMNet Speech score below threshold), or None."""
-        if self.settings.vad != "yamnet":
-            return None
-        speech = prediction.speech
-        if speech is not None and speech < self.settings.vad_threshold:
-            return "vad"
+        """Reason to gate once the model has run ("vad": YAMNet Speech score below vad_threshold;
+        "background": foreground score below background_threshold), or None."""
+        if self.settings.vad == "yamnet":
+            speech = prediction.speech
+            if speech is not None and speech < self.settings.vad_threshold:
+                return "vad"
+        foreground = prediction.foreground
+        if foreground is not None and foreground < self.settings.background_threshold:
+            return "background"
         return None
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from .adaptation import FeatureAdapter, default_state_path, load_adapter
 from .backends import Backend, open_backend
 from .errors import ModelError
+from .labels import NEUTRAL
 from .logmel import WINDOW as LOGMEL_MIN_SAMPLES
 from .logmel import log_mel
 from .manifest import ModelEntry, load_manifest, resolve_file, search_path
@@ -46,6 +47,10 @@ class Prediction:
     infer_ms: float
     """Wall time of backbone + head for this window, in milliseconds."""
 
+    foreground: float | None = None
+    """Probability that a foreground talker is in the window (1 - the foreground head's `neutral`),
+    when the entry has a foreground head, else None."""
+
 
 class EmotionModel:
     """A loaded model; call `predict` with one window of float32 16 kHz mono samples.
@@ -54,7 +59,7 @@ class EmotionModel:
     """
 
     def __init__(self, entry: ModelEntry, head: Backend, backbone: Backend | None = None,
-                 adapter: Any = None, fused: Backend | None = None):
+                 adapter: Any = None, fused: Backend | None = None, foreground: Backend | None = None):
         self.entry = entry
         self.id = entry.id
         """Manifest id (goes into each result message as `model`)."""
@@ -78,6 +83,12 @@ class EmotionModel:
         if fused is not None:
             self._fused_in = _pick(fused.input_names(), entry.fused_backbone.input, fused.path, "input")
             self._fused_out = _pick(fused.output_names(), entry.fused_backbone.output, fused.path, "output")
+        self._foreground = foreground
+        self._fg_in = self._fg_out = None
+        if foreground is not None:
+            fg = entry.foreground_head
+            self._fg_in = _pick(foreground.input_names(), fg.input, foreground.path, "input")
+            self._fg_out = _pick(foreground.output_names(), fg.output, foreground.path, "output")
         self._min_samples = (YAMNET_MIN_SAMPLES if backbone is not None
                              else LOGMEL_MIN_SAMPLES if entry.frontend == "logmel" else 1)
 
@@ -92,7 +103,7 @@ class EmotionModel:
         if len(x) < self.window_samples:
             x = np.pad(x, (0, max(self.window_samples, self._min_samples) - len(x)))
         t0 = time.perf_counter()
-        speech = None
+        speech = foreground = None
         if self._backbone is not None:
             prepared = prepare(x) if self.entry.window_level == "speech" else None
             samples = x if prepared is None else prepared.samples
@@ -106,13 +117,16 @@ class EmotionModel:
             if self._adapter is not None:
                 features = np.asarray(self._adapter(features), dtype=np.float32)
             probs = self._run_head(features[None, :])
+            if self._foreground is not None:
+                neutral = self._run_head(features[None, :], self._foreground, self._fg_in, self._fg_out)
+                foreground = float(1.0 - neutral[self.labels.index(NEUTRAL)])
         elif self.entry.frontend == "logmel":
             probs = self._run_head(_shape_like(log_mel(x), self._head, self._head_in))
         else:
             probs = self._run_head(_shape_like(x, self._head, self._head_in))
         ms = (time.perf_counter() - t0) * 1000.0
         return Prediction(probs=dict(zip(self.labels, (float(p) for p in probs), strict=True)),
-                          speech=speech, infer_ms=ms)
+                          speech=speech, foreground=foreground, infer_ms=ms)
 
     def close(self) -> None:
         """Save state that outlives the process (the adaptation statistics); call once at shutdown."""
@@ -135,10 +149,14 @@ class EmotionModel:
             return pool_states(frames, self.entry.pooling)
         return pool_frames(frames.reshape(-1, frames.shape[-1]), self.entry.pooling)
 
-    def _run_head(self, x: np.ndarray) -> np.ndarray:
-        p = np.asarray(self._head.run({self._head_in: x})[self._head_out], dtype=np.float64).reshape(-1)
+    def _run_head(self, x: np.ndarray, head: Backend | None = None, name_in: str | None = None,
+                  name_out: str | None = None) -> np.ndarray:
+        """Probabilities of the head (or of `head`, the foreground head, by its tensor names)."""
+        if head is None:
+            head, name_in, name_out = self._head, self._head_in, self._head_out
+        p = np.asarray(head.run({name_in: x})[name_out], dtype=np.float64).reshape(-1)
         if p.shape[0] != len(self.labels):
-            raise ModelError(f"{self._head.path} gives {p.shape[0]} outputs, the manifest names "
+            raise ModelError(f"{head.path} gives {p.shape[0]} outputs, the manifest names "
                              f"{len(self.labels)} labels for model {self.id}")
         s = p.sum()
         # Heads apply softmax inside the file; renormalise rounding (and int8 output steps) only.
@@ -193,8 +211,11 @@ def load_model(settings: ModelSettings) -> EmotionModel:
     if entry.fused_backbone is not None:
         fused = open_backend(resolve_file(entry.fused_backbone, dirs, download), threads=threads)
     head = open_backend(resolve_file(entry.head, dirs, download), threads=threads)
+    foreground = None
+    if entry.foreground_head is not None:
+        foreground = open_backend(resolve_file(entry.foreground_head, dirs, download), threads=threads)
     adapter = _load_adapter(settings, entry, dirs)
-    model = EmotionModel(entry, head, backbone, adapter=adapter, fused=fused)
+    model = EmotionModel(entry, head, backbone, adapter=adapter, fused=fused, foreground=foreground)
     if backbone is not None:
         _check_dims(model)
     return model
@@ -238,11 +259,13 @@ def _check_dims(model: EmotionModel) -> None:
         raise ModelError(f"model {entry.id}: head {entry.head.file} takes {entry.head.input_dim} features "
                          f"but the backbone gives {dim} per frame ({entry.pooling} pooling"
                          f"{' + the fused backbone' if model._fused is not None else ''} -> {want})")
-    shape_of = getattr(model._head, "input_shape", None)
-    if shape_of is not None:
-        got = shape_of(model._head_in)[-1]
+    heads = [(model._head, model._head_in)] + (
+        [(model._foreground, model._fg_in)] if model._foreground is not None else [])
+    for head, name in heads:
+        shape_of = getattr(head, "input_shape", None)
+        got = shape_of(name)[-1] if shape_of is not None else 0
         if got > 0 and got != want:
-            raise ModelError(f"model {entry.id}: head file {model._head.path} takes {got} features, "
+            raise ModelError(f"model {entry.id}: head file {head.path} takes {got} features, "
                              f"the backbone + {entry.pooling} pooling gives {want}")
 
 

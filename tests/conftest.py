@@ -44,22 +44,25 @@ class FakePrediction:
     probs: dict[str, float]
     speech: float | None
     infer_ms: float
+    foreground: float | None = None
 
 
 class FakeModel:
     """Has the EmotionModel interface; its answer is a pure function of the window, so tests can predict it.
 
     Loud windows (RMS > 0.03) are anger_disgust, quieter ones sadness. `delay_s` simulates a slow model;
-    `speech` is the fixed YAMNet-like speech score (None = model without one).
+    `speech` is the fixed YAMNet-like speech score and `foreground` the fixed foreground-head score
+    (None = model without one).
     """
 
     def __init__(self, delay_s: float = 0.0, speech: float | None = None, window_samples: int = 32000,
-                 model_id: str = "fake") -> None:
+                 model_id: str = "fake", foreground: float | None = None) -> None:
         self.id = model_id
         self.labels = EMOTIONS
         self.window_samples = window_samples
         self.delay_s = delay_s
         self.speech = speech
+        self.foreground = foreground
         self.calls = 0
 
     def predict(self, window: np.ndarray) -> FakePrediction:
@@ -70,7 +73,7 @@ class FakeModel:
         level = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
         top = "anger_disgust" if level > 0.03 else "sadness"
         probs = {k: (0.7 if k == top else 0.1) for k in self.labels}
-        return FakePrediction(probs, self.speech, (time.perf_counter() - t0) * 1000)
+        return FakePrediction(probs, self.speech, (time.perf_counter() - t0) * 1000, self.foreground)
 
     def close(self) -> None:
         """Nothing to save."""

@@ -21,7 +21,7 @@ from convert.whisper_encoder import EncoderStates, encoder_states, export_onnx, 
 from convert.whisper_model import convert_whisper_model, torch_pipeline  # noqa: E402
 from edge_ser.errors import UserError  # noqa: E402
 from edge_ser.labels import EMOTIONS, NEUTRAL  # noqa: E402
-from edge_ser.manifest import load_manifest  # noqa: E402
+from edge_ser.manifest import ModelEntry, load_manifest  # noqa: E402
 from edge_ser.pooling import pool_states  # noqa: E402
 from edge_ser.whisper_mel import whisper_log_mel  # noqa: E402
 from tests.conftest import SHARED  # noqa: E402
@@ -195,7 +195,7 @@ def test_real_checkpoint_fp32_graph_matches_ctranslate2_reference(tmp_path: Path
     assert ref["passed"] and ref["cosine_min"] >= 0.999 and len(ref["clips"]) == 3
 
 
-def _tiny_head(folder: Path, tiny_hf: Path, fuse: dict | None = None) -> Path:
+def _tiny_head(folder: Path, tiny_hf: Path, fuse: dict | None = None, seed: int = 0) -> Path:
     """An MLP head on mean_std of state 1 of the tiny encoder (followed by YAMNet's mean frame with
     `fuse`), trained to tell the five tones apart."""
     from artefact.eval_data import save_eval
@@ -215,7 +215,7 @@ def _tiny_head(folder: Path, tiny_hf: Path, fuse: dict | None = None) -> Path:
             "pooling": "mean_std@1", "backbone": "whisper-tiny-test", "feature_mean": mean.tolist(),
             "feature_std": std.tolist(), "command": "tests", "data": "tones", "split": "synthetic",
             "license": "test data"} | ({"fuse": fuse} if fuse else {})
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     head = build_head(spec)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
     xt, yt = torch.from_numpy((feats[:40] - mean) / std), torch.from_numpy(y[:40])
@@ -363,6 +363,62 @@ def test_a_head_with_yamnet_fused_in_becomes_an_entry_with_a_fused_backbone(tiny
     assert (got.argmax(1) == want.argmax(1)).all() and np.abs(got - want).max() < 0.05
     with pytest.raises(UserError, match="not 'egemaps'"):
         read_fused({"fuse": fuse | {"backbone": "egemaps"}}, manifest)
+
+
+def test_a_foreground_head_from_another_entry_scores_each_window(tiny_hf: Path, tmp_path: Path, monkeypatch,
+                                                                  capsys):
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    heads, manifest = tmp_path / "models" / "heads", tmp_path / "models" / "manifest.yaml"
+    for name, seed in (("tones", 0), ("bg", 1)):
+        folder = _tiny_head(tmp_path / name, tiny_hf, seed=seed)
+        (r,) = convert_whisper_model(
+            folder, tiny_hf, _windows(6, seed=7), "tones", heads, name, ("onnx-float32",), manifest,
+            candidates=("matmul-s8",), reports_dir=tmp_path / "rep", latency_runs=3)
+        assert r.passed
+    code, err = _run_cli(["foreground-head", "--model", "tones-onnx-fp32", "--from", "tones-onnx-fp32",
+                          "--manifest", str(manifest)], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot gate itself" in err
+    code, _ = _run_cli(["foreground-head", "--model", "tones-onnx-fp32", "--from", "bg-onnx-fp32",
+                        "--manifest", str(manifest)], monkeypatch, capsys)
+    assert code == 0
+    entry = load_manifest(manifest).get("tones-onnx-fp32")
+    assert entry.foreground_head.file == "heads/bg-onnx-fp32.onnx"
+    assert entry.extra["foreground_from"] == "bg-onnx-fp32"
+    assert [role for role, _ in entry.files()] == ["backbone", "head", "foreground_head"]
+    both, alone, bg = (load_model(ModelSettings(id=i, manifest=str(manifest)))
+                       for i in ("tones-onnx-fp32", "tones-onnx-fp32", "bg-onnx-fp32"))
+    alone._foreground = None  # the same entry without its foreground head
+    for x in _windows(4, seed=12):
+        got, own, other = both.predict(x), alone.predict(x), bg.predict(x)
+        assert got.probs == own.probs and own.foreground is None  # the emotion is the entry's own head's
+        assert got.foreground == pytest.approx(1.0 - other.probs[NEUTRAL], abs=1e-6)
+    assert len({round(both.predict(x).foreground, 4) for x in _windows(4, seed=12)}) > 1
+
+
+def test_a_foreground_head_must_read_the_same_features() -> None:
+    import dataclasses
+
+    from convert.foreground import feature_mismatch
+    from edge_ser.manifest import ModelFile
+
+    def entry(**kw):
+        return ModelEntry(id="m", labels=(*EMOTIONS, NEUTRAL),
+                          head=ModelFile("h.onnx", "0" * 64, input_dim=8),
+                          backbone=ModelFile("b.onnx", "1" * 64), frontend="whisper_logmel",
+                          **({"pooling": "mean_std", "window_level": "speech"} | kw))
+
+    base = entry()
+    assert feature_mismatch(base, entry()) is None
+    assert "pooling" in feature_mismatch(base, entry(pooling="mean"))
+    assert "window_level" in feature_mismatch(base, entry(window_level="raw"))
+    assert "backbone files differ" in feature_mismatch(base, dataclasses.replace(
+        base, backbone=ModelFile("b.onnx", "2" * 64)))
+    assert "input_dim" in feature_mismatch(base, dataclasses.replace(
+        base, head=ModelFile("h.onnx", "0" * 64, input_dim=9)))
+    assert "labels" in feature_mismatch(base, dataclasses.replace(base, labels=(*EMOTIONS, NEUTRAL)[::-1]))
+    assert "no neutral" in feature_mismatch(dataclasses.replace(base, labels=EMOTIONS), base)
 
 
 def test_an_encoder_identical_to_a_file_already_there_is_found(tmp_path: Path) -> None:

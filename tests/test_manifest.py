@@ -228,6 +228,7 @@ def test_unknown_model_id_lists_known(tmp_path):
     ({"head": {"file": "h.onnx", "sha256": "abc"}}, "head.sha256"),
     ({"head": {"file": "h.onnx", "sha256": "0" * 64, "colour": "red"}}, "head.colour"),
     ({"fused_backbone": {"file": "y.tflite", "sha256": "0" * 64}}, "fused_backbone"),  # no backbone
+    ({"foreground_head": {"file": "f.onnx", "sha256": "0" * 64}}, "foreground_head"),  # no backbone
     ({"backbone": {"file": "b.onnx", "sha256": "0" * 64}, "fused_pooling": "frames"}, "fused_pooling"),
 ])
 def test_bad_entries_name_the_key(tmp_path, patch, key):

@@ -15,6 +15,7 @@ from conftest import SPEECH, FakeModel, LevelSink
 from edge_ser.audio import MODEL_RATE as RATE
 from edge_ser.audio.source_file import FileSource
 from edge_ser.errors import ConfigError
+from edge_ser.labels import NEUTRAL
 from edge_ser.message import KEYS
 from edge_ser.pipeline import Pipeline
 from edge_ser.publish.memory import MemoryPublisher
@@ -86,6 +87,22 @@ def test_floor_gate_follows_the_room_and_publishes_its_threshold() -> None:
     no_floor = GateSettings(rms_threshold=0.001, floor_margin_db=0.0, neutral_once=False)
     _, plain = run(x, Settings(gate=no_floor))
     assert not any(m["gated"] for m in plain.messages)  # without the floor the fan reaches the model
+
+
+def test_windows_of_background_talk_are_neutral_after_the_model_has_heard_them() -> None:
+    x = tone(6, 0.1)  # loud enough for the level gates: only the foreground score can stop it
+    gate = GateSettings(neutral_once=False)
+    out = LevelSink()
+    p = Pipeline(Settings(gate=gate), FakeModel(foreground=0.2), [out])
+    p.run(ArraySource(x))
+    assert out.messages and all(m["gated"] and m["label"] == NEUTRAL for m in out.messages)
+    assert {lv["reason"] for lv in out.levels} == {"background"}
+    assert p.counters.inferred == p.counters.gated == len(out.messages)  # it ran, then was gated
+    on, off = Settings(gate=gate), Settings(gate=replace(gate, background_threshold=0.0))
+    for model, settings in ((FakeModel(foreground=0.9), on), (FakeModel(foreground=0.2), off),
+                            (FakeModel(), on)):  # no foreground head: nothing to gate on
+        _, plain = run(x, settings, model=model)
+        assert plain.messages and all(m["label"] == "anger_disgust" for m in plain.messages)
 
 
 def test_speech_fixture_streams_every_window_in_order() -> None:

@@ -300,6 +300,18 @@ def test_the_floor_gate_is_part_of_a_room_records_column_and_key():
     assert "floor 6 dB" in render_quality.room_series(dict(base, floor_margin_db=6.0))
 
 
+def test_the_background_gate_is_part_of_a_room_records_column_and_key():
+    base = {"model": "a", "condition": "clean", "vad": "none", "rms_threshold": 0.001, "floor_margin_db": 3.0}
+    default = GateSettings().background_threshold
+    assert room.record_key(dict(base, background_threshold=None)) == room.record_key(
+        dict(base, background_threshold=0.0)) == room.record_key(base)  # no head, or off: the same run
+    assert room.record_key(dict(base, background_threshold=default)) != room.record_key(base)
+    assert render_quality.room_series(dict(base, background_threshold=default)) == "a"
+    assert render_quality.room_series(dict(base, background_threshold=0.0)) == "a (gate no background gate)"
+    assert render_quality.room_series(dict(base, background_threshold=0.3)) == "a (gate background 0.3)"
+    assert render_quality.room_series(base) == "a"  # a model without a foreground head
+
+
 def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
     def rec(rms, floor, cond, f1):
         return {"model": "a", "language": "all", "condition": cond, "smoothing": "none", "vad": "none",
@@ -309,10 +321,10 @@ def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
             rec(0.001, 6.0, "clean", 58.0), rec(0.001, 6.0, "gain-20", 56.0),
             dict(rec(0.001, 6.0, "clean", 99.0), language="pl")]
     lines = render_quality.gate_table(recs).splitlines()
-    assert lines[2] == ("| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | clean | gain-20 "
-                        "| mean |")
-    assert lines[4] == "| a | 0.001 | 6 | none | 58.0 | 56.0 | 57.0 |"
-    assert lines[5] == "| a | 0.003 | 0 | none | 60.0 | 40.0 | 50.0 |"
+    assert lines[2] == ("| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | "
+                        "gate.background_threshold | clean | gain-20 | mean |")
+    assert lines[4] == "| a | 0.001 | 6 | none | 0 | 58.0 | 56.0 | 57.0 |"
+    assert lines[5] == "| a | 0.003 | 0 | none | 0 | 60.0 | 40.0 | 50.0 |"
 
 
 def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path):

@@ -76,7 +76,7 @@ def test_rms_gate_threshold() -> None:
     gate = Gate(GateSettings(rms_threshold=0.01))
     assert gate.before_inference(np.zeros(10), 0.009) == "rms"
     assert gate.before_inference(np.zeros(10), 0.011) is None
-    assert gate.after_inference(object()) is None
+    assert gate.after_inference(FakeModel().predict(np.zeros(32000, np.float32))) is None  # no scores
 
 
 def hum(seconds: float, amp: float, seed: int = 0) -> np.ndarray:
@@ -147,6 +147,19 @@ def test_yamnet_vad_uses_the_models_speech_score() -> None:
     assert gate.after_inference(model.predict(np.full(32000, 0.1, np.float32))) == "vad"
     model.speech = 0.9
     assert gate.after_inference(model.predict(np.full(32000, 0.1, np.float32))) is None
+
+
+def test_background_gate_uses_the_foreground_score_below_its_threshold() -> None:
+    window = np.full(32000, 0.1, np.float32)
+    gate = Gate(GateSettings(background_threshold=0.5))
+    assert gate.after_inference(FakeModel(foreground=0.49).predict(window)) == "background"
+    assert gate.after_inference(FakeModel(foreground=0.5).predict(window)) is None
+    assert gate.after_inference(FakeModel(foreground=None).predict(window)) is None
+    off = Gate(GateSettings(background_threshold=0.0))
+    assert off.after_inference(FakeModel(foreground=0.0).predict(window)) is None
+    both = Gate(GateSettings(vad="yamnet", background_threshold=0.5), FakeModel(speech=0.9))
+    assert both.after_inference(FakeModel(speech=0.1, foreground=0.1).predict(window)) == "vad"
+    assert both.after_inference(FakeModel(speech=0.9, foreground=0.1).predict(window)) == "background"
 
 
 def test_yamnet_vad_needs_a_model_with_a_speech_score() -> None:

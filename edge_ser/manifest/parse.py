@@ -25,8 +25,8 @@ from .schema import (
 
 _FILE_KEYS = {f for f in ModelFile.__dataclass_fields__}
 _ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "backbone", "pooling",
-               "fused_backbone", "fused_pooling", "window_level", "head", "quantization", "license",
-               "adaptation"}
+               "fused_backbone", "fused_pooling", "window_level", "head", "foreground_head", "quantization",
+               "license", "adaptation"}
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:
@@ -97,9 +97,14 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
     fused_pooling = e.get("fused_pooling", "mean")
     if fused_pooling not in POOLINGS:
         raise bad("fused_pooling", f"must be one of {', '.join(POOLINGS)}, got {fused_pooling!r}")
+    foreground = _parse_file(e["foreground_head"], f"{key}.foreground_head", where) \
+        if e.get("foreground_head") else None
+    if foreground is not None and (backbone is None or NEUTRAL not in labels):
+        raise bad("foreground_head", "needs a backbone and a `neutral` label (it reads the pooled features "
+                                     "the head reads, and its neutral probability is the background score)")
     return ModelEntry(
         id=mid, labels=tuple(labels), head=head, backbone=backbone, fused_backbone=fused,
-        fused_pooling=fused_pooling,
+        fused_pooling=fused_pooling, foreground_head=foreground,
         description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,
         window_s=float(window_s), pooling=pooling, window_level=window_level, quantization=quant,
         license=str(e.get("license", "")), adaptation=adaptation,

@@ -100,6 +100,11 @@ class ModelEntry:
     license: str = ""
     """Terms of use (trained models inherit their corpora's terms)."""
 
+    foreground_head: ModelFile | None = None
+    """A second head on the same pooled features, with the same labels, trained where other people
+    talk in the background (room and babble copies): its `neutral` probability says that no foreground
+    talker is in the window, and `gate.background_threshold` calls such a window `neutral`; null = none."""
+
     adaptation: ModelFile | None = None
     """Reference feature statistics for model.adapt (manifest: `adaptation: {reference, sha256}`)."""
 
@@ -108,8 +113,9 @@ class ModelEntry:
 
     def files(self) -> list[tuple[str, ModelFile]]:
         """(role, file) pairs, backbones first."""
-        return ([("backbone", self.backbone)] if self.backbone else []) + (
-            [("fused_backbone", self.fused_backbone)] if self.fused_backbone else []) + [("head", self.head)]
+        roles = [("backbone", self.backbone), ("fused_backbone", self.fused_backbone), ("head", self.head),
+                 ("foreground_head", self.foreground_head)]
+        return [(role, ref) for role, ref in roles if ref is not None]
 
 
 @dataclass(frozen=True)
