@@ -154,8 +154,23 @@ def test_room_copies_never_hold_babble_and_babble_copies_draw_it_from_their_pool
     assert not any("babble" in c for c in room + no_pool)
 
 
+def test_talk_copies_always_hold_babble_behind_the_utterance():
+    speech = burst_window(level=0.1)[int(0.6 * RATE) : int(1.4 * RATE)]
+    pool = (burst_window(level=0.05, seed=1), burst_window(level=0.05, seed=2))
+    talk = [scenes.make_scene(speech, "x/a.wav", k, pool, "talk") for k in range(1, 20)]
+    assert all("babble" in t.condition for t in talk)
+    with_pause = [t for t in talk if t.speech[0] > RATE // 10]
+    assert with_pause and all(float(np.abs(t.audio[: t.speech[0]]).max()) > 0 for t in with_pause)
+    no_pool = [scenes.make_scene(speech, "x/a.wav", k, (), "talk").condition for k in range(1, 20)]
+    assert not any("babble" in c for c in no_pool)
+    assert all(("pink" in c) or ("household" in c) for c in no_pool)
+    same = scenes.make_scene(speech, "x/a.wav", 3, pool)  # a babble copy is the babble family's draw
+    np.testing.assert_array_equal(same.audio, scenes.make_scene(speech, "x/a.wav", 3, pool, "babble").audio)
+
+
 def test_cache_variants_name_their_scene_family():
     assert scenes.scene_of("room1") == ("room", 1) and scenes.scene_of("babble12") == ("babble", 12)
+    assert scenes.scene_of("talk2") == ("talk", 2)
     assert scenes.scene_of("base") is None and scenes.scene_of("aug1") is None
     assert scenes.scene_of("roomy") is None
 

@@ -87,7 +87,7 @@ def test_babble_copies_are_refused_in_a_fold_whose_test_speaker_talks_in_them(ti
     from training import experiment
 
     tmp, root, _ = tiny
-    for scene in ("babble", "room+babble"):
+    for scene in ("babble", "room+babble", "talk", "room+babble+talk"):
         with pytest.raises(UserError, match="fold 1 would hear its test speaker"):
             experiment.run("speaker_independent", "savee", fold=1, root=root, cache=tmp / "cache",
                            split_dir=tmp / "splits", room=1, scene=scene, log=None)

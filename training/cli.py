@@ -15,6 +15,9 @@ from training import loaders
 from training.command import command_line
 from training.finetune.cli import finetune
 
+SCENE_CHOICES = ("room", "babble", "talk", "room+babble", "room+babble+talk")
+"""--scene: the families of room copies (training.scenes.SCENES) a run adds, alone or together."""
+
 
 @click.group()
 def cli() -> None:
@@ -120,9 +123,9 @@ def splits(corpora: str, root: Path | None) -> None:
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
-@click.option("--scene", type=click.Choice(["room", "babble", "room+babble"]), default="room",
+@click.option("--scene", type=click.Choice(SCENE_CHOICES), default="room",
               show_default=True, help="Which room copies --room adds: roomN (pink/household noise), "
-              "babbleN (or babble) or both.")
+              "babbleN (or babble), talkN (babble behind every copy), joined by +.")
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)
 @click.option("--corpus-power", default=0.0, show_default=True,
               help="Down-weight big corpora by size^-p when sampling (0 = class balancing only).")
@@ -175,9 +178,9 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
-@click.option("--scene", type=click.Choice(["room", "babble", "room+babble"]), default="room",
+@click.option("--scene", type=click.Choice(SCENE_CHOICES), default="room",
               show_default=True, help="Which room copies --room adds: roomN (pink/household noise), "
-              "babbleN (or babble) or both.")
+              "babbleN (or babble), talkN (babble behind every copy), joined by +.")
 @click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
               help="Only a seeded subset: at most this many clips per corpus and merged class.")
 @click.option("--name", required=True, help="Model name in the records.")

@@ -11,6 +11,7 @@ from edge_ser.errors import UserError
 from training import loaders
 from training.dataset import Fuse, Part, build_part, label_set
 from training.features import DEFAULT_CACHE, backbone_of, cache_layout
+from training.scenes import BABBLE_SCENES
 from training.splits import SPLITS_DIR, protocol_split
 from training.train import Fitted, evaluate_part, fit, predict
 
@@ -53,9 +54,9 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     unseen corpus stays raw (measure adaptation on it with training.adapt_eval).
     fuse: a second cache whose pooled rows are appended to each window's (training.dataset.Fuse);
     the concatenation is standardised per feature like any input. room: copies per training clip of
-    the `scene` families (training.scenes: room, babble, or room+babble for both)."""
+    the `scene` families joined by `+` (training.scenes.SCENES: room, babble, talk)."""
     families = scene.split("+")
-    if "babble" in families and room and fold > 0:
+    if set(families) & set(BABBLE_SCENES) and room and fold > 0:
         # babble_pool draws fold 0's training speakers: a later leave-one-speaker-out fold tests one of them
         raise UserError("babble room copies are made of fold 0's training speakers; a run of fold "
                         f"{fold} would hear its test speaker in them")

@@ -103,14 +103,15 @@ def variant_windows(clip_path: str, variant: str,
     """(windows, seconds of the utterance in each window or None when every window is all utterance).
 
     base: the trimmed clip; augN: augmented copy N (training.augment); roomN: copy N heard in a room,
-    with pauses around it; babbleN: the same with `babble` (scenes.babble_pool) as one of its noises
-    (training.scenes).
+    with pauses around it; babbleN: the same with `babble` (scenes.babble_pool) as one of its noises;
+    talkN: with `babble` behind every copy (training.scenes).
     """
     wave = trim_silence(load_audio(clip_path))
     scene = scenes.scene_of(variant)
     if scene is not None:
         family, copy = scene
-        return scenes.room_windows(wave, clip_path, copy, babble if family == "babble" else None)
+        return scenes.room_windows(wave, clip_path, copy, babble if family in scenes.BABBLE_SCENES else None,
+                                   family)
     if variant != "base":  # "aug1", "aug2", ...: a deterministic augmented copy
         wave = trim_silence(augment(wave, clip_path, int(variant[3:])))
     return windows(wave), None
@@ -191,7 +192,8 @@ def extract(clips: list[Clip], corpus: str, variant: str = "base", cache: Path =
         return out
     out.mkdir(parents=True, exist_ok=True)
     clips = sorted(clips, key=lambda c: c.path)
-    babble = scenes.babble_pool(clips, corpus) if variant.startswith("babble") else ()
+    scene = scenes.scene_of(variant)
+    babble = scenes.babble_pool(clips, corpus) if scene and scene[0] in scenes.BABBLE_SCENES else ()
     model = model or Yamnet()
     dtype = getattr(model, "dtype", np.float16)  # a backbone may keep its rows in float32
     n_chunks = (len(clips) + CHUNK - 1) // CHUNK

@@ -7,7 +7,9 @@ a training window, not even behind the utterance (training.experiment refuses ba
 leave-one-speaker-out fold).
 
 Variant `roomN` of the feature cache is copy N of every clip made this way with pink or household
-noise; variant `babbleN` draws babble as a third kind of noise (babble_pool). A window covering less
+noise; variant `babbleN` draws babble as a third kind of noise (babble_pool); variant `talkN` always
+has babble behind the utterance (people talking across the room while someone speaks near the
+microphone, the pauses holding only their talk). A window covering less
 than MIN_SPEECH_S of the utterance is a pause: its label is `neutral`, as the stream benchmark scores
 it, so a head learns that a pause, a hiss, a reverberant tail or other people talking is not sadness.
 """
@@ -44,10 +46,13 @@ SEED_BASE = 10_000
 """Training's rooms and noise draws start here; the room benchmark's seeds are single digits."""
 RIR_BANK = 16
 """Simulated rooms per process, RT60 spread over 0.2-1.0 s (image-source rooms take seconds each)."""
-SCENES = ("room", "babble")
-"""Variant families of room copies: `roomN` (pink or household noise), `babbleN` (or babble)."""
+SCENES = ("room", "babble", "talk")
+"""Variant families of room copies: `roomN` (pink or household noise), `babbleN` (or babble), `talkN`
+(babble only)."""
+BABBLE_SCENES = ("babble", "talk")
+"""Families whose copies draw babble from babble_pool."""
 P_REVERB, P_PHONE = 0.4, 0.15
-P_NOISE = {"room": 0.6, "babble": 0.7}
+P_NOISE = {"room": 0.6, "babble": 0.7, "talk": 1.0}
 """Share of copies with noise, per family."""
 NOISES = ("pink", "household", "babble")
 """A babble copy's noise kinds, drawn with equal odds (babble only when the corpus has a pool)."""
@@ -90,7 +95,8 @@ def babble_pool(clips: Sequence[Clip], corpus: str) -> tuple[np.ndarray, ...]:
 
 
 def scene_of(variant: str) -> tuple[str, int] | None:
-    """("room", 2) for cache variant `room2`, ("babble", 1) for `babble1`; None for any other variant."""
+    """("room", 2) for cache variant `room2`, ("babble", 1) for `babble1` (and `talkN`); None for any
+    other variant."""
     for family in SCENES:
         if variant.startswith(family) and variant[len(family):].isdigit():
             return family, int(variant[len(family):])
@@ -98,11 +104,15 @@ def scene_of(variant: str) -> tuple[str, int] | None:
 
 
 def make_scene(speech: np.ndarray, path: str, copy: int,
-               babble: Sequence[np.ndarray] | None = None) -> Scene:
-    """Copy `copy` of a trimmed utterance in its room; a pure function of (speech, path, copy, babble).
+               babble: Sequence[np.ndarray] | None = None, family: str = "babble") -> Scene:
+    """Copy `copy` of a trimmed utterance in its room; a pure function of (speech, path, copy, babble,
+    family).
 
-    babble None: a `room` copy (pink or household noise); a pool (babble_pool, maybe empty): a
-    `babble` copy, where babble made of the pool is a third kind of noise."""
+    babble None: a `room` copy (pink or household noise); a pool (babble_pool, maybe empty): a copy of
+    `family`, `babble` (babble made of the pool is a third kind of noise) or `talk` (always babble;
+    pink or household when the pool is empty)."""
+    if babble is None:
+        family = "room"
     rng = rng_for(path, SEED_BASE + copy)
     pre, post = (int(rng.uniform(*PAUSE_S) * RATE) for _ in range(2))
     audio = np.concatenate([np.zeros(pre, np.float32), np.asarray(speech, np.float32),
@@ -113,11 +123,11 @@ def make_scene(speech: np.ndarray, path: str, copy: int,
         rir = rir_bank()[int(rng.integers(RIR_BANK))]
         audio = reverb.reverberate(audio, rir)
         steps.append(f"rt60-{rir.rt60_s:.2f}")
-    if rng.random() < P_NOISE["room" if babble is None else "babble"]:
+    if rng.random() < P_NOISE[family]:
         if babble is None:
             kind = "pink" if rng.random() < 0.5 else "household"
         else:
-            kinds = NOISES if babble else NOISES[:2]
+            kinds = NOISES[:2] if not babble else ("babble",) if family == "talk" else NOISES
             kind = kinds[int(rng.integers(len(kinds)))]
         snr = float(rng.uniform(*SNR_DB))
         if kind == "babble":
@@ -168,8 +178,8 @@ def window_roles(covered_s: np.ndarray, speech_s: float) -> np.ndarray:
     return roles
 
 
-def room_windows(speech: np.ndarray, path: str, copy: int,
-                 babble: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def room_windows(speech: np.ndarray, path: str, copy: int, babble: Sequence[np.ndarray] | None = None,
+                 family: str = "babble") -> tuple[np.ndarray, np.ndarray]:
     """(windows, seconds of utterance per window) of copy `copy` of a trimmed utterance."""
-    scene = make_scene(speech, path, copy, babble)
+    scene = make_scene(speech, path, copy, babble, family)
     return cut_with_coverage(scene.audio, scene.speech)
