@@ -7,6 +7,7 @@ without a change to this module.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 Record = dict[str, Any]
@@ -208,16 +209,23 @@ def room_table(records: list[Record]) -> str:
     return "\n".join(rows)
 
 
-def gate_key(r: Record) -> tuple[str, float, float, float]:
-    """A room record's gate: (vad, rms_threshold, floor_margin_db, background_threshold; 0 = off or no
-    foreground head)."""
+GateKey = tuple[str, float, float, float, str]
+RunKey = tuple[str, str, float, float, float, str]
+"""(model, *GateKey)."""
+
+
+def gate_key(r: Record) -> GateKey:
+    """A room record's gate: (vad, rms_threshold, floor_margin_db, background_threshold: 0 = off or no
+    foreground head, the foreground head's file name or "-")."""
+    head = r.get("foreground_head")
     return (r.get("vad", "none"), float(r.get("rms_threshold") or 0.0),
-            float(r.get("floor_margin_db") or 0.0), float(r.get("background_threshold") or 0.0))
+            float(r.get("floor_margin_db") or 0.0), float(r.get("background_threshold") or 0.0),
+            Path(head).stem if head else "-")
 
 
-def gate_means(records: list[Record]) -> dict[tuple[str, str, float, float, float], float]:
+def gate_means(records: list[Record]) -> dict[RunKey, float]:
     """Mean weighted F1 over the conditions each (model, gate) ran, every language pooled."""
-    runs: dict[tuple[str, str, float, float, float], list[float]] = defaultdict(list)
+    runs: dict[RunKey, list[float]] = defaultdict(list)
     for r in records:
         if r["language"] == "all" and r.get("smoothing", "none") == "none":
             runs[(r["model"], *gate_key(r))].append(r["weighted_f1"])
@@ -237,9 +245,11 @@ def gate_table(records: list[Record]) -> str:
     n = sorted({r["n_windows"] for r in recs})
     rows = [f"Weighted F1 %, every language pooled ({' / '.join(map(str, n))} windows), no smoothing.", "",
             "| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | gate.background_threshold | "
-            + " | ".join(order) + " | mean |", "|---|---|---|---|---|" + "---|" * (len(order) + 1)]
+            "foreground head | " + " | ".join(order) + " | mean |",
+            "|---|---|---|---|---|---|" + "---|" * (len(order) + 1)]
     for key in sorted(means, key=lambda k: -means[k]):
-        model, vad, rms, floor, background = key
+        model, vad, rms, floor, background, head = key
         vals = " | ".join(f"{v:.1f}" if (v := cell.get((*key, c))) is not None else "" for c in order)
-        rows.append(f"| {model} | {rms:g} | {floor:g} | {vad} | {background:g} | {vals} | {means[key]:.1f} |")
+        rows.append(f"| {model} | {rms:g} | {floor:g} | {vad} | {background:g} | {head} | {vals} "
+                    f"| {means[key]:.1f} |")
     return "\n".join(rows)

@@ -113,9 +113,9 @@ def room_score(refs: list[str], preds: list[str]) -> dict[str, Any]:
 
 def record_key(r: dict[str, Any]) -> tuple[Any, ...]:
     """What a rerun replaces: the same model, condition and gate (no background gate: 0, whether the
-    model had no foreground head or the gate was off)."""
+    model had no foreground head or the gate was off), and the foreground head the gate listened to."""
     return (r["model"], r["condition"], r.get("vad", "none"), r.get("rms_threshold"),
-            r.get("floor_margin_db", 0.0), r.get("background_threshold") or 0.0)
+            r.get("floor_margin_db", 0.0), r.get("background_threshold") or 0.0, r.get("foreground_head"))
 
 
 def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,9 +128,9 @@ def merged(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def evaluate(model: Any, model_id: str, streams: dict[str, tuple[Path, list, list[np.ndarray]]],
              conditions: list[conds.Condition], smoothing: str = "none",
              extra: dict[str, Any] | None = None, gate: Any = None,
-             foreground_head: bool = False) -> list[dict[str, Any]]:
+             foreground_head: str | None = None) -> list[dict[str, Any]]:
     """One record per condition x language, and per condition with every language pooled (gate:
-    GateSettings of the pipeline; None: the daemon's; foreground_head: the model has one)."""
+    GateSettings of the pipeline; None: the daemon's; foreground_head: the model's, its file)."""
     records = []
     gate = gate or stream_eval.gate_settings()
     extra = {**(extra or {}), **stream_eval.gate_record(gate, foreground_head)}
@@ -226,7 +226,8 @@ def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, 
         gate = stream_eval.gate_settings(vad, rms_threshold, floor_margin_db, background_threshold)
         records += evaluate(model, mid, streams, conditions, smoothing,
                             {"per_class": per_class, "model_training_split": split, "command": command,
-                             "speakers": speakers}, gate, foreground_head=entry.foreground_head is not None)
+                             "speakers": speakers}, gate,
+                            foreground_head=entry.foreground_head.file if entry.foreground_head else None)
         model.save()
     if merge:
         records = merged(out, records)

@@ -200,11 +200,13 @@ def gate_settings(vad: str = "none", rms_threshold: float | None = None,
     return GateSettings(neutral_once=False, vad=vad, **{k: v for k, v in given.items() if v is not None})
 
 
-def gate_record(gate: Any, foreground_head: bool = False) -> dict[str, Any]:
-    """The gate fields a stream or room record carries; `background_threshold` only for a model with a
-    foreground head (on others it does nothing: None)."""
+def gate_record(gate: Any, foreground_head: str | None = None) -> dict[str, Any]:
+    """The gate fields a stream or room record carries. foreground_head: the model's foreground head
+    file (None: it has none, and `background_threshold` does nothing: None); it is recorded while the
+    background gate is on."""
+    background = gate.background_threshold if foreground_head else None
     return {"vad": gate.vad, "rms_threshold": gate.rms_threshold, "floor_margin_db": gate.floor_margin_db,
-            "background_threshold": gate.background_threshold if foreground_head else None}
+            "background_threshold": background, "foreground_head": foreground_head if background else None}
 
 
 def run_pipeline(model: Any, wav: Path, smoothing: str, gate: Any = None) -> list[dict[str, Any]]:
@@ -405,7 +407,8 @@ def evaluate(args: StreamOptions) -> int:
                                    "matrix": confusion(refs, preds)})
         model.save()
     for r in records:  # the gate every run used: the daemon's default with the record's VAD
-        r.update(gate_record(gate_settings(r["vad"]), manifest.get(r["model"]).foreground_head is not None))
+        fg = manifest.get(r["model"]).foreground_head
+        r.update(gate_record(gate_settings(r["vad"]), fg.file if fg else None))
     out = Path(args.out)
     conf_path = out.parent / (out.stem + "_confusion.json")
     if args.merge:

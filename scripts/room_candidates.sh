@@ -6,7 +6,8 @@
 # set on its speech frames, rows pooled over all and over speech frames) and room copies of up to
 # 1200 clips per corpus (training/scenes.py); 3. LOCO without and with the room copies;
 # 4. the speaker-independent head of the room-trained candidate, its daemon model and room rows;
-# 5. the same with babble among the room copies' noises (the room option, roombabble).
+# 5. the same with babble among the room copies' noises (the room option, roombabble); 6. what breaks
+# the LOCO tie; 7. the default's foreground head.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -97,6 +98,28 @@ for spec in "whisper-l23-speech-mlp-allplus|whisper-mean_std-L2+3+mlp+speech|" \
         --windows 300
     $PY -m bench room --models "$M-onnx-fp32" $C --merge
 done
+# the default's foreground head (convert/foreground.py, gate.background_threshold): a head that hears
+# whether anyone near the microphone talks, run beside the default's own. Two candidates, compared on the
+# validation speakers: the roombabble head, and one trained with talk copies too (variant talk1: babble
+# behind every copy; measured, not shipped: its manifest entry and head file go afterwards)
+extract --variant talk1 --max-clips 1200
+FG=whisper-l23-foreground-mlp-allplus
+$PY -m training run --protocol speaker_independent --corpus all+ --arch mlp --grid one \
+    --pooling mean_std@2+3 --room 1 --scene room+babble+talk --cache "$CACHE" \
+    --name "whisper-mean_std-L2+3+mlp+speech+room+babble+talk" --save-head "runs/heads/$FG"
+$PY -m convert whisper-model "runs/heads/$FG" --checkpoint ../shared/weights/whisper-tiny.en \
+    --name "$FG" --quant onnx-float32 --encoder models/heads/whisper-l23-mlp-allplus-encoder-fp16w.onnx \
+    --windows 300
+for head in "$FG-onnx-fp32" whisper-l23-roombabble-mlp-allplus-onnx-fp32; do
+    $PY -m convert foreground-head --model "$NAME-onnx-fp32" --from "$head"
+    for t in 0.3 0.4 0.5 0.6 0.7 0.8; do
+        $PY -m bench room --models "$NAME-onnx-fp32" $C --speakers val --per-class 20 \
+            --background-threshold $t --merge
+    done
+done
+$PY -m bench room --models "$NAME-onnx-fp32" $C --merge   # the daemon's gate: background 0.6
+$PY -m bench room --models "$NAME-onnx-fp32" $C --background-threshold 0.5 --merge
+$PY -m bench room --models "$NAME-onnx-fp32" $C --background-threshold 0 --merge
 $PY -m bench stream-eval --models whisper-yamnet-room-mlp-allplus-onnx-fp32 --vad none --smoothing none --merge
 $PY -m bench latency --configs "$NAME-onnx-fp32" --configs whisper-yamnet-room-mlp-allplus-onnx-fp32 \
     --configs yamnet-backbone --threads 1 --no-hubert --merge

@@ -306,6 +306,12 @@ def test_the_background_gate_is_part_of_a_room_records_column_and_key():
     assert room.record_key(dict(base, background_threshold=None)) == room.record_key(
         dict(base, background_threshold=0.0)) == room.record_key(base)  # no head, or off: the same run
     assert room.record_key(dict(base, background_threshold=default)) != room.record_key(base)
+    heads = [dict(base, background_threshold=default, foreground_head=f"heads/{h}.onnx") for h in "ab"]
+    assert room.record_key(heads[0]) != room.record_key(heads[1])  # another foreground head: another run
+    assert stream_eval.gate_record(GateSettings(), None)["background_threshold"] is None
+    assert stream_eval.gate_record(GateSettings(), "h.onnx")["foreground_head"] == "h.onnx"
+    off = GateSettings(background_threshold=0.0)
+    assert stream_eval.gate_record(off, "h.onnx")["foreground_head"] is None
     assert render_quality.room_series(dict(base, background_threshold=default)) == "a"
     assert render_quality.room_series(dict(base, background_threshold=0.0)) == "a (gate no background gate)"
     assert render_quality.room_series(dict(base, background_threshold=0.3)) == "a (gate background 0.3)"
@@ -322,9 +328,14 @@ def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
             dict(rec(0.001, 6.0, "clean", 99.0), language="pl")]
     lines = render_quality.gate_table(recs).splitlines()
     assert lines[2] == ("| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | "
-                        "gate.background_threshold | clean | gain-20 | mean |")
-    assert lines[4] == "| a | 0.001 | 6 | none | 0 | 58.0 | 56.0 | 57.0 |"
-    assert lines[5] == "| a | 0.003 | 0 | none | 0 | 60.0 | 40.0 | 50.0 |"
+                        "gate.background_threshold | foreground head | clean | gain-20 | mean |")
+    assert lines[4] == "| a | 0.001 | 6 | none | 0 | - | 58.0 | 56.0 | 57.0 |"
+    assert lines[5] == "| a | 0.003 | 0 | none | 0 | - | 60.0 | 40.0 | 50.0 |"
+    heard = [dict(rec(0.001, 6.0, c, f), background_threshold=0.6, foreground_head=f"heads/{h}.onnx")
+             for h, f in (("fg1", 70.0), ("fg2", 10.0)) for c in ("clean", "gain-20")]
+    lines = render_quality.gate_table(recs + heard).splitlines()
+    assert lines[4] == "| a | 0.001 | 6 | none | 0.6 | fg1 | 70.0 | 70.0 | 70.0 |"
+    assert lines[-1] == "| a | 0.001 | 6 | none | 0.6 | fg2 | 10.0 | 10.0 | 10.0 |"
 
 
 def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path):
