@@ -122,15 +122,17 @@ def stream_summary(records: list[Record], default_id: str | None = None) -> str:
     keys = list(dict.fromkeys((r["model"], r.get("vad", "none")) for r in recs))
     n = sorted({r["n_windows"] for r in recs})
     rows = [f"Weighted F1 %, all languages pooled ({' / '.join(map(str, n))} windows), no smoothing.", "",
-            f"| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | {_snr_head(snrs)} |",
-            "|---|---|---|---|" + "---|" * len(snrs)]
+            "| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | gate.background_threshold | "
+            f"{_snr_head(snrs)} |", "|---|---|---|---|---|" + "---|" * len(snrs)]
     for model, vad in keys:
         name = f"{model} (default)" if model == default_id else model
         vals = " | ".join(f"{c['weighted_f1']:.1f}" if (c := cell.get((model, vad, s))) else "" for s in snrs)
         gate = next((r for r in recs if r["model"] == model and "rms_threshold" in r), None)
         rms = "" if gate is None else f"{gate['rms_threshold']:g}"
         floor = "" if gate is None else f"{gate.get('floor_margin_db', 0.0):g}"  # none before the floor gate
-        rows.append(f"| {name} | {rms} | {floor} | {vad} | {vals} |")
+        background = gate and gate.get("background_threshold")  # None: no foreground head
+        background = "-" if background is None else f"{background:g}"
+        rows.append(f"| {name} | {rms} | {floor} | {vad} | {background} | {vals} |")
     return "\n".join(rows)
 
 

@@ -313,8 +313,8 @@ def soak(args: SoakOptions) -> int:
         problems.append(f"{stats['dropped']} windows dropped")
     if stats["errors"]:
         problems.append(f"{stats['errors']} window/publisher errors")
-    if stats["windows"] != stats["gated"] + stats["inferred"]:
-        problems.append("windows != gated + inferred")
+    if stats["windows"] != stats["gated"] + stats["inferred"] - stats.get("gated_after_inference", 0):
+        problems.append("windows != gated + inferred - gated_after_inference")
     if not drained or pub_stats["queued"]:
         problems.append(f"{pub_stats['queued']} results still queued for the broker")
     if pub_stats["dropped"]:
@@ -342,6 +342,7 @@ def soak(args: SoakOptions) -> int:
         "windows": stats["windows"],
         "gated": stats["gated"],
         "inferred": stats["inferred"],
+        "gated_after_inference": stats.get("gated_after_inference", 0),
         "neutral_suppressed": stats["neutral_suppressed"],
         "dropped": stats["dropped"],
         "errors": stats["errors"],

@@ -18,11 +18,14 @@ class Counters:
     """Counts of one pipeline run; the stats message carries each of them."""
 
     windows: int = 0
-    """Windows taken by the worker (gated + inferred)."""
+    """Windows taken by the worker (gated + inferred - gated_after_inference)."""
     gated: int = 0
-    """Windows judged silence (RMS or VAD)."""
+    """Windows judged silence (published `neutral`): before the model ran (RMS, noise floor, Silero VAD,
+    a source fault) or after it."""
     inferred: int = 0
     """Windows the model ran on."""
+    gated_after_inference: int = 0
+    """Of the gated windows, those the model ran on first (YAMNet speech score, foreground head)."""
     dropped: int = 0
     """Windows dropped because inference fell behind a live source."""
     published: int = 0
@@ -47,6 +50,7 @@ class Counters:
             "windows": self.windows,
             "gated": self.gated,
             "inferred": self.inferred,
+            "gated_after_inference": self.gated_after_inference,
             "dropped": self.dropped,
             "published": self.published,
             "neutral_suppressed": self.neutral_suppressed,

@@ -270,6 +270,7 @@ class Pipeline:
             self.counters.inferred += 1
             self.counters.infer_ms.append(float(prediction.infer_ms))
             reason = gate.after_inference(prediction)
+            self.counters.gated_after_inference += reason is not None
         if self.sinks.level_publishers:
             # Every window, also the silent ones neutral_once leaves without a result: a level meter
             # needs them.

@@ -125,6 +125,21 @@ def test_footprint_measures_a_listen_run(tmp_path, monkeypatch, kind):
     assert r["cpu_pct"] is None or r["cpu_pct"] >= 0
 
 
+def test_footprint_runs_non_stop_speech_with_the_background_gate_off(tmp_path, monkeypatch):
+    import yaml
+
+    from edge_ser.config import load_settings
+
+    monkeypatch.setattr(footprint, "CACHE", tmp_path)
+    base = tmp_path / "hubert.yaml"
+    base.write_text(yaml.safe_dump({"model": {"manifest": "m.yaml"}, "gate": {"rms_threshold": 0.002}}))
+    assert footprint.run_config(base, "silent") == base and footprint.run_config(None, "silent") is None
+    speech = load_settings(footprint.run_config(base, "speech"))
+    assert speech.gate.background_threshold == 0.0 and speech.gate.rms_threshold == 0.002
+    assert speech.model.manifest == "m.yaml"
+    assert load_settings(footprint.run_config(None, "speech")).gate.background_threshold == 0.0
+
+
 def test_list_options_take_several_values_after_one_flag():
     from bench.options import spread
 

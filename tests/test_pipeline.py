@@ -98,6 +98,9 @@ def test_windows_of_background_talk_are_neutral_after_the_model_has_heard_them()
     assert out.messages and all(m["gated"] and m["label"] == NEUTRAL for m in out.messages)
     assert {lv["reason"] for lv in out.levels} == {"background"}
     assert p.counters.inferred == p.counters.gated == len(out.messages)  # it ran, then was gated
+    stats = p.counters.as_stats()
+    assert stats["gated_after_inference"] == len(out.messages)
+    assert stats["windows"] == stats["gated"] + stats["inferred"] - stats["gated_after_inference"]
     on, off = Settings(gate=gate), Settings(gate=replace(gate, background_threshold=0.0))
     for model, settings in ((FakeModel(foreground=0.9), on), (FakeModel(foreground=0.2), off),
                             (FakeModel(), on)):  # no foreground head: nothing to gate on

@@ -338,6 +338,19 @@ def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
     assert lines[-1] == "| a | 0.001 | 6 | none | 0.6 | fg2 | 10.0 | 10.0 | 10.0 |"
 
 
+def test_stream_summary_says_which_rows_had_a_background_gate():
+    def rec(model, background):
+        return {"model": model, "language": "all", "smoothing": "none", "snr_db": None, "vad": "none",
+                "rms_threshold": 0.001, "floor_margin_db": 3.0, "background_threshold": background,
+                "weighted_f1": 50.0, "n_windows": 9}
+
+    lines = render_quality.stream_summary([rec("a", 0.6), rec("b", None)], "a").splitlines()
+    assert lines[2].startswith("| model | gate.rms_threshold | gate.floor_margin_db | gate.vad | "
+                               "gate.background_threshold | clean")
+    assert lines[4] == "| a (default) | 0.001 | 3 | none | 0.6 | 50.0 |"
+    assert lines[5] == "| b | 0.001 | 3 | none | - | 50.0 |"
+
+
 def test_room_table_orders_conditions_clean_first_one_column_per_model(tmp_path):
     recs = [{"model": m, "language": "all", "condition": c, "kind": conds.get(c).kind, "smoothing": "none",
              "weighted_f1": 30.0 + i, "uar": 30.0, "uar_emotions": 40.0, "sad_share": 5.0 * i,
