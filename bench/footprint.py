@@ -82,6 +82,7 @@ def run_config(base: Path | None, kind: str) -> Path | None:
 
     data = (yaml.safe_load(base.read_text()) or {}) if base is not None else {}
     data["gate"] = {**data.get("gate", {}), "background_threshold": 0.0}
+    CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"footprint_speech_{base.stem if base is not None else 'default'}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -118,8 +118,8 @@ class EmotionModel:
                 features = np.asarray(self._adapter(features), dtype=np.float32)
             probs = self._run_head(features[None, :])
             if self._foreground is not None:
-                neutral = self._run_head(features[None, :], self._foreground, self._fg_in, self._fg_out)
-                foreground = float(1.0 - neutral[self.labels.index(NEUTRAL)])
+                fg_probs = self._run_head(features[None, :], self._foreground, self._fg_in, self._fg_out)
+                foreground = float(1.0 - fg_probs[self.labels.index(NEUTRAL)])
         elif self.entry.frontend == "logmel":
             probs = self._run_head(_shape_like(log_mel(x), self._head, self._head_in))
         else:

@@ -130,7 +130,7 @@ def test_footprint_runs_non_stop_speech_with_the_background_gate_off(tmp_path, m
 
     from edge_ser.config import load_settings
 
-    monkeypatch.setattr(footprint, "CACHE", tmp_path)
+    monkeypatch.setattr(footprint, "CACHE", tmp_path / "absent")  # a fresh clone has no cache/bench yet
     base = tmp_path / "hubert.yaml"
     base.write_text(yaml.safe_dump({"model": {"manifest": "m.yaml"}, "gate": {"rms_threshold": 0.002}}))
     assert footprint.run_config(base, "silent") == base and footprint.run_config(None, "silent") is None
