@@ -339,6 +339,7 @@ def test_footprint_merge_replaces_only_the_models_it_measured(tmp_path, monkeypa
     out = tmp_path / "footprint.json"
     out.write_text(json.dumps([{"model": "a", "peak_rss_mb": 1.0}, {"model": "b", "peak_rss_mb": 1.0}]))
     run = {"peak_rss_mb": 2.0, "cpu_pct": 0.5, "published": 1, "inferred": 1}
+    monkeypatch.setattr(footprint, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(footprint, "audio_files", lambda seconds: {"silent": "s.wav", "speech": "p.wav"})
     monkeypatch.setattr(footprint, "measure", lambda model, wav, config, settle: dict(run))
     argv = ["--models", "a", "--models", "c", "--no-hubert", "--merge", "--out", str(out)]
