@@ -50,7 +50,8 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
         return "No leave-one-corpus-out or speaker-independent All+ records."
     measured_only = not_candidates(records, egemaps_cost, fused_cost)
     # a candidate trained with several seeds counts with the mean over them (the rule)
-    over_seeds = {n: sum(v.values()) / len(v) for n, v in seed_spread(records).items() if len(v) > 1}
+    spread = seed_spread(records)
+    over_seeds = {n: sum(v.values()) / len(v) for n, v in spread.items() if len(v) > 1}
     ranked = {n: over_seeds.get(n, v[1]) for n, v in loco.items() if v[1] is not None}
     best_loco = max((m for n, m in ranked.items() if n not in sub and n not in measured_only), default=None)
     rows = ["LOCO: train on seven corpora, test on the eighth, UAR over the four emotions (chance 0.25), "
@@ -71,7 +72,7 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
             ships = f"not a candidate: {measured_only[n]}"
         if mean is not None:
             lo = min(folds, key=folds.get)
-            loco_cell = f"{mean:.3f}" + (f" ({len(seed_spread(records)[n])} seeds: {ranked[n]:.3f})"
+            loco_cell = f"{mean:.3f}" + (f" ({len(spread[n])} seeds: {ranked[n]:.3f})"
                                          if n in over_seeds else "")
             if ranked[n] == best_loco:
                 loco_cell = f"**{loco_cell}**"
@@ -130,8 +131,8 @@ def stream_summary(records: list[Record], default_id: str | None = None) -> str:
         gate = next((r for r in recs if r["model"] == model and "rms_threshold" in r), None)
         rms = "" if gate is None else f"{gate['rms_threshold']:g}"
         floor = "" if gate is None else f"{gate.get('floor_margin_db', 0.0):g}"  # none before the floor gate
-        background = gate and gate.get("background_threshold")  # None: no foreground head
-        background = "-" if background is None else f"{background:g}"
+        bt = None if gate is None else gate.get("background_threshold")  # None: no foreground head
+        background = "-" if bt is None else f"{bt:g}"
         rows.append(f"| {name} | {rms} | {floor} | {vad} | {background} | {vals} |")
     return "\n".join(rows)
 
