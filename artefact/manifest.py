@@ -100,6 +100,8 @@ def entry_mapping(entry: ModelEntry) -> dict[str, Any]:
     out["head"] = _file_mapping(entry.head)
     if entry.foreground_head is not None:
         out["foreground_head"] = _file_mapping(entry.foreground_head)
+        if entry.foreground_labels:
+            out["foreground_labels"] = list(entry.foreground_labels)
     out["quantization"] = entry.quantization
     out["license"] = entry.license
     if entry.adaptation is not None:

@@ -152,7 +152,7 @@ def stages(model: Any) -> dict[str, Any]:
     from edge_ser.whisper_mel import whisper_log_mel
 
     x = speechlike(model.window_samples / MODEL_RATE, seed=7)
-    head, head_in = model._head, model._head_in
+    head, head_in = model._head.backend, model._head.input
     out: dict[str, Any] = {}
     if model._backbone is not None and model.entry.frontend == "whisper_logmel":
         bb, bb_in, bb_out = model._backbone, model._bb_in, model._bb_out
@@ -168,7 +168,7 @@ def stages(model: Any) -> dict[str, Any]:
         out["backbone TFLite invoke (frontend inside)"] = lambda: bb.run({bb_in: x})
         out["head invoke"] = lambda: head.run({head_in: features})
     elif model.entry.frontend == "logmel":
-        spec = _shape_like(log_mel(x), head, head_in)
+        spec = _shape_like(log_mel(x), model._head)
         out["frontend: edge_ser.logmel.log_mel (numpy)"] = lambda: log_mel(x)
         out["model TFLite invoke"] = lambda: head.run({head_in: spec})
     out["whole predict()"] = lambda: model.predict(x)

@@ -316,16 +316,41 @@ cli.add_command(whisper_model)
 
 @cli.command(name="foreground-head")
 @click.option("--model", "model_id", required=True, metavar="ID", help="Entry that gets the foreground head.")
-@click.option("--from", "source_id", required=True, metavar="ID",
+@click.option("--from", "source_id", default=None, metavar="ID",
               help="Entry whose head becomes it (a head trained with background talkers).")
+@click.option("--head", "head_folder", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Or a training head folder (training run --classes foreground), exported to ONNX.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="With --head: the Whisper checkpoint of the float pipeline the daemon is checked "
+              "against (default: whisper-tiny.en in ../shared/weights).")
+@click.option("--windows", "n_windows", type=click.IntRange(10, 5000), default=200, show_default=True,
+              help="With --head: test-speaker windows of the end-to-end check.")
 @click.option("--manifest", type=click.Path(path_type=Path), default=DEFAULT_MANIFEST, show_default=True,
-              help="Manifest holding both entries (rewritten in place).")
-def foreground_head(model_id: str, source_id: str, manifest: Path) -> None:
-    """Give an entry another entry's head as its foreground head (see convert/foreground.py)."""
-    from .foreground import attach
+              help="Manifest holding the entries (rewritten in place).")
+def foreground_head(model_id: str, source_id: str | None, head_folder: Path | None, checkpoint: Path | None,
+                    n_windows: int, manifest: Path) -> None:
+    """Give an entry a foreground head: another entry's head, or a head folder's (convert/foreground.py)."""
+    from .foreground import attach, attach_head
 
-    entry = attach(manifest, model_id, source_id)
-    click.echo(f"{entry.id}: foreground head {entry.foreground_head.file} (from {source_id}) in {manifest}")
+    if (source_id is None) == (head_folder is None):
+        raise UserError("give exactly one of --from ID and --head FOLDER")
+    if source_id is not None:
+        entry = attach(manifest, model_id, source_id)
+        click.echo(f"{entry.id}: foreground head {entry.foreground_head.file} (from {source_id}) "
+                   f"in {manifest}")
+        return
+    from edge_ser.manifest import shared_weights_dir
+
+    from .whisper_data import test_windows
+
+    checkpoint = checkpoint or shared_weights_dir() / "whisper-tiny.en"
+    windows, source = test_windows(n_windows)
+    entry, report = attach_head(manifest, model_id, head_folder, checkpoint, windows, source,
+                                command=command_line())
+    click.echo(f"{entry.id}: foreground head {entry.foreground_head.file} (labels "
+               f"{', '.join(entry.foreground_labels)}) in {manifest}; daemon vs float pipeline on "
+               f"{report['n_windows']} windows: agreement {report['agreement']:.3f}, "
+               f"max difference {report['max_abs_diff']:.2g}")
 
 
 def main() -> None:

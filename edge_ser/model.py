@@ -20,7 +20,7 @@ from .errors import ModelError
 from .labels import NEUTRAL
 from .logmel import WINDOW as LOGMEL_MIN_SAMPLES
 from .logmel import log_mel
-from .manifest import ModelEntry, load_manifest, resolve_file, search_path
+from .manifest import ModelEntry, ModelFile, load_manifest, resolve_file, search_path
 from .pooling import pool_frames, pool_states, pooled_dim
 from .settings import ModelSettings
 from .speech_level import prepare, speech_frames
@@ -52,6 +52,26 @@ class Prediction:
     when the entry has a foreground head, else None."""
 
 
+class Head:
+    """An opened head file: features (or the whole model's input) -> probabilities in `labels` order."""
+
+    def __init__(self, backend: Backend, ref: ModelFile, labels: tuple[str, ...]):
+        self.backend = backend
+        self.input = _pick(backend.input_names(), ref.input, backend.path, "input")
+        self.output = _pick(backend.output_names(), ref.output, backend.path, "output")
+        self.labels = labels
+        """Output order (a foreground head's may differ from the entry's labels)."""
+
+    def probs(self, x: np.ndarray, model_id: str) -> np.ndarray:
+        p = np.asarray(self.backend.run({self.input: x})[self.output], dtype=np.float64).reshape(-1)
+        if p.shape[0] != len(self.labels):
+            raise ModelError(f"{self.backend.path} gives {p.shape[0]} outputs, the manifest names "
+                             f"{len(self.labels)} labels for it in model {model_id}")
+        s = p.sum()
+        # Heads apply softmax inside the file; renormalise rounding (and int8 output steps) only.
+        return p / s if s > 0 else np.full_like(p, 1.0 / len(p))
+
+
 class EmotionModel:
     """A loaded model; call `predict` with one window of float32 16 kHz mono samples.
 
@@ -68,9 +88,8 @@ class EmotionModel:
         self.sample_rate = entry.sample_rate
         self.window_samples = int(round(entry.window_s * entry.sample_rate))
         """Samples per window the model was trained on (2 s = 32000)."""
-        self._head, self._backbone, self._adapter = head, backbone, adapter
-        self._head_in = _pick(head.input_names(), entry.head.input, head.path, "input")
-        self._head_out = _pick(head.output_names(), entry.head.output, head.path, "output")
+        self._head = Head(head, entry.head, entry.labels)
+        self._backbone, self._adapter = backbone, adapter
         self._bb_in = self._bb_out = self._bb_scores = None
         if backbone is not None:
             bb = entry.backbone
@@ -83,12 +102,8 @@ class EmotionModel:
         if fused is not None:
             self._fused_in = _pick(fused.input_names(), entry.fused_backbone.input, fused.path, "input")
             self._fused_out = _pick(fused.output_names(), entry.fused_backbone.output, fused.path, "output")
-        self._foreground = foreground
-        self._fg_in = self._fg_out = None
-        if foreground is not None:
-            fg = entry.foreground_head
-            self._fg_in = _pick(foreground.input_names(), fg.input, foreground.path, "input")
-            self._fg_out = _pick(foreground.output_names(), fg.output, foreground.path, "output")
+        self._foreground = None if foreground is None else Head(
+            foreground, entry.foreground_head, entry.foreground_labels or entry.labels)
         self._min_samples = (YAMNET_MIN_SAMPLES if backbone is not None
                              else LOGMEL_MIN_SAMPLES if entry.frontend == "logmel" else 1)
 
@@ -116,14 +131,14 @@ class EmotionModel:
                 features = np.concatenate([features, self._fused_features(samples, prepared)])
             if self._adapter is not None:
                 features = np.asarray(self._adapter(features), dtype=np.float32)
-            probs = self._run_head(features[None, :])
+            probs = self._head.probs(features[None, :], self.id)
             if self._foreground is not None:
-                fg_probs = self._run_head(features[None, :], self._foreground, self._fg_in, self._fg_out)
-                foreground = float(1.0 - fg_probs[self.labels.index(NEUTRAL)])
+                fg = self._foreground
+                foreground = float(1.0 - fg.probs(features[None, :], self.id)[fg.labels.index(NEUTRAL)])
         elif self.entry.frontend == "logmel":
-            probs = self._run_head(_shape_like(log_mel(x), self._head, self._head_in))
+            probs = self._head.probs(_shape_like(log_mel(x), self._head), self.id)
         else:
-            probs = self._run_head(_shape_like(x, self._head, self._head_in))
+            probs = self._head.probs(_shape_like(x, self._head), self.id)
         ms = (time.perf_counter() - t0) * 1000.0
         return Prediction(probs=dict(zip(self.labels, (float(p) for p in probs), strict=True)),
                           speech=speech, foreground=foreground, infer_ms=ms)
@@ -149,19 +164,6 @@ class EmotionModel:
             return pool_states(frames, self.entry.pooling)
         return pool_frames(frames.reshape(-1, frames.shape[-1]), self.entry.pooling)
 
-    def _run_head(self, x: np.ndarray, head: Backend | None = None, name_in: str | None = None,
-                  name_out: str | None = None) -> np.ndarray:
-        """Probabilities of the head (or of `head`, the foreground head, by its tensor names)."""
-        if head is None:
-            head, name_in, name_out = self._head, self._head_in, self._head_out
-        p = np.asarray(head.run({name_in: x})[name_out], dtype=np.float64).reshape(-1)
-        if p.shape[0] != len(self.labels):
-            raise ModelError(f"{head.path} gives {p.shape[0]} outputs, the manifest names "
-                             f"{len(self.labels)} labels for model {self.id}")
-        s = p.sum()
-        # Heads apply softmax inside the file; renormalise rounding (and int8 output steps) only.
-        return p / s if s > 0 else np.full_like(p, 1.0 / len(p))
-
 
 def pool_fused(frames: np.ndarray, speech: np.ndarray | None, pooling: str) -> np.ndarray:
     """A fused backbone's frames of a window pooled (over the window's speech frames when `speech`,
@@ -184,12 +186,12 @@ def _pick(names: list[str], wanted: str | None, path: str, kind: str) -> str:
     return wanted
 
 
-def _shape_like(x: np.ndarray, backend: Backend, name: str) -> np.ndarray:
-    """Add batch/channel axes so `x` ([n] samples or [frames, 64]) matches the input's rank."""
-    shape_of = getattr(backend, "input_shape", None)
+def _shape_like(x: np.ndarray, head: Head) -> np.ndarray:
+    """Add batch/channel axes so `x` ([n] samples or [frames, 64]) matches the head's input rank."""
+    shape_of = getattr(head.backend, "input_shape", None)
     if shape_of is None:
         return x[None]
-    shape = shape_of(name)
+    shape = shape_of(head.input)
     while x.ndim < len(shape):
         # Channels-last image input ([1, T, 64, 1]) vs a leading batch axis.
         x = x[..., None] if x.ndim >= 2 and len(shape) == 4 and shape[-1] == 1 else x[None]
@@ -259,13 +261,11 @@ def _check_dims(model: EmotionModel) -> None:
         raise ModelError(f"model {entry.id}: head {entry.head.file} takes {entry.head.input_dim} features "
                          f"but the backbone gives {dim} per frame ({entry.pooling} pooling"
                          f"{' + the fused backbone' if model._fused is not None else ''} -> {want})")
-    heads = [(model._head, model._head_in)] + (
-        [(model._foreground, model._fg_in)] if model._foreground is not None else [])
-    for head, name in heads:
-        shape_of = getattr(head, "input_shape", None)
-        got = shape_of(name)[-1] if shape_of is not None else 0
+    for head in (model._head, model._foreground):
+        shape_of = getattr(head.backend, "input_shape", None) if head is not None else None
+        got = shape_of(head.input)[-1] if shape_of is not None else 0
         if got > 0 and got != want:
-            raise ModelError(f"model {entry.id}: head file {head.path} takes {got} features, "
+            raise ModelError(f"model {entry.id}: head file {head.backend.path} takes {got} features, "
                              f"the backbone + {entry.pooling} pooling gives {want}")
 
 

@@ -195,9 +195,11 @@ def test_real_checkpoint_fp32_graph_matches_ctranslate2_reference(tmp_path: Path
     assert ref["passed"] and ref["cosine_min"] >= 0.999 and len(ref["clips"]) == 3
 
 
-def _tiny_head(folder: Path, tiny_hf: Path, fuse: dict | None = None, seed: int = 0) -> Path:
+def _tiny_head(folder: Path, tiny_hf: Path, fuse: dict | None = None, seed: int = 0,
+               labels: tuple[str, ...] = (*EMOTIONS, NEUTRAL)) -> Path:
     """An MLP head on mean_std of state 1 of the tiny encoder (followed by YAMNet's mean frame with
-    `fuse`), trained to tell the five tones apart."""
+    `fuse`), trained to tell the five tones apart (with two labels: the three low tones from the two
+    high ones)."""
     from artefact.eval_data import save_eval
     from artefact.heads import build_head, save_head
     from convert.whisper_model import read_fused
@@ -208,8 +210,8 @@ def _tiny_head(folder: Path, tiny_hf: Path, fuse: dict | None = None, seed: int 
     if fuse:
         yam = read_fused({"fuse": fuse}, tiny_hf / "none.yaml")
         feats = np.concatenate([feats, np.stack([yam.features(w, None) for w in x])], axis=1)
-    y = np.arange(60) % 5
-    labels = [*EMOTIONS, NEUTRAL]
+    y = np.arange(60) % 5 if len(labels) == 5 else (np.arange(60) % 5 >= 3).astype(np.int64)
+    labels = list(labels)
     mean, std = feats[:40].mean(0), feats[:40].std(0) + 1e-3
     spec = {"arch": "mlp", "hidden": [16], "dropout": 0.0, "input_dim": feats.shape[1], "labels": labels,
             "pooling": "mean_std@1", "backbone": "whisper-tiny-test", "feature_mean": mean.tolist(),
@@ -395,6 +397,49 @@ def test_a_foreground_head_from_another_entry_scores_each_window(tiny_hf: Path, 
         assert got.probs == own.probs and own.foreground is None  # the emotion is the entry's own head's
         assert got.foreground == pytest.approx(1.0 - other.probs[NEUTRAL], abs=1e-6)
     assert len({round(both.predict(x).foreground, 4) for x in _windows(4, seed=12)}) > 1
+
+
+def test_a_binary_foreground_head_folder_is_exported_and_checked_end_to_end(tiny_hf: Path, tmp_path: Path,
+                                                                             monkeypatch, capsys):
+    from convert.foreground import attach_head
+    from convert.head_model import load_float_model
+    from convert.whisper_model import torch_features
+    from edge_ser.labels import FOREGROUND_LABELS
+    from edge_ser.model import load_model
+    from edge_ser.settings import ModelSettings
+
+    heads, manifest = tmp_path / "models" / "heads", tmp_path / "models" / "manifest.yaml"
+    (r,) = convert_whisper_model(
+        _tiny_head(tmp_path / "tones", tiny_hf), tiny_hf, _windows(6, seed=7), "tones", heads, "tones",
+        ("onnx-float32",), manifest, candidates=("matmul-s8",), reports_dir=tmp_path / "rep", latency_runs=3)
+    assert r.passed
+    folder = _tiny_head(tmp_path / "fg", tiny_hf, seed=1, labels=FOREGROUND_LABELS)
+    entry, report = attach_head(manifest, "tones-onnx-fp32", folder, tiny_hf, _windows(10, seed=5), "tones",
+                                out_dir=heads, reports_dir=tmp_path / "rep")
+    assert entry.foreground_head.file == "heads/fg-onnx-fp32.onnx"
+    assert entry.foreground_labels == FOREGROUND_LABELS and report["agreement"] >= 0.99
+    assert json.loads((tmp_path / "rep" / "fg-onnx-fp32.json").read_text())["n_windows"] == 20
+    daemon = load_model(ModelSettings(id="tones-onnx-fp32", manifest=str(manifest)))
+    model, _ = encoder_states(tiny_hf, (1,))
+    _, head = load_float_model(folder)
+    w = _windows(5, seed=13)
+    with torch.no_grad():
+        want = head(torch.from_numpy(torch_features(model, "mean_std", w))).numpy()[:, 0]
+    got = np.array([daemon.predict(x).foreground for x in w])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert got.min() < 0.5 < got.max()  # the high tones are background, the low ones foreground
+    # a five-label folder may gate too, a folder of other labels may not
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    spec = json.loads((folder / "head.json").read_text())
+    (bad / "head.json").write_text(json.dumps(spec | {"labels": ["speech", NEUTRAL]}))
+    (bad / "head.pt").write_bytes((folder / "head.pt").read_bytes())
+    with pytest.raises(UserError, match="labels"):
+        attach_head(manifest, "tones-onnx-fp32", bad, tiny_hf, _windows(2), "tones", out_dir=heads,
+                    reports_dir=tmp_path / "rep")
+    code, err = _run_cli(["foreground-head", "--model", "tones-onnx-fp32", "--from", "x", "--head",
+                          str(folder), "--manifest", str(manifest)], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "exactly one" in err
 
 
 def test_a_foreground_head_must_read_the_same_features() -> None:

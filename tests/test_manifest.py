@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from artefact.manifest import upsert_entry
+from artefact.manifest import entry_mapping, upsert_entry
 from edge_ser import manifest as mf
 from edge_ser.cli import describe_models
 from edge_ser.errors import ModelError
@@ -229,12 +229,28 @@ def test_unknown_model_id_lists_known(tmp_path):
     ({"head": {"file": "h.onnx", "sha256": "0" * 64, "colour": "red"}}, "head.colour"),
     ({"fused_backbone": {"file": "y.tflite", "sha256": "0" * 64}}, "fused_backbone"),  # no backbone
     ({"foreground_head": {"file": "f.onnx", "sha256": "0" * 64}}, "foreground_head"),  # no backbone
+    ({"foreground_labels": ["foreground", "neutral"]}, "foreground_labels"),  # no foreground head
+    ({"labels": [*LABELS, "neutral"], "backbone": {"file": "b.onnx", "sha256": "0" * 64},
+      "foreground_head": {"file": "f.onnx", "sha256": "0" * 64}, "foreground_labels": ["speech", "neutral"]},
+     "foreground_labels"),
     ({"backbone": {"file": "b.onnx", "sha256": "0" * 64}, "fused_pooling": "frames"}, "fused_pooling"),
 ])
 def test_bad_entries_name_the_key(tmp_path, patch, key):
     head = _file(tmp_path, "h.onnx", b"h")
     with pytest.raises(ModelError, match=rf"models\.m\.{key}"):
         mf.parse_entry("m", {**_entry(head), **patch}, "x.yaml")
+
+
+def test_foreground_labels_of_a_binary_head_are_read_and_written(tmp_path):
+    head = _file(tmp_path, "h.onnx", b"h")
+    ref = {"file": "f.onnx", "sha256": "0" * 64}
+    raw = {**_entry(head), "labels": [*LABELS, "neutral"], "backbone": ref, "foreground_head": ref,
+           "foreground_labels": ["foreground", "neutral"]}
+    entry = mf.parse_entry("m", raw, "x.yaml")
+    assert entry.foreground_labels == ("foreground", "neutral")
+    assert mf.parse_entry("m", entry_mapping(entry), "x.yaml") == entry
+    alike = mf.parse_entry("m", {k: v for k, v in raw.items() if k != "foreground_labels"})
+    assert alike.foreground_labels == ()  # an emotion head as foreground head: the entry's labels
 
 
 def test_bad_manifest_files(tmp_path):

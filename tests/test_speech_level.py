@@ -204,6 +204,31 @@ def test_pause_windows_of_a_room_copy_train_as_neutral():
     assert [g[1] for g in _windows_of([clip], store, "room1", "merged", {"sadness": 0})] == [0]
 
 
+def test_a_foreground_head_learns_speech_of_any_label_against_pauses():
+    from edge_ser.labels import FOREGROUND_LABELS
+    from training.dataset import label_set
+
+    neutral = Clip(path="c/n.wav", corpus="c", speaker="s1", label="neutral", merged="neutral", language="en")
+    unmapped = Clip(path="c/u.wav", corpus="c", speaker="s1", label="boredom", merged=None, language="en")
+    covered = np.array([[1.5, 1.5], [0.1, 0.1], [1.5, 1.5], [0.0, 0.0]], np.float16)
+    store = CorpusCache(np.zeros((4, 2, 8), np.float16), covered, {"c/n.wav": (0, 2), "c/u.wav": (2, 2)})
+    labels = label_set([neutral, unmapped], "foreground")
+    assert labels == FOREGROUND_LABELS
+    lab = {name: i for i, name in enumerate(labels)}
+    groups = _windows_of([neutral, unmapped], store, "talk1", "foreground", lab)
+    # neutral speech is a foreground talker too; a pause is neutral whoever spoke around it
+    assert [(g[1], g[2]) for g in groups] == [(0, [0]), (1, [1]), (0, [2]), (1, [3])]
+    assert [(g[1], g[2]) for g in _windows_of([neutral], store, "base", "foreground", lab)] == [(0, [0, 1])]
+
+
+def test_a_foreground_run_needs_room_copies():
+    from edge_ser.errors import UserError
+    from training import experiment
+
+    with pytest.raises(UserError, match="--room"):
+        experiment.run("speaker_independent", "tess", classes="foreground", room=0)
+
+
 def test_state_rows_follow_the_cache_layout():
     from edge_ser.errors import UserError
     from training.dataset import state_rows

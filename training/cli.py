@@ -116,7 +116,10 @@ def splits(corpora: str, root: Path | None) -> None:
 @click.option("--corpus", "corpus", required=True, help="Corpus or set (english, bengali, all, all+), "
               "comma-separated for several; for cross_corpus the training pool.")
 @click.option("--heldout", default=None, help="cross_corpus: the corpus left out (tested on).")
-@click.option("--classes", type=click.Choice(["original", "merged"]), default="merged", show_default=True)
+@click.option("--classes", type=click.Choice(["original", "merged", "foreground"]), default="merged",
+              show_default=True, help="foreground: a binary head (foreground, neutral) that hears whether "
+              "someone near the microphone talks, from the pauses of --room copies (a foreground head, "
+              "convert foreground-head --head).")
 @click.option("--arch", type=click.Choice(["mlp", "linear", "wsum", "attn", "logreg"]), default="mlp",
               show_default=True, help="logreg = the reference probe (clip mean+max, sklearn).")
 @click.option("--pooling", default="mean", show_default=True, help="edge_ser pooling, or frames (attn).")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_ser.errors import UserError
-from edge_ser.labels import NEUTRAL
+from edge_ser.labels import FOREGROUND, FOREGROUND_LABELS, NEUTRAL
 from edge_ser.pooling import parse_state_pooling
 from training import features as feat
 from training.loaders import MERGED_LABELS, Clip
@@ -42,7 +42,9 @@ def label_set(clips: list[Clip], classes: str) -> tuple[str, ...]:
         return MERGED_LABELS
     if classes == "original":
         return tuple(sorted({c.label for c in clips}))
-    raise UserError(f"classes must be merged or original, not {classes!r}")
+    if classes == "foreground":
+        return FOREGROUND_LABELS
+    raise UserError(f"classes must be merged, original or foreground, not {classes!r}")
 
 
 def _pool_all(frames: np.ndarray, pooling: str, layout: dict | None = None,
@@ -184,7 +186,7 @@ def _windows_of(clips: list[Clip], store: feat.CorpusCache, variant: str, classe
     """
     out = []
     for c in clips:
-        target = c.merged if classes == "merged" else c.label
+        target = {"merged": c.merged, "foreground": FOREGROUND}.get(classes, c.label)
         if target not in lab or c.path not in store.index:
             continue
         s, n = store.index[c.path]

@@ -56,6 +56,8 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     the concatenation is standardised per feature like any input. room: copies per training clip of
     the `scene` families joined by `+` (training.scenes.SCENES: room, babble, talk)."""
     families = scene.split("+")
+    if classes == "foreground" and not room:
+        raise UserError("--classes foreground learns from the pauses of room copies; add --room N")
     if set(families) & set(BABBLE_SCENES) and room and fold > 0:
         # babble_pool draws fold 0's training speakers: a later leave-one-speaker-out fold tests one of them
         raise UserError("babble room copies are made of fold 0's training speakers; a run of fold "
@@ -87,9 +89,11 @@ def run(protocol: str, corpora: str | list[str], classes: str = "merged", arch: 
     # training clips only: augmented copies and copies heard in a room (training.scenes)
     variants = (("base",) + tuple(f"aug{i}" for i in range(1, augment + 1))
                 + tuple(f"{family}{i}" for family in families for i in range(1, room + 1)))
+    # a foreground head is judged on room copies too: the plain clips hold no window without a talker
+    held = variants if classes == "foreground" else ("base",)
     train = build_part(sets["train"], labels, classes, pooling, variants, cache, caches, fuse)
-    val = build_part(sets["val"], labels, classes, pooling, ("base",), cache, caches, fuse)
-    test = build_part(sets["test"], labels, classes, pooling, ("base",), cache, caches, fuse)
+    val = build_part(sets["val"], labels, classes, pooling, held, cache, caches, fuse)
+    test = build_part(sets["test"], labels, classes, pooling, held, cache, caches, fuse)
     corpus_stats = {}
     if norm == "corpus":
         corpus_stats = per_corpus_standardise(train, (val, test))

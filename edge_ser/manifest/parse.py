@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
-from ..labels import EMOTIONS, NEUTRAL
+from ..labels import EMOTIONS, FOREGROUND_LABELS, NEUTRAL
 from ..pooling import POOLINGS
 from ..speech_level import LEVELS
 from ..yamlfile import read_yaml
@@ -25,8 +25,8 @@ from .schema import (
 
 _FILE_KEYS = {f for f in ModelFile.__dataclass_fields__}
 _ENTRY_KEYS = {"description", "frontend", "sample_rate", "window_s", "labels", "backbone", "pooling",
-               "fused_backbone", "fused_pooling", "window_level", "head", "foreground_head", "quantization",
-               "license", "adaptation"}
+               "fused_backbone", "fused_pooling", "window_level", "head", "foreground_head",
+               "foreground_labels", "quantization", "license", "adaptation"}
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:
@@ -102,9 +102,17 @@ def parse_entry(mid: str, e: Any, where: str | Path = "manifest") -> ModelEntry:
     if foreground is not None and (backbone is None or NEUTRAL not in labels):
         raise bad("foreground_head", "needs a backbone and a `neutral` label (it reads the pooled features "
                                      "the head reads, and its neutral probability is the background score)")
+    fg_labels = e.get("foreground_labels")
+    if fg_labels is not None:
+        if foreground is None:
+            raise bad("foreground_labels", "is given without a foreground_head")
+        if fg_labels not in (list(FOREGROUND_LABELS), labels):
+            raise bad("foreground_labels", f"must be {list(FOREGROUND_LABELS)} (a binary foreground head) or "
+                                           f"the entry's labels; got {fg_labels!r}")
     return ModelEntry(
         id=mid, labels=tuple(labels), head=head, backbone=backbone, fused_backbone=fused,
         fused_pooling=fused_pooling, foreground_head=foreground,
+        foreground_labels=tuple(fg_labels) if fg_labels is not None else (),
         description=str(e.get("description", "")), frontend=frontend, sample_rate=sr,
         window_s=float(window_s), pooling=pooling, window_level=window_level, quantization=quant,
         license=str(e.get("license", "")), adaptation=adaptation,

@@ -101,9 +101,13 @@ class ModelEntry:
     """Terms of use (trained models inherit their corpora's terms)."""
 
     foreground_head: ModelFile | None = None
-    """A second head on the same pooled features, with the same labels, trained where other people
-    talk in the background (room and babble copies): its `neutral` probability says that no foreground
-    talker is in the window, and `gate.background_threshold` calls such a window `neutral`; null = none."""
+    """A second head on the same pooled features, trained where other people talk in the background
+    (room copies with babble): its `neutral` probability says that no foreground talker is in the
+    window, and `gate.background_threshold` calls such a window `neutral`; null = none."""
+
+    foreground_labels: tuple[str, ...] = ()
+    """The foreground head's output order: (foreground, neutral) for a binary head (training --classes
+    foreground); empty = the entry's labels (another emotion head)."""
 
     adaptation: ModelFile | None = None
     """Reference feature statistics for model.adapt (manifest: `adaptation: {reference, sha256}`)."""
