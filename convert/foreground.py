@@ -104,6 +104,7 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
                 command: str = "") -> tuple[ModelEntry, dict]:
     """Export the head folder's head as `model_id`'s foreground head after the end-to-end check;
     (the new entry, the check's report)."""
+    from .head_export import _display
     from .head_model import load_float_model
     from .whisper_encoder import encoder_states
     from .whisper_model import read_whisper_head, torch_features
@@ -136,7 +137,7 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
         got = _daemon_foreground(trial.id, trial_manifest, checks, (Path(manifest).parent,))
     agree = float(np.mean((got >= 0.5) == (want >= 0.5)))
     diff = float(np.abs(got - want).max())
-    report = {"model": model_id, "foreground_head": name, "head_folder": str(folder),
+    report = {"model": model_id, "foreground_head": name, "head_folder": _display(folder),
               "windows": f"{windows_source}; each also with all but its last {TAIL_S} s silent",
               "n_windows": len(checks), "agreement": round(agree, 4), "max_abs_diff": round(diff, 5),
               "min_agreement": MIN_AGREEMENT, "max_abs_diff_limit": MAX_SCORE_DIFF,
@@ -151,7 +152,7 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
     out.write_bytes(blob)
     new = dataclasses.replace(entry, foreground_head=_head_ref(out, manifest, spec), foreground_labels=labels,
                               extra={**entry.extra, "foreground_from": spec.get("command", str(folder)),
-                                     "foreground_report": str(reports_dir / f"{name}.json")})
+                                     "foreground_report": _display(reports_dir / f"{name}.json")})
     write_entry(manifest, new)
     return new, report
 

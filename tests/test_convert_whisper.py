@@ -330,7 +330,7 @@ def test_onnx_head_entry_reuses_the_encoder_and_runs_without_tflite(tiny_hf: Pat
     assert entry.description.endswith("float32 ONNX")
 
     daemon = load_model(ModelSettings(id="tones-onnx-fp32", manifest=str(manifest)))
-    assert daemon._head.path.endswith(".onnx") and daemon._backbone.path.endswith(".onnx")
+    assert daemon._head.backend.path.endswith(".onnx") and daemon._backbone.path.endswith(".onnx")
     model, _ = encoder_states(tiny_hf, (1,))
     _, head = load_float_model(head_folder)
     w = _windows(3, seed=11)
