@@ -7,6 +7,7 @@ without a change to this module.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,23 @@ def room_series(r: Record) -> str:
     background = r.get("background_threshold")  # None: the model had no foreground head
     if background is not None and background != GateSettings().background_threshold:
         gate.append(f"background {background:g}" if background else "no background gate")
+    head = r.get("foreground_head")
+    if head and head != shipped_foreground_head(r["model"]):
+        gate.append(f"foreground head {Path(head).stem}")
     return r["model"] + (f" (gate {', '.join(gate)})" if gate else "")
+
+
+@cache
+def shipped_foreground_head(model_id: str) -> str | None:
+    """The foreground head file the manifest gives `model_id` now (None: none, or no such entry)."""
+    from edge_ser.errors import ModelError
+    from edge_ser.manifest import load_manifest
+
+    try:
+        head = load_manifest().get(model_id).foreground_head
+    except ModelError:
+        return None
+    return head.file if head else None
 
 
 def room_table(records: list[Record]) -> str:

@@ -131,7 +131,7 @@ class GateSettings:
     vad_threshold: float = bounded(0.5, 0.0, 1.0)
     """Speech probability below which a window is gated by the VAD."""
 
-    background_threshold: float = bounded(0.6, 0.0, 1.0)
+    background_threshold: float = bounded(0.4, 0.0, 1.0)
     """Windows whose foreground score is below this are background talk or noise (`neutral`), for
     models with a foreground head (other models: no effect); 0 = off."""
 

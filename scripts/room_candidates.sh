@@ -7,7 +7,7 @@
 # 1200 clips per corpus (training/scenes.py); 3. LOCO without and with the room copies;
 # 4. the speaker-independent head of the room-trained candidate, its daemon model and room rows;
 # 5. the same with babble among the room copies' noises (the room option, roombabble); 6. what breaks
-# the LOCO tie; 7. the default's foreground head.
+# the LOCO tie; 7. the default's foreground head (an emotion head, then a binary one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -117,9 +117,38 @@ for head in "$FG-onnx-fp32" whisper-l23-roombabble-mlp-allplus-onnx-fp32; do
             --background-threshold $t --merge
     done
 done
-$PY -m bench room --models "$NAME-onnx-fp32" $C --merge   # the daemon's gate: background 0.6
+# the roombabble head on the test streams (the daemon's foreground head until the binary one below)
+$PY -m bench room --models "$NAME-onnx-fp32" $C --background-threshold 0.6 --merge
 $PY -m bench room --models "$NAME-onnx-fp32" $C --background-threshold 0.5 --merge
 $PY -m bench room --models "$NAME-onnx-fp32" $C --background-threshold 0 --merge
+# binary foreground heads (training run --classes foreground: speech of any label against the pauses
+# of room copies): one copy of each family (fg), two (fgx2: room2, babble2, talk2 extracted too), and
+# talk copies alone (fgtalk2, measured on training's own test copies only); fg and fgx2 compared on
+# the validation speakers like the heads above, the winner (fg) shipped as the default's
+extract --variant talk2 --max-clips 1200
+extract --variant room2 --max-clips 1200
+extract --variant babble2 --max-clips 1200
+fg_run() {  # head folder, record name, training options
+    $PY -m training run --protocol speaker_independent --corpus all+ --classes foreground --arch mlp \
+        --grid one --pooling mean_std@2+3 --cache "$CACHE" "${@:3}" --name "$2" --save-head "runs/heads/$1"
+}
+fg_run whisper-l23-fgtalk2-allplus "whisper-mean_std-L2+3+mlp+speech+foreground-talk2" --room 2 --scene talk
+fg_run whisper-l23-fgx2-allplus "whisper-mean_std-L2+3+mlp+speech+foreground-x2" --room 2 \
+    --scene room+babble+talk
+fg_run whisper-l23-fg-allplus "whisper-mean_std-L2+3+mlp+speech+foreground" --room 1 --scene room+babble+talk
+for spec in "whisper-l23-fgx2-allplus|0.4 0.5 0.6 0.7 0.8" "whisper-l23-fg-allplus|0.2 0.3 0.4 0.5 0.6 0.7"; do
+    IFS="|" read -r H TS <<< "$spec"
+    $PY -m convert foreground-head --model "$NAME-onnx-fp32" --head "runs/heads/$H"
+    for t in $TS; do
+        $PY -m bench room --models "$NAME-onnx-fp32" $C --speakers val --per-class 20 \
+            --background-threshold $t --merge
+    done
+done
+rm models/heads/whisper-l23-fgx2-allplus-onnx-fp32.onnx convert/reports/whisper-l23-fgx2-allplus-onnx-fp32.json
+$PY -m training ship runs/heads/whisper-l23-fg-allplus --name whisper-l23-fg-allplus
+$PY -m convert foreground-head --model "$NAME-onnx-fp32" --head models/heads/whisper-l23-fg-allplus
+$PY -m bench room --models "$NAME-onnx-fp32" $C --merge   # the daemon's gate: background 0.4
+$PY -m bench stream-eval --models "$NAME-onnx-fp32" --vad none --smoothing none --merge
 $PY -m bench stream-eval --models whisper-yamnet-room-mlp-allplus-onnx-fp32 --vad none --smoothing none --merge
 $PY -m bench latency --configs "$NAME-onnx-fp32" --configs whisper-yamnet-room-mlp-allplus-onnx-fp32 \
     --configs yamnet-backbone --threads 1 --no-hubert --merge

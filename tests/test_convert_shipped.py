@@ -47,3 +47,29 @@ def test_converted_head_matches_its_torch_head(mid: str, entry: dict) -> None:
     else:  # quantized: same answers on nearly every row
         assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.95
         assert np.abs(got - want).mean() < 0.01
+
+
+def _foreground_entries() -> list[tuple[str, dict]]:
+    models = yaml.safe_load(MANIFEST.read_text())["models"]
+    return [(mid, e) for mid, e in models.items() if e.get("foreground_report")]
+
+
+@pytest.mark.parametrize("mid,entry", _foreground_entries())
+def test_shipped_foreground_head_matches_its_head_folder(mid: str, entry: dict) -> None:
+    from artefact.heads import load_head
+    from artefact.onnx_head import onnx_runner
+
+    report = json.loads((REPO / entry["foreground_report"]).read_text())
+    assert report["agreement"] >= report["min_agreement"]
+    assert report["max_abs_diff"] <= report["max_abs_diff_limit"]
+    folder = REPO / report["head_folder"]
+    assert folder.is_dir(), f"{mid}: foreground head folder {folder} is not committed"
+    spec, ref = load_head(folder)
+    assert spec["labels"] == entry["foreground_labels"]
+    mean, std = np.asarray(spec["feature_mean"], np.float32), np.asarray(spec["feature_std"], np.float32)
+    x = (mean + std * np.random.default_rng(0).standard_normal((200, mean.size))).astype(np.float32)
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x)).numpy()
+    run = onnx_runner(REPO / "models" / entry["foreground_head"]["file"])
+    got = np.concatenate([run(row[None]) for row in x])
+    assert np.abs(got - want).max() < 1e-4

@@ -316,6 +316,14 @@ def test_the_background_gate_is_part_of_a_room_records_column_and_key():
     assert render_quality.room_series(dict(base, background_threshold=0.0)) == "a (gate no background gate)"
     assert render_quality.room_series(dict(base, background_threshold=0.3)) == "a (gate background 0.3)"
     assert render_quality.room_series(base) == "a"  # a model without a foreground head
+    from edge_ser.manifest import load_manifest
+
+    shipped = load_manifest().get()
+    now = dict(base, model=shipped.id, background_threshold=default,
+               foreground_head=shipped.foreground_head.file)
+    assert render_quality.room_series(now) == shipped.id
+    before = dict(now, foreground_head="heads/an-earlier-head.onnx")  # the column says whose head gated
+    assert render_quality.room_series(before) == f"{shipped.id} (gate foreground head an-earlier-head)"
 
 
 def test_gate_table_ranks_gates_by_their_mean_over_the_conditions():
