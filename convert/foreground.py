@@ -25,6 +25,7 @@ import torch
 from artefact.manifest import HEADS_DIR, file_ref, write_entry
 from artefact.onnx_head import INPUT, OUTPUT, export_onnx_head
 from artefact.parity import REPORTS_DIR
+from edge_ser.audio import to_samples
 from edge_ser.errors import UserError
 from edge_ser.labels import FOREGROUND_LABELS, NEUTRAL
 from edge_ser.manifest import ModelEntry, load_manifest
@@ -118,7 +119,7 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
     _, head = load_float_model(folder)
     encoder, _ = encoder_states(checkpoint, states)
     tail = windows.copy()
-    tail[:, : tail.shape[1] - int(TAIL_S * 16000)] = 0.0
+    tail[:, : tail.shape[1] - to_samples(TAIL_S)] = 0.0
     checks = np.concatenate([windows, tail])
     with torch.no_grad():
         feats = torch_features(encoder, method, checks, entry.window_level)
