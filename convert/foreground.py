@@ -108,7 +108,7 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
     from .head_export import _display
     from .head_model import load_float_model
     from .whisper_encoder import encoder_states
-    from .whisper_model import read_whisper_head, torch_features
+    from .whisper_model import daemon_model, read_whisper_head, torch_features
 
     entry = load_manifest(manifest).get(model_id)
     spec, method, states = read_whisper_head(folder)
@@ -135,7 +135,8 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
                                     foreground_labels=labels)
         shutil.copyfile(manifest, trial_manifest)
         write_entry(trial_manifest, trial)
-        got = _daemon_foreground(trial.id, trial_manifest, checks, (Path(manifest).parent,))
+        daemon = daemon_model(trial.id, trial_manifest, (Path(manifest).parent,))
+        got = np.array([daemon.predict(w).foreground for w in checks], dtype=np.float64)
     agree = float(np.mean((got >= 0.5) == (want >= 0.5)))
     diff = float(np.abs(got - want).max())
     report = {"model": model_id, "foreground_head": name, "head_folder": _display(folder),
@@ -160,13 +161,3 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
 
 def _head_ref(path: Path, manifest: Path, spec: dict):
     return file_ref(path, manifest, input=INPUT, output=OUTPUT, input_dim=int(spec["input_dim"]))
-
-
-def _daemon_foreground(model_id: str, manifest: Path, windows: np.ndarray,
-                       files_in: tuple[Path, ...]) -> np.ndarray:
-    from edge_ser.model import load_model
-    from edge_ser.settings import ModelSettings
-
-    model = load_model(ModelSettings(id=model_id, manifest=str(manifest), threads=1,
-                                     search_path=tuple(str(f) for f in files_in)))
-    return np.array([model.predict(w).foreground for w in windows], dtype=np.float64)

@@ -134,9 +134,8 @@ def torch_pipeline(model, head: torch.nn.Module, method: str, windows: np.ndarra
         return head(torch.from_numpy(feats)).numpy()
 
 
-def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
-                 files_in: tuple[Path, ...] = ()) -> tuple[np.ndarray, float]:
-    """(probs [n, labels], median ms per window) of the manifest entry run by edge_ser.model.
+def daemon_model(entry_id: str, manifest: Path, files_in: tuple[Path, ...] = ()):
+    """The manifest entry loaded by edge_ser.model as the daemon loads it, one thread.
 
     files_in: folders holding the entry's files (a trial manifest elsewhere names them by absolute
     path, which the daemon resolves only inside its search path).
@@ -145,10 +144,17 @@ def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
     from edge_ser.settings import ModelSettings
 
     try:
-        model = load_model(ModelSettings(id=entry_id, manifest=str(manifest), threads=1,
-                                         search_path=tuple(str(f) for f in files_in)))
+        return load_model(ModelSettings(id=entry_id, manifest=str(manifest), threads=1,
+                                        search_path=tuple(str(f) for f in files_in)))
     except ModelError as exc:  # e.g. an --encoder file that returns other states than the head's
         raise UserError(f"the converted entry {entry_id} does not load: {exc}") from None
+
+
+def daemon_probs(entry_id: str, manifest: Path, windows: np.ndarray,
+                 files_in: tuple[Path, ...] = ()) -> tuple[np.ndarray, float]:
+    """(probs [n, labels], median ms per window) of the manifest entry run by edge_ser.model
+    (daemon_model)."""
+    model = daemon_model(entry_id, manifest, files_in)
     preds = [model.predict(w) for w in windows]
     probs = np.array([[p.probs[lb] for lb in model.labels] for p in preds])
     return probs, float(np.median([p.infer_ms for p in preds]))
