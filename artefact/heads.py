@@ -15,6 +15,10 @@ Archs:
   (pooling "method@k+j+..."), so it exports like an mlp.
 - attn: attentive pooling over frames (input [batch, n_frames, frame_dim]; input_dim = frame_dim),
   then an mlp. Not exportable to the daemon's pooled `features` input; an experiment.
+- ensemble: heads trained apart on the same pooled features, their probabilities averaged. Its spec
+  lists the members' specs under `members` (each with its own arch and standardisation) and head.pt
+  holds member k's state under keys `k.<key>`; it has no build_head module of its own, only
+  `build_inference_model`.
 
 A log-mel model folder has the same two files; its spec names `build_cnn` (the compact CNN) as its
 builder.
@@ -32,6 +36,7 @@ from edge_ser.errors import ModelError
 from edge_ser.pooling import parse_state_pooling
 
 ARCHS = ("linear", "mlp", "wsum", "attn")
+ENSEMBLE = "ensemble"
 
 
 def _mlp(input_dim: int, hidden: list[int], dropout: float, n_out: int) -> nn.Sequential:
@@ -112,6 +117,8 @@ def build_head(spec: dict) -> nn.Module:
     if arch == "attn":
         return AttnHead(d, n, list(spec.get("hidden", [256])), float(spec.get("dropout", 0.3)),
                         int(spec.get("attn_dim", 128)))
+    if arch == ENSEMBLE:
+        raise ModelError("an ensemble head is its members' heads; build it with build_inference_model")
     raise ModelError(f"unknown head arch {arch!r}; expected one of {', '.join(ARCHS)}")
 
 
@@ -128,8 +135,53 @@ class InferenceModel(nn.Module):
         return torch.softmax(self.head((features - self.mean) * self.inv_std), dim=-1)
 
 
-def build_inference_model(spec: dict, state: dict | None = None) -> InferenceModel:
-    """Head with its standardisation folded in and softmax applied (for export and evaluation)."""
+class MeanOfMembers(nn.Module):
+    """The members' outputs (probabilities) averaged: the inference form of an ensemble head."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(features) for m in self.members]).mean(dim=0)
+
+
+def ensemble_members(spec: dict, state: dict | None = None) -> list[tuple[dict, dict | None]]:
+    """(spec, state) of each member of an ensemble head; a member inherits input_dim and labels."""
+    members = spec.get("members")
+    if not isinstance(members, list) or len(members) < 2:
+        raise ModelError("an ensemble head spec needs a `members` list of at least two head specs")
+    out = []
+    for k, member in enumerate(members):
+        if not isinstance(member, dict) or member.get("arch") in (ENSEMBLE, "attn", None):
+            raise ModelError(f"ensemble member {k} is not a head over pooled features")
+        sub = {"input_dim": spec["input_dim"], "labels": spec["labels"], **member}
+        if sub["input_dim"] != spec["input_dim"] or list(sub["labels"]) != list(spec["labels"]):
+            raise ModelError(f"ensemble member {k} has other input_dim or labels than the ensemble")
+        own = None if state is None else {key[len(f"{k}."):]: v for key, v in state.items()
+                                           if key.startswith(f"{k}.")}
+        out.append((sub, own))
+    return out
+
+
+def head_kind(spec: dict) -> str:
+    """What the folder holds, in words: "mlp head", "ensemble of 3 mlp heads"."""
+    if spec.get("arch") != ENSEMBLE:
+        return f"{spec.get('arch')} head"
+    archs = sorted({str(m.get("arch")) for m in spec.get("members") or []})
+    return f"ensemble of {len(spec.get('members') or [])} {'/'.join(archs)} heads"
+
+
+def ensemble_state(states: list[dict]) -> dict:
+    """head.pt of an ensemble: member k's state under keys `k.<key>`."""
+    return {f"{k}.{key}": v for k, state in enumerate(states) for key, v in state.items()}
+
+
+def build_inference_model(spec: dict, state: dict | None = None) -> nn.Module:
+    """Head with its standardisation folded in and softmax applied (for export and evaluation);
+    an ensemble averages its members' probabilities."""
+    if spec.get("arch") == ENSEMBLE:
+        return MeanOfMembers([build_inference_model(s, st) for s, st in ensemble_members(spec, state)]).eval()
     head = build_head(spec)
     if state is not None:
         head.load_state_dict(state)
@@ -148,7 +200,7 @@ def save_head(folder: Path, spec: dict, head: nn.Module) -> Path:
     return folder
 
 
-def load_head(folder: Path) -> tuple[dict, InferenceModel]:
+def load_head(folder: Path) -> tuple[dict, nn.Module]:
     """Read a head folder back as (spec, inference model)."""
     folder = Path(folder)
     if not (folder / "head.json").is_file() or not (folder / "head.pt").is_file():

@@ -63,10 +63,31 @@ def check_input_dim(spec: dict, backbone: str | None = None, backbone_dim: int |
 
 
 def load_float_model(folder: str | Path) -> tuple[dict, nn.Module]:
-    """(spec, torch module: raw pooled features [1, input_dim] -> probabilities [1, n_labels])."""
-    from artefact.heads import build_head
+    """(spec, torch module: raw pooled features [1, input_dim] -> probabilities [1, n_labels]); an
+    ensemble head averages its members' standardised heads."""
+    from artefact.heads import ENSEMBLE, MeanOfMembers, ensemble_members
 
     spec = read_spec(folder)
+    state = _read_state(Path(folder) / "head.pt", spec)
+    if spec["arch"] != ENSEMBLE:
+        return spec, _standardised(spec, state, Path(folder) / "head.pt")
+    try:
+        members = ensemble_members(spec, state)
+    except ModelError as exc:
+        raise UserError(f"{Path(folder) / 'head.json'}: {exc}") from None
+    return spec, MeanOfMembers([_standardised(s, st, Path(folder) / "head.pt") for s, st in members]).eval()
+
+
+def _read_state(path: Path, spec: dict) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load {path} into a {spec['arch']} head: {first}") from None
+
+
+def _standardised(spec: dict, state: dict, source: Path) -> StandardisedHead:
+    """One linear/mlp head with its standardisation in front and softmax after."""
     if spec["arch"] not in (*EXPORTABLE_ARCHS, "attn"):
         raise UserError(f"unknown head arch {spec['arch']!r}; exportable: {', '.join(EXPORTABLE_ARCHS)}")
     if spec["arch"] not in EXPORTABLE_ARCHS:
@@ -74,23 +95,22 @@ def load_float_model(folder: str | Path) -> tuple[dict, nn.Module]:
             f"head arch {spec['arch']!r} cannot be exported to the daemon's pooled "
             f"`features` input; exportable: {', '.join(EXPORTABLE_ARCHS)}"
         )
+    from artefact.heads import build_head
+
     try:
         head = build_head(spec)
-        state = torch.load(Path(folder) / "head.pt", map_location="cpu", weights_only=True)
         head.load_state_dict(state)
     except ModelError as exc:
         raise UserError(str(exc)) from None
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"cannot load {Path(folder) / 'head.pt'} into a {spec['arch']} head: {first}"
-        ) from None
+        raise UserError(f"cannot load {source} into a {spec['arch']} head: {first}") from None
     d = int(spec["input_dim"])
     mean = torch.tensor(spec.get("feature_mean") or [0.0] * d, dtype=torch.float32)
     std = torch.tensor(spec.get("feature_std") or [1.0] * d, dtype=torch.float32)
     if mean.numel() != d or std.numel() != d:
         raise UserError(f"feature_mean/feature_std in head.json must have input_dim={d} values")
-    return spec, standardised_head(head.eval(), mean, std)
+    return standardised_head(head.eval(), mean, std)
 
 
 CLAMP = 1e4

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from artefact import eval_data, parity
+from artefact.heads import head_kind
 from artefact.manifest import (
     DEFAULT_MANIFEST,
     HEADS_DIR,
@@ -326,7 +327,7 @@ def _entry(spec: dict, method: str, states: tuple[int, ...], q: str, enc: Encode
     return ModelEntry(
         id=head.model_id,
         description=f"Whisper encoder ({spec['backbone']}, state {'+'.join(map(str, states))}, "
-        f"{enc.text} ONNX) {'and YAMNet, fused, ' if fused else ''}+ {spec['arch']} head "
+        f"{enc.text} ONNX) {'and YAMNet, fused, ' if fused else ''}+ {head_kind(spec)} "
         f"({spec.get('data', 'trained head')}), "
         f"{q} {'ONNX' if Path(head.path).suffix == '.onnx' else 'TFLite'}",
         frontend="whisper_logmel",

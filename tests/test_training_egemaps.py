@@ -154,7 +154,8 @@ def test_rows_over_the_cost_limit_or_with_two_backbones_are_never_marked_best():
 
     cost = {"p50_ms": WINDOW_LIMIT_MS * 2, "n_windows": 50, "machine": "x", "load_1min": 1.0,
             "date_utc": "2026-12-07T00:00:00Z", "command": "python -m training egemaps-cost"}
-    recs = (folds("whisper", 0.5) + folds("egemaps+mlp", 0.6) + folds("ensemble(a, b)", 0.7)
+    two = {"arch": "ensemble", "members": ["a", "b"], "features": ""}
+    recs = (folds("whisper", 0.5) + folds("egemaps+mlp", 0.6) + folds("ensemble(a, b)", 0.7, head=two)
             + folds("fused", 0.8, fuse={"cache": "c", "backbone": "vggish"}))
     table = si_table(recs, None, cost)
     assert "| whisper |  | **0.500** |" in table
@@ -163,6 +164,10 @@ def test_rows_over_the_cost_limit_or_with_two_backbones_are_never_marked_best():
     assert "| fused | not a candidate: vggish fused in | 0.800 |" in table
     with_yamnet = folds("whisper", 0.5) + folds("fused", 0.8, fuse={"cache": "c", "backbone": "yamnet"})
     assert "| fused |  | **0.800** |" in si_table(with_yamnet, None, cost)
+    # heads on the same features are one model per window: an ensemble head, a candidate
+    one = two | {"features": "cache c, pooling mean"}
+    heads = folds("whisper", 0.5) + folds("heads(a, b)", 0.7, head=one)
+    assert "| heads(a, b) |  | **0.700** |" in si_table(heads, None, cost)
     slow = {"config": "whisper-yamnet-room-mlp-allplus-onnx-fp32", "threads": 1, "p50_ms": 30.0,
             "machine": "x", "load_1min": [0.5, 0.5], "date_utc": "2026-12-07T00:00:00Z"}
     from training.report import fused_cost

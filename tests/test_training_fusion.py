@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edge_ser.errors import UserError
 from tests.conftest import copy_savee_split
@@ -140,7 +141,9 @@ def test_ensemble_averages_the_members_probabilities(tiny, tmp_path):
     mean = (w["probs"] + y["probs"]) / 2
     assert rec["accuracy"] == pytest.approx(float(np.mean(mean.argmax(axis=1) == w["y"])))
     assert rec["command"] == "train w && train y && python -m training ensemble ..."
-    assert rec["head"]["members"] == ["w", "y"] and rec["protocol"] == "cross_corpus"
+    # the members' own protocol; members of two caches are two models per window, not one ensemble head
+    assert rec["head"]["members"] == ["w", "y"] and rec["protocol"] == "speaker_independent"
+    assert rec["head"]["features"] == ""
     assert 0.0 <= rec["uar"] <= 1.0 and rec["per_corpus"]["savee"]["n_test"] == len(w["y"])
     # members scored on other clips are refused
     z = dict(np.load(folders[1] / "savee.npz"))
@@ -150,3 +153,43 @@ def test_ensemble_averages_the_members_probabilities(tiny, tmp_path):
         ensemble.average_fold(folders, "savee", "ens", "")
     with pytest.raises(UserError, match="at least two"):
         ensemble.average_fold(folders[:1], "savee", "ens", "")
+
+
+def test_heads_on_the_same_features_become_one_ensemble_head(tiny, tmp_path):
+    from artefact.heads import load_head
+    from artefact.onnx_head import export_onnx_head, onnx_runner
+    from convert.head_model import load_float_model
+    from training.report import not_candidates
+
+    tmp, root, _, _ = tiny
+    probs, heads, models = [], [], []
+    for seed in (1, 2):
+        rec, results = runner.run_protocol("speaker_independent", "savee", None, "merged", "mlp",
+                                           "mean_std@2+3", 0, "one", 0.0, "w", f"train seed {seed}",
+                                           save_to=tmp_path / f"h{seed}", root=root, cache=tmp / "wsp",
+                                           split_dir=tmp / "splits", log=None, seed=seed)
+        ensemble.save_fold(tmp_path / f"p{seed}", rec, results[0],
+                           ensemble.features_of(tmp / "wsp", "mean_std@2+3", None))
+        probs.append(tmp_path / f"p{seed}")
+        heads.append(tmp_path / f"h{seed}")
+        models.append(load_head(heads[-1])[1])
+    rec = ensemble.average_fold(probs, "savee", "ens", "python -m training ensemble ...")
+    assert rec["protocol"] == "speaker_independent" and rec["head"]["features"].startswith("cache ")
+    assert "ens" not in not_candidates([rec | {"protocol": "cross_corpus"}])
+    out = ensemble.save_head(heads, probs, rec, tmp_path / "ens")
+    spec, model = load_head(out)
+    assert spec["arch"] == "ensemble" and len(spec["members"]) == 2 and spec["val"]["uar"] == rec["val_uar"]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((7, spec["input_dim"])).astype(np.float32))
+    with torch.no_grad():
+        want = (models[0](x) + models[1](x)) / 2
+        assert torch.allclose(model(x), want, atol=1e-6)
+        _, exported = load_float_model(out)
+        assert torch.allclose(exported(x), want, atol=1e-5)
+    run = onnx_runner(export_onnx_head(exported, spec["input_dim"]))
+    assert np.allclose(np.concatenate([run(row[None]) for row in x.numpy()]), want.numpy(), atol=1e-5)
+    # heads of other runs than the saved probabilities, or of other features, are refused
+    with pytest.raises(UserError, match="is not the head of"):
+        ensemble.save_head(heads[::-1], probs, rec, tmp_path / "bad")
+    with pytest.raises(UserError, match="same pooled features"):
+        ensemble.save_head(heads, probs, rec | {"head": rec["head"] | {"features": ""}}, tmp_path / "bad")
+

@@ -148,16 +148,22 @@ def splits(corpora: str, root: Path | None) -> None:
               help="Only a seeded subset: at most this many clips per corpus and merged class.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 999),
               help="Seed of the head's initialisation and batch order (splits and subsets stay fixed).")
+@click.option("--save-probs", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also write the test and validation probabilities to DIR/<corpus>.npz, for `ensemble` "
+              "(single-fold protocols only).")
 def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str, pooling: str,
         augment: int, room: int, grid: str, corpus_power: float, norm: str, name: str | None,
         save_head: Path | None, plots: Path | None, no_record: bool, cache: Path | None,
-        fuse: str | None, per_class: int | None, seed: int, scene: str) -> None:
+        fuse: str | None, per_class: int | None, seed: int, scene: str, save_probs: Path | None) -> None:
     """Train (grid on validation) and test one head under a protocol; prints and records metrics."""
-    from training import report, runner
+    from training import ensemble, report, runner
     from training.dataset import Fuse
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
-    rec, _ = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
+    if save_probs and runner.n_folds(protocol, corpus) > 1:
+        raise UserError(f"--save-probs needs a single-fold protocol; {protocol} on {corpus} has "
+                        f"{runner.n_folds(protocol, corpus)} folds")
+    rec, results = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
                                  corpus_power, name, command_line(), save_head, plots, cache=cache, norm=norm,
                                  room=room, fuse=Fuse.parse(fuse) if fuse else None, per_class=per_class,
                                  seed=seed, scene=scene)
@@ -165,6 +171,8 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():
         click.echo(f"  adaptation {how}: uar4 {m['uar4']:.3f} accuracy {m['accuracy']:.3f}")
+    if save_probs:
+        ensemble.save_fold(save_probs, rec, results[0], ensemble.features_of(cache, pooling, fuse))
     if not no_record:
         report.append_record(rec)
 
@@ -219,7 +227,7 @@ def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: 
                                            per_class=per_class, seed=seed, scene=scene)
         report.append_record(rec)
         if save_probs:
-            ensemble.save_fold(save_probs, rec, results[0])
+            ensemble.save_fold(save_probs, rec, results[0], ensemble.features_of(cache, pooling, fuse))
         scores[held] = rec["uar"]
         click.echo(f"{rec['model']} held out {held}: UAR4 {rec['uar']:.3f}")
     vals = list(scores.values())
@@ -230,21 +238,37 @@ def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: 
 @cli.command(name="ensemble")
 @click.option("--probs", "folders", multiple=True, required=True,
               type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="A member's fold probabilities (`loco --save-probs DIR`); repeat for every member.")
+              help="A member's fold probabilities (`loco --save-probs DIR` or `run --save-probs DIR`); "
+              "repeat for every member.")
 @click.option("--name", required=True, help="Model name of the ensemble in the records.")
-def ensemble_cmd(folders: tuple[Path, ...], name: str) -> None:
-    """LOCO rows of an ensemble: the members' class probabilities averaged clip by clip."""
+@click.option("--head", "heads", multiple=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="With --save-head: each member's head folder (`run --save-head`), in --probs order.")
+@click.option("--save-head", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write the members' heads as one ensemble head folder (members of one single-fold run "
+              "each, reading the same features).")
+def ensemble_cmd(folders: tuple[Path, ...], name: str, heads: tuple[Path, ...],
+                 save_head: Path | None) -> None:
+    """Rows of an ensemble (LOCO, or a single-fold protocol): the members' class probabilities averaged
+    clip by clip."""
     from training import ensemble, report
 
     scores = {}
-    for held in ensemble.heldouts(list(folders)):
+    corpora = ensemble.heldouts(list(folders))
+    if save_head and len(corpora) != 1:
+        raise UserError(f"--save-head takes members of one single-fold run; {folders[0]} has {len(corpora)}")
+    for held in corpora:
         rec = ensemble.average_fold(list(folders), held, name, command_line())
+        if save_head:
+            ensemble.save_head(list(heads), list(folders), rec, save_head)
+            click.echo(f"wrote {save_head}")
         report.append_record(rec)
         scores[held] = rec["uar"]
-        click.echo(f"{name} held out {held}: UAR4 {rec['uar']:.3f}")
+        click.echo(f"{name} {rec['protocol']} {held}: UAR{'4' if rec['protocol'] == 'cross_corpus' else ''} "
+                   f"{rec['uar']:.3f}")
     vals = list(scores.values())
-    click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
-               f"({len(vals)} held-out corpora)")
+    if len(vals) > 1:
+        click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
+                   f"({len(vals)} held-out corpora)")
 
 
 @cli.command("egemaps-cost")

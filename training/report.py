@@ -142,7 +142,8 @@ def fused_cost(latency: list[dict]) -> dict | None:
 
 def not_candidates(recs: list[dict], cost: dict | None = None, fused: dict | None = None) -> dict[str, str]:
     """Model -> why its LOCO row is a measurement, not a candidate for the default: two models per
-    window (an ensemble: the daemon has no path for one), a backbone fused in that the daemon cannot
+    window (an ensemble of models on different features; heads on the same features run as one ensemble
+    head, training.ensemble), a backbone fused in that the daemon cannot
     run (only YAMNet, manifest `fused_backbone`), Whisper + YAMNet (`fused`: fused_cost) or eGeMAPS
     over the per-window cost limit."""
     out = {}
@@ -150,7 +151,7 @@ def not_candidates(recs: list[dict], cost: dict | None = None, fused: dict | Non
         if r["protocol"] != "cross_corpus":
             continue
         why = []
-        if r["model"].startswith("ensemble("):
+        if (r.get("head") or {}).get("arch") == "ensemble" and not r["head"].get("features"):
             why.append("two models per window")
         backbone = (r.get("fuse") or {}).get("backbone")
         if backbone and backbone != "yamnet" and "egemaps" not in r["model"]:
