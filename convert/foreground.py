@@ -144,8 +144,10 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
               "n_windows": len(checks), "agreement": round(agree, 4), "max_abs_diff": round(diff, 5),
               "min_agreement": MIN_AGREEMENT, "max_abs_diff_limit": MAX_SCORE_DIFF,
               "mean_foreground": round(float(np.mean(got)), 4), "command": command}
+    # one report per entry: the same head folder may be attached to several entries
+    report_file = reports_dir / f"{model_id}.foreground.json"
     reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    report_file.write_text(json.dumps(report, indent=1) + "\n")
     if agree < MIN_AGREEMENT or diff > MAX_SCORE_DIFF:
         raise UserError(f"the daemon's foreground score differs from the float pipeline's (agreement "
                         f"{agree:.3f}, max difference {diff:.3g}); the encoder of {model_id} may not "
@@ -154,7 +156,7 @@ def attach_head(manifest: Path, model_id: str, folder: Path, checkpoint: Path, w
     out.write_bytes(blob)
     new = dataclasses.replace(entry, foreground_head=_head_ref(out, manifest, spec), foreground_labels=labels,
                               extra={**entry.extra, "foreground_from": spec.get("command", str(folder)),
-                                     "foreground_report": _display(reports_dir / f"{name}.json")})
+                                     "foreground_report": _display(report_file)})
     write_entry(manifest, new)
     return new, report
 

@@ -418,7 +418,8 @@ def test_a_binary_foreground_head_folder_is_exported_and_checked_end_to_end(tiny
                                 out_dir=heads, reports_dir=tmp_path / "rep")
     assert entry.foreground_head.file == "heads/fg-onnx-fp32.onnx"
     assert entry.foreground_labels == FOREGROUND_LABELS and report["agreement"] >= 0.99
-    assert json.loads((tmp_path / "rep" / "fg-onnx-fp32.json").read_text())["n_windows"] == 20
+    assert entry.extra["foreground_report"].endswith("rep/tones-onnx-fp32.foreground.json")
+    assert json.loads((tmp_path / "rep" / "tones-onnx-fp32.foreground.json").read_text())["n_windows"] == 20
     daemon = load_model(ModelSettings(id="tones-onnx-fp32", manifest=str(manifest)))
     model, _ = encoder_states(tiny_hf, (1,))
     _, head = load_float_model(folder)
