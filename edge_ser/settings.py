@@ -116,8 +116,8 @@ class WindowSettings:
 class GateSettings:
     """Which windows count as silence (published as `neutral`, no inference)."""
 
-    rms_threshold: float = bounded(0.001, 0.0, 1.0)
-    """Windows with RMS below this (-60 dBFS) are silence; the paper's 0.01 silenced far speech."""
+    rms_threshold: float = bounded(0.0003, 0.0, 1.0)
+    """Windows with RMS below this (-70 dBFS) are silence; the paper's 0.01 silenced far speech."""
 
     floor_margin_db: float = bounded(3.0, 0.0, 30.0)
     """Windows less than this many dB louder than the room's noise floor are silence; 0 = off."""

@@ -147,14 +147,15 @@ def test_a_new_model_in_the_results_gets_its_rows_without_code_changes():
         {"model": "whisper-enc+mlp", "protocol": "speaker_independent", "corpus": "all+", "classes": "merged",
          "accuracy": 0.61, "macro_f1": 0.6, "uar": 0.62, "val_uar": 0.63, "n_test": 5555},
         *[{"model": "whisper-enc+mlp", "protocol": "cross_corpus", "corpus": c, "classes": "merged",
-           "accuracy": 0.4, "macro_f1": 0.4, "uar": u, "n_test": 100}
+           "accuracy": 0.4, "macro_f1": 0.4, "uar": u, "n_test": 100, "room": 1}
           for c, u in (("tess", 0.5), ("nemo", 0.3))],
     ]
     table = render_quality.si_table(accuracy)
     assert "| whisper-enc+mlp |" in table and "| 61.0 |" in table
     assert "2 of 8 folds" in table  # a partial LOCO candidate gets no mean
     full = accuracy + [{"model": "whisper-enc+mlp", "protocol": "cross_corpus", "corpus": c,
-                        "classes": "merged", "accuracy": 0.4, "macro_f1": 0.4, "uar": 0.45, "n_test": 100}
+                        "classes": "merged", "accuracy": 0.4, "macro_f1": 0.4, "uar": 0.45, "n_test": 100,
+                        "room": 1}
                        for c in ("ravdess", "savee", "crema-d", "banglaser", "turev-db", "ased")]
     full.append(dict(full[0], model="other", val_uar=0.9))
     table = render_quality.si_table(full)

@@ -12,7 +12,7 @@ from training.runner import seeded_name
 def folds(model: str, uar: float, **extra) -> list[dict]:
     return [{"model": model, "protocol": "cross_corpus", "corpus": c, "classes": "merged", "uar": uar,
              "accuracy": uar, "macro_f1": uar, "n_test": 10, "command": "python -m training loco ...",
-             **extra} for c in XCOLS]
+             "room": 1, **extra} for c in XCOLS]
 
 
 def seeded(base: str, seed: int, uar: float) -> list[dict]:

@@ -295,13 +295,14 @@ def test_validation_streams_are_built_from_validation_speakers_into_files_of_the
 
 
 def test_the_floor_gate_is_part_of_a_room_records_column_and_key():
-    base = {"model": "a", "condition": "clean", "vad": "none", "rms_threshold": 0.001}
+    base = {"model": "a", "condition": "clean", "vad": "none", "rms_threshold": GateSettings().rms_threshold}
     assert room.record_key(dict(base, floor_margin_db=6.0)) != room.record_key(base)
     assert "floor 6 dB" in render_quality.room_series(dict(base, floor_margin_db=6.0))
 
 
 def test_the_background_gate_is_part_of_a_room_records_column_and_key():
-    base = {"model": "a", "condition": "clean", "vad": "none", "rms_threshold": 0.001, "floor_margin_db": 3.0}
+    base = {"model": "a", "condition": "clean", "vad": "none", "rms_threshold": GateSettings().rms_threshold,
+            "floor_margin_db": 3.0}
     default = GateSettings().background_threshold
     assert room.record_key(dict(base, background_threshold=None)) == room.record_key(
         dict(base, background_threshold=0.0)) == room.record_key(base)  # no head, or off: the same run

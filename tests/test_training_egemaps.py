@@ -136,7 +136,7 @@ def test_subset_rows_rank_after_the_full_corpus_rows_and_are_never_marked_best()
 
     def folds(model, uar, **extra):
         return [{"model": model, "protocol": "cross_corpus", "corpus": c, "classes": "merged", "uar": uar,
-                 **extra} for c in XCOLS]
+                 "room": 1, **extra} for c in XCOLS]
 
     recs = folds("full", 0.4) + folds("sub", 0.6, per_class=150)
     assert [r[0] for r in loco_rows(recs)] == ["full", "sub"]
@@ -150,12 +150,13 @@ def test_rows_over_the_cost_limit_or_with_two_backbones_are_never_marked_best():
 
     def folds(model, uar, **extra):
         return [{"model": model, "protocol": "cross_corpus", "corpus": c, "classes": "merged", "uar": uar,
-                 **extra} for c in XCOLS]
+                 "room": 1, **extra} for c in XCOLS]
 
     cost = {"p50_ms": WINDOW_LIMIT_MS * 2, "n_windows": 50, "machine": "x", "load_1min": 1.0,
             "date_utc": "2026-12-07T00:00:00Z", "command": "python -m training egemaps-cost"}
     two = {"arch": "ensemble", "members": ["a", "b"], "features": ""}
     recs = (folds("whisper", 0.5) + folds("egemaps+mlp", 0.6) + folds("ensemble(a, b)", 0.7, head=two)
+            + folds("a", 0.3) + folds("b", 0.3)
             + folds("fused", 0.8, fuse={"cache": "c", "backbone": "vggish"}))
     table = si_table(recs, None, cost)
     assert "| whisper |  | **0.500** |" in table
@@ -166,8 +167,11 @@ def test_rows_over_the_cost_limit_or_with_two_backbones_are_never_marked_best():
     assert "| fused |  | **0.800** |" in si_table(with_yamnet, None, cost)
     # heads on the same features are one model per window: an ensemble head, a candidate
     one = two | {"features": "cache c, pooling mean"}
-    heads = folds("whisper", 0.5) + folds("heads(a, b)", 0.7, head=one)
+    heads = folds("whisper", 0.5) + folds("heads(a, b)", 0.7, head=one) + folds("a", 0.3) + folds("b", 0.3)
     assert "| heads(a, b) |  | **0.700** |" in si_table(heads, None, cost)
+    # a head trained on the trimmed clips alone, without room copies, is a measurement
+    clean = folds("whisper", 0.5) + folds("clean", 0.9, room=0)
+    assert "| clean | not a candidate: trained on trimmed clips only | 0.900 |" in si_table(clean, None, cost)
     slow = {"config": "whisper-yamnet-room-mlp-allplus-onnx-fp32", "threads": 1, "p50_ms": 30.0,
             "machine": "x", "load_1min": [0.5, 0.5], "date_utc": "2026-12-07T00:00:00Z"}
     from training.report import fused_cost

@@ -175,7 +175,12 @@ def test_heads_on_the_same_features_become_one_ensemble_head(tiny, tmp_path):
         models.append(load_head(heads[-1])[1])
     rec = ensemble.average_fold(probs, "savee", "ens", "python -m training ensemble ...")
     assert rec["protocol"] == "speaker_independent" and rec["head"]["features"].startswith("cache ")
-    assert "ens" not in not_candidates([rec | {"protocol": "cross_corpus"}])
+    # one daemon model: a candidate when its members were trained on room copies, as any head
+    members = [{"model": m, "protocol": "cross_corpus", "room": 1} for m in rec["head"]["members"]]
+    assert "ens" not in not_candidates([rec | {"protocol": "cross_corpus"}, *members])
+    clean = [dict(m, room=0) for m in members]
+    why = not_candidates([rec | {"protocol": "cross_corpus"}, *clean])
+    assert why["ens"] == "trained on trimmed clips only"
     out = ensemble.save_head(heads, probs, rec, tmp_path / "ens")
     spec, model = load_head(out)
     assert spec["arch"] == "ensemble" and len(spec["members"]) == 2 and spec["val"]["uar"] == rec["val_uar"]
@@ -187,6 +192,11 @@ def test_heads_on_the_same_features_become_one_ensemble_head(tiny, tmp_path):
         assert torch.allclose(exported(x), want, atol=1e-5)
     run = onnx_runner(export_onnx_head(exported, spec["input_dim"]))
     assert np.allclose(np.concatenate([run(row[None]) for row in x.numpy()]), want.numpy(), atol=1e-5)
+    # a folder whose ensemble spec is broken is one clear error, not a traceback
+    broken = json.loads((out / "head.json").read_text())
+    (out / "head.json").write_text(json.dumps(broken | {"members": broken["members"][:1]}))
+    with pytest.raises(UserError, match="at least two head specs"):
+        load_float_model(out)
     # heads of other runs than the saved probabilities, or of other features, are refused
     with pytest.raises(UserError, match="is not the head of"):
         ensemble.save_head(heads[::-1], probs, rec, tmp_path / "bad")
