@@ -189,6 +189,9 @@ for rms in 0.001 0.0005 0.0003 0; do
     $PY -m bench room --models "$ENS-onnx-fp32" $C --speakers val --per-class 20 --rms-threshold $rms \
         --floor-margin-db 3 --background-threshold 0.4 --merge
 done
+for bt in 0.3 0.5 0.6; do
+    $PY -m bench room --models "$ENS-onnx-fp32" $C --speakers val --per-class 20 --background-threshold $bt --merge
+done
 $PY -m bench room --models "$ENS-onnx-fp32" $C --rms-threshold 0.001 --merge
 $PY -m bench room --models "$ENS-onnx-fp32" $C --merge   # the daemon's gate (rms 0.0003)
 $PY -m bench stream-eval --models "$ENS-onnx-fp32" --vad none --smoothing none --merge
