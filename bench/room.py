@@ -227,7 +227,7 @@ def main(models: tuple[str, ...], languages: tuple[str, ...], names: tuple[str, 
         records += evaluate(model, mid, streams, conditions, smoothing,
                             {"per_class": per_class, "model_training_split": split, "command": command,
                              "speakers": speakers}, gate,
-                            foreground_head=entry.foreground_head.file if entry.foreground_head else None)
+                            foreground_head=stream_eval.foreground_file(entry))
         model.save()
     if merge:
         records = merged(out, records)

@@ -200,6 +200,11 @@ def gate_settings(vad: str = "none", rms_threshold: float | None = None,
     return GateSettings(neutral_once=False, vad=vad, **{k: v for k, v in given.items() if v is not None})
 
 
+def foreground_file(entry: Any) -> str | None:
+    """The foreground head file a manifest entry names (None: it has none), for gate_record."""
+    return entry.foreground_head.file if entry.foreground_head else None
+
+
 def gate_record(gate: Any, foreground_head: str | None = None) -> dict[str, Any]:
     """The gate fields a stream or room record carries. foreground_head: the model's foreground head
     file (None: it has none, and `background_threshold` does nothing: None); it is recorded while the
@@ -407,8 +412,7 @@ def evaluate(args: StreamOptions) -> int:
                                    "matrix": confusion(refs, preds)})
         model.save()
     for r in records:  # the gate every run used: the daemon's default with the record's VAD
-        fg = manifest.get(r["model"]).foreground_head
-        r.update(gate_record(gate_settings(r["vad"]), fg.file if fg else None))
+        r.update(gate_record(gate_settings(r["vad"]), foreground_file(manifest.get(r["model"]))))
     out = Path(args.out)
     conf_path = out.parent / (out.stem + "_confusion.json")
     if args.merge:

@@ -68,22 +68,24 @@ def load_float_model(folder: str | Path) -> tuple[dict, nn.Module]:
     from artefact.heads import ENSEMBLE, MeanOfMembers, ensemble_members
 
     spec = read_spec(folder)
-    state = _read_state(Path(folder) / "head.pt", spec)
+    source = Path(folder) / "head.pt"
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise _cannot_load(source, spec, exc) from None
     if spec["arch"] != ENSEMBLE:
-        return spec, _standardised(spec, state, Path(folder) / "head.pt")
+        return spec, _standardised(spec, state, source)
     try:
         members = ensemble_members(spec, state)
     except ModelError as exc:
         raise UserError(f"{Path(folder) / 'head.json'}: {exc}") from None
-    return spec, MeanOfMembers([_standardised(s, st, Path(folder) / "head.pt") for s, st in members]).eval()
+    return spec, MeanOfMembers([_standardised(s, st, source) for s, st in members]).eval()
 
 
-def _read_state(path: Path, spec: dict) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load {path} into a {spec['arch']} head: {first}") from None
+def _cannot_load(source: Path, spec: dict, exc: Exception) -> UserError:
+    """One line for a head.pt that torch cannot read or that does not fit the spec's head."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"cannot load {source} into a {spec['arch']} head: {first}")
 
 
 def _standardised(spec: dict, state: dict, source: Path) -> StandardisedHead:
@@ -103,8 +105,7 @@ def _standardised(spec: dict, state: dict, source: Path) -> StandardisedHead:
     except ModelError as exc:
         raise UserError(str(exc)) from None
     except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load {source} into a {spec['arch']} head: {first}") from None
+        raise _cannot_load(source, spec, exc) from None
     d = int(spec["input_dim"])
     mean = torch.tensor(spec.get("feature_mean") or [0.0] * d, dtype=torch.float32)
     std = torch.tensor(spec.get("feature_std") or [1.0] * d, dtype=torch.float32)

@@ -160,13 +160,14 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
     from training.dataset import Fuse
 
     name = name or f"yamnet+{arch}" + (f"+aug{augment}" if augment else "")
-    if save_probs and runner.n_folds(protocol, corpus) > 1:
+    folds = runner.n_folds(protocol, corpus)
+    if save_probs and folds > 1:
         raise UserError(f"--save-probs needs a single-fold protocol; {protocol} on {corpus} has "
-                        f"{runner.n_folds(protocol, corpus)} folds")
+                        f"{folds} folds")
     rec, results = runner.run_protocol(protocol, corpus, heldout, classes, arch, pooling, augment, grid,
-                                 corpus_power, name, command_line(), save_head, plots, cache=cache, norm=norm,
-                                 room=room, fuse=Fuse.parse(fuse) if fuse else None, per_class=per_class,
-                                 seed=seed, scene=scene)
+                                       corpus_power, name, command_line(), save_head, plots, cache=cache,
+                                       norm=norm, room=room, fuse=Fuse.parse(fuse) if fuse else None,
+                                       per_class=per_class, seed=seed, scene=scene)
     click.echo(json.dumps({k: rec[k] for k in ("model", "protocol", "corpus", "classes", "accuracy",
                                               "macro_f1", "uar", "n_test")} | {"uar4": rec.get("uar4")}))
     for how, m in rec.get("adaptation", {}).items():
@@ -230,8 +231,13 @@ def loco(corpus: str, heldouts: tuple[str, ...], arch: str, pooling: str, grid: 
             ensemble.save_fold(save_probs, rec, results[0], ensemble.features_of(cache, pooling, fuse))
         scores[held] = rec["uar"]
         click.echo(f"{rec['model']} held out {held}: UAR4 {rec['uar']:.3f}")
+    _echo_loco_mean(rec["model"], scores)
+
+
+def _echo_loco_mean(name: str, scores: dict[str, float]) -> None:
+    """The summary line of LOCO folds: mean and worst UAR4 over the held-out corpora."""
     vals = list(scores.values())
-    click.echo(f"{rec['model']}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
+    click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
                f"({len(vals)} held-out corpora)")
 
 
@@ -265,10 +271,8 @@ def ensemble_cmd(folders: tuple[Path, ...], name: str, heads: tuple[Path, ...],
         scores[held] = rec["uar"]
         click.echo(f"{name} {rec['protocol']} {held}: UAR{'4' if rec['protocol'] == 'cross_corpus' else ''} "
                    f"{rec['uar']:.3f}")
-    vals = list(scores.values())
-    if len(vals) > 1:
-        click.echo(f"{name}: LOCO mean UAR4 {sum(vals) / len(vals):.3f}, min {min(vals):.3f} "
-                   f"({len(vals)} held-out corpora)")
+    if len(scores) > 1:
+        _echo_loco_mean(name, scores)
 
 
 @cli.command("egemaps-cost")

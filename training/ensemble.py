@@ -138,7 +138,7 @@ def save_head(heads: list[Path], folders: list[Path], record: dict, out: Path) -
                         "pooling and fusion, saved by this version of `run --save-probs`)")
     specs, states = [], []
     for head, probs in zip(heads, folders, strict=True):
-        spec, _ = load_head(head)
+        spec, model = load_head(head)
         rec_file = Path(head) / "record.json"
         member = _load(probs, record["corpus"])
         trained = json.loads(rec_file.read_text())["model"] if rec_file.is_file() else None
@@ -151,7 +151,7 @@ def save_head(heads: list[Path], folders: list[Path], record: dict, out: Path) -
                 raise UserError(f"{head} differs from {heads[0]} in {key}; an ensemble's heads read the "
                                 "same features")
         specs.append(spec)
-        states.append(torch.load(Path(head) / "head.pt", map_location="cpu", weights_only=True))
+        states.append(model.head.state_dict())  # head.pt as load_head read it: build_head's state
     first = specs[0]
     spec = {"arch": ENSEMBLE, **{k: first[k] for k in SHARED_KEYS if k in first},
             "members": [{k: s[k] for k in MEMBER_KEYS if k in s} for s in specs],
