@@ -168,9 +168,18 @@ def test_talk_copies_always_hold_babble_behind_the_utterance():
     np.testing.assert_array_equal(same.audio, scenes.make_scene(speech, "x/a.wav", 3, pool, "babble").audio)
 
 
+def test_living_copies_are_talk_copies_that_are_always_reverberant():
+    speech = burst_window(level=0.1)[int(0.6 * RATE) : int(1.4 * RATE)]
+    pool = (burst_window(level=0.05, seed=1), burst_window(level=0.05, seed=2))
+    living = [scenes.make_scene(speech, "x/a.wav", k, pool, "living").condition for k in range(1, 12)]
+    assert all(c.startswith("rt60-") and "babble" in c for c in living)
+    talk = [scenes.make_scene(speech, "x/a.wav", k, pool, "talk").condition for k in range(1, 12)]
+    assert not all(c.startswith("rt60-") for c in talk)
+
+
 def test_cache_variants_name_their_scene_family():
     assert scenes.scene_of("room1") == ("room", 1) and scenes.scene_of("babble12") == ("babble", 12)
-    assert scenes.scene_of("talk2") == ("talk", 2)
+    assert scenes.scene_of("talk2") == ("talk", 2) and scenes.scene_of("living1") == ("living", 1)
     assert scenes.scene_of("base") is None and scenes.scene_of("aug1") is None
     assert scenes.scene_of("roomy") is None
 

@@ -87,7 +87,7 @@ def test_babble_copies_are_refused_in_a_fold_whose_test_speaker_talks_in_them(ti
     from training import experiment
 
     tmp, root, _ = tiny
-    for scene in ("babble", "room+babble", "talk", "room+babble+talk"):
+    for scene in ("babble", "room+babble", "talk", "room+babble+talk", "living", "room+living"):
         with pytest.raises(UserError, match="fold 1 would hear its test speaker"):
             experiment.run("speaker_independent", "savee", fold=1, root=root, cache=tmp / "cache",
                            split_dir=tmp / "splits", room=1, scene=scene, log=None)
@@ -228,3 +228,18 @@ def test_augmented_copy_is_deterministic_and_survives_an_all_silent_clip():
     assert np.array_equal(a, b) and not np.array_equal(a, augment(wave, "x.wav", 2))
     # a silent file trims to zero samples; its augmented copy must not crash the cache build
     assert augment(np.zeros(0, np.float32), "silent.wav", 1).size == 0
+
+
+def test_scene_option_takes_families_once_in_any_order():
+    from click.testing import CliRunner
+
+    from training.cli import cli
+
+    def scene_of(value):
+        return CliRunner().invoke(cli, ["loco", "--name", "x", "--scene", value, "--corpus", "nowhere"])
+
+    for bad in ("hall", "room+room", "room+"):
+        done = scene_of(bad)
+        assert done.exit_code == 2 and "joined by +, each once" in done.output, done.output
+    done = scene_of("living+room")  # valid: fails later, on the corpus, not on the scene
+    assert "each once" not in done.output

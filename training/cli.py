@@ -15,8 +15,15 @@ from training import loaders
 from training.command import command_line
 from training.finetune.cli import finetune
 
-SCENE_CHOICES = ("room", "babble", "talk", "room+babble", "room+babble+talk")
-"""--scene: the families of room copies (training.scenes.SCENES) a run adds, alone or together."""
+
+def _scene(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--scene: families of room copies (training.scenes.SCENES) joined by `+`, each once, in SCENES order."""
+    from training.scenes import SCENES
+
+    families = value.split("+")
+    if not set(families) <= set(SCENES) or len(set(families)) != len(families):
+        raise click.BadParameter(f"{value!r}: give families of {', '.join(SCENES)} joined by +, each once")
+    return "+".join(f for f in SCENES if f in families)
 
 
 @click.group()
@@ -28,7 +35,8 @@ def cli() -> None:
 @click.option("--corpora", default="all+", show_default=True, help="Comma-separated corpora or sets.")
 @click.option("--variant", default="base", show_default=True,
               help="base, augN for augmented copy N, roomN for copy N heard in a room, babbleN for such a "
-              "copy with babble among its noises (training.scenes).")
+              "copy with babble among its noises, talkN with babble behind it, livingN with babble behind "
+              "it in a reverberant room (training.scenes).")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Corpora root.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 4),
@@ -126,9 +134,9 @@ def splits(corpora: str, root: Path | None) -> None:
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
-@click.option("--scene", type=click.Choice(SCENE_CHOICES), default="room",
-              show_default=True, help="Which room copies --room adds: roomN (pink/household noise), "
-              "babbleN (or babble), talkN (babble behind every copy), joined by +.")
+@click.option("--scene", callback=_scene, default="room", show_default=True,
+              help="Which room copies --room adds: roomN (pink/household noise), babbleN (or babble), "
+              "talkN (babble behind every copy), livingN (talk copies, always reverberant), joined by +.")
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)
 @click.option("--corpus-power", default=0.0, show_default=True,
               help="Down-weight big corpora by size^-p when sampling (0 = class balancing only).")
@@ -190,9 +198,9 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
 @click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Room copies per training clip (cache variants room1..N, training.scenes).")
-@click.option("--scene", type=click.Choice(SCENE_CHOICES), default="room",
-              show_default=True, help="Which room copies --room adds: roomN (pink/household noise), "
-              "babbleN (or babble), talkN (babble behind every copy), joined by +.")
+@click.option("--scene", callback=_scene, default="room", show_default=True,
+              help="Which room copies --room adds: roomN (pink/household noise), babbleN (or babble), "
+              "talkN (babble behind every copy), livingN (talk copies, always reverberant), joined by +.")
 @click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
               help="Only a seeded subset: at most this many clips per corpus and merged class.")
 @click.option("--name", required=True, help="Model name in the records.")

@@ -9,7 +9,8 @@ leave-one-speaker-out fold).
 Variant `roomN` of the feature cache is copy N of every clip made this way with pink or household
 noise; variant `babbleN` draws babble as a third kind of noise (babble_pool); variant `talkN` always
 has babble behind the utterance (people talking across the room while someone speaks near the
-microphone, the pauses holding only their talk). A window covering less
+microphone, the pauses holding only their talk); variant `livingN` is a talk copy that is always
+reverberant (a talker across a living room, its echo and other people's talk). A window covering less
 than MIN_SPEECH_S of the utterance is a pause: its label is `neutral`, as the stream benchmark scores
 it, so a head learns that a pause, a hiss, a reverberant tail or other people talking is not sadness.
 """
@@ -46,13 +47,17 @@ SEED_BASE = 10_000
 """Training's rooms and noise draws start here; the room benchmark's seeds are single digits."""
 RIR_BANK = 16
 """Simulated rooms per process, RT60 spread over 0.2-1.0 s (image-source rooms take seconds each)."""
-SCENES = ("room", "babble", "talk")
+SCENES = ("room", "babble", "talk", "living")
 """Variant families of room copies: `roomN` (pink or household noise), `babbleN` (or babble), `talkN`
-(babble only)."""
-BABBLE_SCENES = ("babble", "talk")
+(babble only), `livingN` (babble only, always reverberant)."""
+BABBLE_SCENES = ("babble", "talk", "living")
 """Families whose copies draw babble from babble_pool."""
-P_REVERB, P_PHONE = 0.4, 0.15
-P_NOISE = {"room": 0.6, "babble": 0.7, "talk": 1.0}
+TALK_SCENES = ("talk", "living")
+"""Families whose noise is always babble (pink or household when the pool is empty)."""
+P_PHONE = 0.15
+P_REVERB = {"room": 0.4, "babble": 0.4, "talk": 0.4, "living": 1.0}
+"""Share of copies heard through a simulated room, per family."""
+P_NOISE = {"room": 0.6, "babble": 0.7, "talk": 1.0, "living": 1.0}
 """Share of copies with noise, per family."""
 NOISES = ("pink", "household", "babble")
 """A babble copy's noise kinds, drawn with equal odds (babble only when the corpus has a pool)."""
@@ -95,8 +100,8 @@ def babble_pool(clips: Sequence[Clip], corpus: str) -> tuple[np.ndarray, ...]:
 
 
 def scene_of(variant: str) -> tuple[str, int] | None:
-    """("room", 2) for cache variant `room2`, ("babble", 1) for `babble1` (and `talkN`); None for any
-    other variant."""
+    """("room", 2) for cache variant `room2`, ("babble", 1) for `babble1` (and `talkN`, `livingN`); None
+    for any other variant."""
     for family in SCENES:
         if variant.startswith(family) and variant[len(family):].isdigit():
             return family, int(variant[len(family):])
@@ -109,8 +114,8 @@ def make_scene(speech: np.ndarray, path: str, copy: int,
     family).
 
     babble None: a `room` copy (pink or household noise); a pool (babble_pool, maybe empty): a copy of
-    `family`, `babble` (babble made of the pool is a third kind of noise) or `talk` (always babble;
-    pink or household when the pool is empty)."""
+    `family`, `babble` (babble made of the pool is a third kind of noise), `talk` (always babble;
+    pink or household when the pool is empty) or `living` (a talk copy, always reverberant)."""
     if babble is None:
         family = "room"
     rng = rng_for(path, SEED_BASE + copy)
@@ -119,7 +124,7 @@ def make_scene(speech: np.ndarray, path: str, copy: int,
                             np.zeros(post, np.float32)])
     span = (pre, pre + len(speech))
     steps = []
-    if rng.random() < P_REVERB:
+    if rng.random() < P_REVERB[family]:
         rir = rir_bank()[int(rng.integers(RIR_BANK))]
         audio = reverb.reverberate(audio, rir)
         steps.append(f"rt60-{rir.rt60_s:.2f}")
@@ -127,7 +132,7 @@ def make_scene(speech: np.ndarray, path: str, copy: int,
         if babble is None:
             kind = "pink" if rng.random() < 0.5 else "household"
         else:
-            kinds = NOISES[:2] if not babble else ("babble",) if family == "talk" else NOISES
+            kinds = NOISES[:2] if not babble else ("babble",) if family in TALK_SCENES else NOISES
             kind = kinds[int(rng.integers(len(kinds)))]
         snr = float(rng.uniform(*SNR_DB))
         if kind == "babble":
