@@ -83,6 +83,8 @@ def si_table(records: list[Record], default_id: str | None = None, egemaps_cost:
             worst_cell = f"{worst:.3f} ({lo})"
         else:
             loco_cell = f"{len(folds)} of {len(XCOLS)} folds" if folds else "not measured"
+            if n in spread:  # measured with other seeds only: their mean, the seed table has each
+                loco_cell = f"({len(spread[n])} seeds: {sum(spread[n].values()) / len(spread[n]):.3f})"
             worst_cell = ""
 
         si_cells = " | ".join(_num(r, k, f) for k, f in (("uar", "{:.3f}"), ("macro_f1", "{:.3f}"),

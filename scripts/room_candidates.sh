@@ -7,8 +7,9 @@
 # 1200 clips per corpus (training/scenes.py); 3. LOCO without and with the room copies;
 # 4. the speaker-independent head of the room-trained candidate, its daemon model and room rows;
 # 5. the same with babble among the room copies' noises (the room option, roombabble); 6. what breaks
-# the LOCO tie; 7. the default's foreground head (an emotion head, then a binary one); 8. the default
-# of today, an ensemble of heads of two recipes, and its gate.
+# the LOCO tie; 7. the default's foreground head (an emotion head, then a binary one); 8. the previous
+# default, an ensemble of heads of two recipes, and its gate; 9. the default of today, the same with
+# heads of two recipes trained on copies heard across a living room too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -155,7 +156,7 @@ $PY -m bench latency --configs "$NAME-onnx-fp32" --configs whisper-yamnet-room-m
     --configs yamnet-backbone --threads 1 --no-hubert --merge
 $PY -m bench footprint --models "$NAME-onnx-fp32" --models whisper-yamnet-room-mlp-allplus-onnx-fp32 \
     --no-hubert --merge
-# the default today: four heads averaged, two seeds each of the room recipe and of room-and-babble
+# 8. the previous default: four heads averaged, two seeds each of the room recipe and of room-and-babble
 # (LOCO by `training ensemble` over their saved folds; seeds 1-3 of the room recipe and 1-2 of
 # room-and-babble also give the seed table), tied with the room recipe on LOCO and validation UAR and
 # ahead on the validation streams; then the fixed gate swept below 0.001 on the validation streams
@@ -199,5 +200,64 @@ $PY -m bench latency --configs "$ENS-onnx-fp32" --merge
 $PY -m bench compare --model "$ENS-onnx-fp32" --model "$NAME-onnx-fp32" --seconds 20 --threads 1 --rounds 3 \
     --repeat 50
 $PY -m bench footprint --models "$ENS-onnx-fp32" "$NAME-onnx-fp32" --no-hubert --seconds 30 --merge
+
+# 9. the default of today: the four heads of section 8 and two seeds each of two recipes that add copies
+# heard across a living room (variant living1: talk copies that are always reverberant,
+# training.scenes): room+living and room+babble+living; the six heads without the second pair were the
+# other candidate. Seeds 1-2 of room+babble+talk complete that recipe's seed row.
+extract --variant living1 --max-clips 1200
+for seed in 1 2; do
+    for spec in "roomliving|whisper-mean_std-L2+3+mlp+speech+room-and-living|room+living" \
+            "rbl|whisper-mean_std-L2+3+mlp+speech+room-babble-living|room+babble+living" \
+            "rbt|whisper-mean_std-L2+3+mlp+speech+room+babble+talk|room+babble+talk"; do
+        IFS="|" read -r R ROWNAME SCENE <<< "$spec"
+        $PY -m training loco --cache "$CACHE" --arch mlp --grid one --pooling mean_std@2+3 --room 1 \
+            --scene "$SCENE" --seed $seed --name "$ROWNAME" --save-probs "runs/loco-probs/$R-s$seed"
+        [ "$R" = rbt ] && continue
+        $PY -m training run --protocol speaker_independent --corpus all+ --arch mlp --grid one \
+            --pooling mean_std@2+3 --room 1 --scene "$SCENE" --cache "$CACHE" --seed $seed --name "$ROWNAME" \
+            --save-head "runs/heads/whisper-l23-$R-mlp-allplus-s$seed" --save-probs "runs/si-probs/$R-s$seed" \
+            --no-record
+    done
+done
+ens() {  # ensemble folder, record name, members (LOCO and SI rows, one daemon model, its validation streams)
+    local ens=$1 name=$2
+    shift 2
+    # shellcheck disable=SC2046
+    $PY -m training ensemble $(for m in "$@"; do echo --probs "runs/loco-probs/$m"; done) --name "$name"
+    # shellcheck disable=SC2046
+    $PY -m training ensemble $(for m in "$@"; do echo --probs "runs/si-probs/$m"; done) --name "$name" \
+        $(for m in "$@"; do echo --head "runs/heads/whisper-l23-${m%-s*}-mlp-allplus-${m##*-}"; done) \
+        --save-head "runs/heads/$ens"
+    $PY -m convert whisper-model "runs/heads/$ens" --checkpoint ../shared/weights/whisper-tiny.en \
+        --name "$ens" --quant onnx-float32 --encoder models/heads/whisper-l23-mlp-allplus-encoder-fp16w.onnx \
+        --windows 300
+    $PY -m convert foreground-head --model "$ens-onnx-fp32" --head models/heads/whisper-l23-fg-allplus
+    $PY -m bench room --models "$ens-onnx-fp32" $C --speakers val --per-class 20 --merge
+}
+ROOM4="room-s1 room-s2 roombabble-s1 roombabble-s2"
+ROOM4_NAME="whisper-L2+3-speech-room seeds 1-2, whisper-L2+3-speech-room-and-babble seeds 1-2"
+ens whisper-l23-living-ens6-allplus "ensemble($ROOM4_NAME, whisper-L2+3-speech-room-and-living seeds 1-2)" \
+    $ROOM4 roomliving-s1 roomliving-s2
+ENS8=whisper-l23-living-ens8-allplus
+ens $ENS8 "ensemble($ROOM4_NAME, whisper-L2+3-speech-room-and-living seeds 1-2, \
+whisper-L2+3-speech-room-babble-living seeds 1-2)" $ROOM4 roomliving-s1 roomliving-s2 rbl-s1 rbl-s2
+$PY -m convert whisper-model "runs/heads/$ENS8" --checkpoint ../shared/weights/whisper-tiny.en \
+    --name "$ENS8" --quant onnx-float32 --encoder models/heads/whisper-l23-mlp-allplus-encoder-fp16w.onnx \
+    --windows 300 --default
+$PY -m training ship "runs/heads/$ENS8" --name "$ENS8"
+for bt in 0.3 0.5 0.6; do
+    $PY -m bench room --models "$ENS8-onnx-fp32" $C --speakers val --per-class 20 --background-threshold $bt --merge
+done
+for rms in 0.001 0.0005 0; do
+    $PY -m bench room --models "$ENS8-onnx-fp32" $C --speakers val --per-class 20 --rms-threshold $rms \
+        --floor-margin-db 3 --background-threshold 0.4 --merge
+done
+$PY -m bench room --models "$ENS8-onnx-fp32" $C --merge   # the daemon's gate
+$PY -m bench stream-eval --models "$ENS8-onnx-fp32" --vad none --smoothing none --merge
+$PY -m bench latency --configs "$ENS8-onnx-fp32" --merge
+$PY -m bench compare --model "$ENS8-onnx-fp32" --model "$ENS-onnx-fp32" --seconds 20 --threads 1 --rounds 3 \
+    --repeat 50
+$PY -m bench footprint --models "$ENS8-onnx-fp32" "$ENS-onnx-fp32" --no-hubert --seconds 30 --merge
 $PY -m training report
 $PY -m bench tables

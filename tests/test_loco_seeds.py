@@ -49,3 +49,12 @@ def test_the_best_mark_goes_by_the_mean_over_seeds():
     recs = folds("a", 0.48) + seeded("a", 1, 0.52) + seeded("a", 2, 0.53) + folds("b", 0.50)
     table = si_table(recs)
     assert "| a |  | **0.480 (3 seeds: 0.510)** |" in table and "| b |  | 0.500 |" in table
+
+
+def test_a_candidate_measured_with_other_seeds_only_shows_their_mean():
+    from bench.render_quality import si_table
+
+    si = {"model": "c", "protocol": "speaker_independent", "corpus": "all+", "classes": "merged", "uar": 0.7,
+          "accuracy": 0.7, "macro_f1": 0.7, "val_uar": 0.7, "n_test": 10, "command": "python -m training run"}
+    table = si_table(seeded("c", 1, 0.46) + seeded("c", 2, 0.47) + [si] + folds("b", 0.50))
+    assert "| c |  | (2 seeds: 0.465) |" in table and "not measured" not in table
