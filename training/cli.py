@@ -26,6 +26,17 @@ def _scene(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return "+".join(f for f in SCENES if f in families)
 
 
+def room_options(command):
+    """--room and --scene of `run` and `loco`: which room copies (training.scenes) join the training clips."""
+    command = click.option("--scene", callback=_scene, default="room", show_default=True,
+                           help="Which room copies --room adds: roomN (pink/household noise), babbleN (or "
+                           "babble), talkN (babble behind every copy), livingN (talk copies, always "
+                           "reverberant), joined by +.")(command)
+    room = click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
+                        help="Room copies per training clip (cache variants room1..N, training.scenes).")
+    return room(command)
+
+
 @click.group()
 def cli() -> None:
     """Corpora -> embedding cache -> heads -> reports."""
@@ -132,11 +143,7 @@ def splits(corpora: str, root: Path | None) -> None:
               show_default=True, help="logreg = the reference probe (clip mean+max, sklearn).")
 @click.option("--pooling", default="mean", show_default=True, help="edge_ser pooling, or frames (attn).")
 @click.option("--augment", default=0, show_default=True, help="Augmented copies per training clip.")
-@click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
-              help="Room copies per training clip (cache variants room1..N, training.scenes).")
-@click.option("--scene", callback=_scene, default="room", show_default=True,
-              help="Which room copies --room adds: roomN (pink/household noise), babbleN (or babble), "
-              "talkN (babble behind every copy), livingN (talk copies, always reverberant), joined by +.")
+@room_options
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="full", show_default=True)
 @click.option("--corpus-power", default=0.0, show_default=True,
               help="Down-weight big corpora by size^-p when sampling (0 = class balancing only).")
@@ -196,11 +203,7 @@ def run(protocol: str, corpus: str, heldout: str | None, classes: str, arch: str
 @click.option("--grid", type=click.Choice(["full", "small", "one"]), default="one", show_default=True)
 @click.option("--norm", type=click.Choice(["global", "corpus"]), default="global", show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Feature cache root.")
-@click.option("--room", default=0, show_default=True, type=click.IntRange(0, 8),
-              help="Room copies per training clip (cache variants room1..N, training.scenes).")
-@click.option("--scene", callback=_scene, default="room", show_default=True,
-              help="Which room copies --room adds: roomN (pink/household noise), babbleN (or babble), "
-              "talkN (babble behind every copy), livingN (talk copies, always reverberant), joined by +.")
+@room_options
 @click.option("--per-class", type=click.IntRange(1, 1_000_000), default=None,
               help="Only a seeded subset: at most this many clips per corpus and merged class.")
 @click.option("--name", required=True, help="Model name in the records.")
